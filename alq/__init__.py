@@ -1,0 +1,3 @@
+"""alq: large-batch active learning on precomputed embeddings."""
+
+__version__ = "0.1.0"

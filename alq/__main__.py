@@ -1,0 +1,3 @@
+from alq.cli import main
+
+main()

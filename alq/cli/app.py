@@ -1,0 +1,102 @@
+"""The typer application and the helpers every command shares.
+
+Commands are thin: parse, validate, call one library function, render.
+stdout carries results (``--json``); stderr carries people's output
+(progress bars only on a TTY, logs, errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Callable, Iterator
+
+import typer
+from rich.console import Console
+
+from alq.io import _json_default
+
+app = typer.Typer(
+    name="alq",
+    help=(
+        "Large-batch active learning on precomputed embeddings.\n\n"
+        "Each step is a command that reads and writes files, so cron jobs and shell pipelines can chain them.\n\n"
+        "Example (the nightly job):\n\n"
+        "  alq embed vectors/ --out pool/ && alq labels import annotations.csv --pool pool/ --out labels.parquet\n\n"
+        "  alq train pool/ labels.parquet --out head.pt && alq cluster pool/ --out clusters/\n\n"
+        "  alq select pool/ --head head.pt --labels labels.parquet --clusters clusters/ "
+        "--strategy cluster-margin --budget 100000 --out batch.parquet"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+stderr = Console(stderr=True, highlight=False)
+
+JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
+QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on stderr.")
+
+
+def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[[dict], None] | None = None) -> None:
+    """Print a result: JSON on stdout, or a human rendering (default: key: value lines on stdout)."""
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        return
+    if quiet:
+        return
+    if render is not None:
+        render(summary)
+        return
+    for key, value in summary.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=_json_default)
+        typer.echo(f"{key}: {value}")
+
+
+def log(message: str, *, quiet: bool = False) -> None:
+    if not quiet:
+        stderr.print(message)
+
+
+@contextlib.contextmanager
+def progress_bar(*, quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``(task, done, total)`` callback drawing rich bars on stderr, only on a TTY."""
+    if quiet or not sys.stderr.isatty():
+        yield lambda task, done, total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=stderr, transient=True) as bar:
+        def update(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total)
+
+        yield update
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """``--option key=value`` pairs into a dict (numbers parsed when they look like numbers)."""
+    from alq.errors import BadInputError
+
+    out: dict = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise BadInputError(f"--option {pair!r} must look like key=value")
+        key, value = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out

@@ -1,0 +1,35 @@
+"""One memory setting decides block sizes everywhere.
+
+``ALQ_WORKING_MEMORY`` (MiB, default 256) bounds the working set of one block
+of a streamed pool-wide stage, in the spirit of scikit-learn's
+``working_memory``. Peak memory is then bounded by this, not by the pool.
+"""
+
+from __future__ import annotations
+
+import os
+
+from alq.errors import BadInputError
+
+DEFAULT_WORKING_MEMORY_MIB = 256
+
+
+def working_memory_bytes() -> int:
+    raw = os.environ.get("ALQ_WORKING_MEMORY", str(DEFAULT_WORKING_MEMORY_MIB))
+    try:
+        mib = float(raw)
+    except ValueError:
+        raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} is not a number of MiB") from None
+    if mib <= 0:
+        raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} must be > 0 (MiB)")
+    return int(mib * 1024 * 1024)
+
+
+def rows_per_block(bytes_per_row: int, *, working_memory: int | None = None) -> int:
+    """Rows that fit in the working memory when each row costs ``bytes_per_row``.
+
+    ``bytes_per_row`` should count every per-row buffer of the stage (the
+    float32 copy of the embedding, logits, scores...), not only the input.
+    """
+    budget = working_memory_bytes() if working_memory is None else working_memory
+    return max(1, int(budget // max(1, int(bytes_per_row))))

@@ -1,0 +1,140 @@
+"""Atomic, self-describing file I/O shared by every command.
+
+Every output is written to a temporary name beside its target and moved into
+place with ``os.replace``: a crash (even SIGKILL) leaves either the previous
+file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from alq.errors import BadInputError
+
+PathLike = str | os.PathLike
+
+
+@contextlib.contextmanager
+def atomic_path(target: PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; move it into place on success.
+
+    On any exception the temporary file is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        _fsync(tmp_path)
+        os.replace(tmp_path, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: PathLike, *, what: str = "file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"{path}: {what} is not valid JSON ({exc})") from None
+
+
+def write_parquet(path: PathLike, table: pa.Table, metadata: dict[str, Any] | None = None) -> None:
+    """Write ``table`` atomically, with ``metadata`` as JSON in the key-value metadata.
+
+    Each metadata value is stored JSON-encoded under ``alq.<key>`` so that
+    ``alq info`` and ``alq report`` can say where a file came from.
+    """
+    if metadata:
+        kv = dict(table.schema.metadata or {})
+        for key, value in metadata.items():
+            kv[f"alq.{key}".encode()] = json.dumps(value, default=_json_default).encode()
+        table = table.replace_schema_metadata(kv)
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+def parquet_metadata(path_or_schema: PathLike | pa.Schema) -> dict[str, Any]:
+    """The ``alq.*`` key-value metadata of a Parquet file, decoded."""
+    schema = path_or_schema if isinstance(path_or_schema, pa.Schema) else read_parquet_schema(path_or_schema)
+    out: dict[str, Any] = {}
+    for key, value in (schema.metadata or {}).items():
+        k = key.decode(errors="replace")
+        if k.startswith("alq."):
+            try:
+                out[k[4:]] = json.loads(value)
+            except json.JSONDecodeError:
+                out[k[4:]] = value.decode(errors="replace")
+    return out
+
+
+def read_parquet_schema(path: PathLike) -> pa.Schema:
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: file not found")
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInputError(f"{path}: not a readable Parquet file ({_short(exc)})") from None
+
+
+def read_parquet(path: PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file; a missing, truncated or corrupt file is a BadInputError."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: file not found")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInputError(f"{path}: not a readable Parquet file ({_short(exc)})") from None
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def sha256_file(path: PathLike, *, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

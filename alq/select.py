@@ -1,0 +1,196 @@
+"""``alq select`` as a library call: exclusions, budget checks, strategy, output.
+
+The pipeline: open the pool, mark labeled and pending rows as excluded,
+check the budget against the unlabeled count, build a strategy
+:class:`~alq.strategies.Context`, run it, check its contract (exact budget,
+distinct, never excluded), and write the selection Parquet atomically with
+its provenance in the key-value metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from alq import __version__
+from alq.device import torch_device
+from alq.errors import AlqFailure, BadInputError, BudgetError
+from alq.io import write_parquet
+from alq.model.head import Head, load_head
+from alq.store.labels import read_id_list, read_labels
+from alq.store.pool import Pool, open_pool
+from alq.strategies import Context, Selection, get_strategy
+
+KIND = "selection"
+
+
+@dataclass
+class SelectRequest:
+    pool: str | Path
+    strategy: str
+    budget: int
+    seed: int = 0
+    head: str | Path | None = None
+    labels: str | Path | None = None
+    pending: list[str | Path] = field(default_factory=list)
+    clusters: str | Path | None = None
+    options: dict = field(default_factory=dict)
+    allow_smaller: bool = False
+    round: int | None = None
+    engine: str = "local"
+    engine_options: dict = field(default_factory=dict)
+
+
+def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tuple[np.ndarray, np.ndarray, int]:
+    """(excluded mask, labeled indices, pending count). Unknown ids are errors naming the file."""
+    excluded = np.zeros(pool.count, dtype=bool)
+    labeled = np.empty(0, dtype=np.int64)
+    if labels is not None:
+        labeled = read_labels(labels).resolve(pool, source=str(labels))
+        excluded[labeled] = True
+    n_pending = 0
+    for p in pending:
+        ids = read_id_list(p)
+        idx = pool.lookup(ids)
+        if (idx < 0).any():
+            r = int(np.flatnonzero(idx < 0)[0])
+            raise BadInputError(f"{p}: row {r}: pending id {ids[r]!r} is not in the pool")
+        n_pending += int(np.count_nonzero(~excluded[idx]))
+        excluded[idx] = True
+    return excluded, labeled, n_pending
+
+
+def check_budget(budget: int, n_unlabeled: int, *, allow_smaller: bool) -> int:
+    if budget < 1:
+        raise BudgetError(f"--budget={budget} must be >= 1")
+    if n_unlabeled == 0:
+        raise BudgetError("the pool has no unlabeled rows left (all labeled or pending)",
+                          hint="add rows with `alq embed --append` or clear --pending")
+    if budget > n_unlabeled:
+        if allow_smaller:
+            return n_unlabeled
+        raise BudgetError(f"--budget={budget} exceeds the {n_unlabeled} unlabeled rows",
+                          hint="lower --budget or pass --allow-smaller to take them all")
+    return budget
+
+
+def check_selection(sel: Selection, ctx: Context, strategy: str) -> None:
+    """Guard the strategy contract: a violation is a bug, never a silent bad batch."""
+    idx = np.asarray(sel.indices, dtype=np.int64)
+    if len(idx) != ctx.budget or len(sel.scores) != len(idx):
+        raise AlqFailure(f"strategy {strategy} returned {len(idx)} rows for budget {ctx.budget}")
+    if len(np.unique(idx)) != len(idx):
+        raise AlqFailure(f"strategy {strategy} returned duplicate rows")
+    if idx.size and (idx.min() < 0 or idx.max() >= ctx.pool.count or ctx.excluded[idx].any()):
+        raise AlqFailure(f"strategy {strategy} returned labeled, pending or out-of-range rows")
+
+
+def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Context, dict]:
+    strat = get_strategy(req.strategy)
+    if strat.simulation_only:
+        raise BadInputError(f"--strategy {req.strategy} reads true labels and only runs inside `alq simulate`")
+    head: Head | None = None
+    if req.head is not None:
+        head = load_head(req.head)
+        head.check_pool(pool, path=str(req.head))
+    elif strat.needs_head:
+        from alq.strategies import load_all
+
+        cold = sorted(n for n, c in load_all().items() if not c.needs_head and not c.simulation_only)
+        raise BadInputError(f"--strategy {req.strategy} needs a head (--head HEAD.pt from `alq train`)",
+                            hint=f"strategies that need none: {', '.join(cold)}")
+    excluded, labeled, n_pending = exclusion_mask(pool, req.labels, req.pending)
+    n_unlabeled = int(pool.count - np.count_nonzero(excluded))
+    budget = check_budget(int(req.budget), n_unlabeled, allow_smaller=req.allow_smaller)
+    clusters = None
+    if strat.needs_clusters:
+        from alq.cluster.store import load_clusters
+
+        if req.clusters is None:
+            raise BadInputError(f"--strategy {req.strategy} needs --clusters (from `alq cluster`)")
+        clusters = load_clusters(req.clusters, pool)
+    from alq.engine import get_engine
+
+    ctx = Context(pool=pool, budget=budget, seed=int(req.seed), excluded=excluded, labeled=labeled, head=head,
+                  clusters=clusters, options=dict(req.options), engine=get_engine(req.engine, **req.engine_options),
+                  device=torch_device(), progress=progress)
+    info = {"pool_rows": pool.count, "labeled": int(len(labeled)), "pending": n_pending,
+            "unlabeled": n_unlabeled, "budget_requested": int(req.budget), "budget": budget}
+    return ctx, info
+
+
+def predicted_classes(head: Head | None, pool: Pool, indices: np.ndarray) -> list | None:
+    if head is None or len(indices) == 0:
+        return None
+    x = torch.from_numpy(pool.take(indices, dtype=np.float32))
+    z = head.to("cpu").logits(x)
+    return [head.classes[i] for i in z.argmax(dim=1).tolist()]
+
+
+def selection_table(pool: Pool, sel: Selection, req: SelectRequest, predicted: list | None) -> pa.Table:
+    n = len(sel.indices)
+    ids = pool.ids(sel.indices)
+    cols = {
+        "id": pa.array(ids.tolist(), type=pa.int64() if pool.id_type == "int64" else pa.string()),
+        "rank": pa.array(np.arange(n, dtype=np.int64)),
+        "score": pa.array(np.asarray(sel.scores, dtype=np.float64)),
+        "strategy": pa.array([req.strategy] * n, type=pa.string()),
+        "budget": pa.array(np.full(n, int(req.budget), dtype=np.int64)),
+        "seed": pa.array(np.full(n, int(req.seed), dtype=np.int64)),
+        "round": pa.array([req.round] * n, type=pa.int64()),
+        "predicted_class": _class_array(predicted, n),
+        "row": pa.array(np.asarray(sel.indices, dtype=np.int64)),
+    }
+    for name, values in sel.columns.items():
+        cols[name] = pa.array(np.asarray(values))
+    return pa.table(cols)
+
+
+def _class_array(predicted: list | None, n: int) -> pa.Array:
+    if predicted is None:
+        return pa.nulls(n, type=pa.string())
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in predicted):
+        return pa.array(predicted, type=pa.int64())
+    return pa.array([str(c) for c in predicted], type=pa.string())
+
+
+def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=None,
+               pool: Pool | None = None) -> tuple[pa.Table, dict]:
+    """Select a batch; write it to ``out`` (atomically) when given. Returns (table, summary)."""
+    t0 = time.perf_counter()
+    pool = pool if pool is not None else open_pool(req.pool)
+    ctx, info = build_context(req, pool, progress=progress)
+    strat = get_strategy(req.strategy)
+    t_sel = time.perf_counter()
+    sel = strat.select(ctx)
+    select_seconds = time.perf_counter() - t_sel
+    check_selection(sel, ctx, req.strategy)
+    predicted = predicted_classes(ctx.head, pool, sel.indices)
+    table = selection_table(pool, sel, req, predicted)
+    hist: dict = {}
+    if predicted is not None:
+        for c in predicted:
+            hist[str(c)] = hist.get(str(c), 0) + 1
+        hist = dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+    summary = {"strategy": req.strategy, "seed": int(req.seed), "round": req.round, **info,
+               "selected": int(len(sel.indices)), "predicted_class_histogram": hist,
+               "options": {k: v for k, v in req.options.items() if v is not None},
+               "select_seconds": round(select_seconds, 4), **sel.summary}
+    meta = {"kind": KIND, "strategy": req.strategy, "budget": int(req.budget), "seed": int(req.seed),
+            "round": req.round, "pool": str(req.pool), "pool_fingerprint": pool.fingerprint,
+            "head": str(req.head) if req.head else None,
+            "head_fingerprint": ctx.head.fingerprint if ctx.head is not None else None,
+            "labels": str(req.labels) if req.labels else None, "pending": [str(p) for p in req.pending],
+            "clusters": str(req.clusters) if req.clusters else None, "options": summary["options"],
+            "alq_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if out is not None:
+        write_parquet(out, table, meta)
+        summary["output"] = str(out)
+    summary["seconds"] = round(time.perf_counter() - t0, 4)
+    return table, summary

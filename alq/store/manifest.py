@@ -1,0 +1,116 @@
+"""The pool manifest: what a pool directory holds, written last.
+
+A pool directory is::
+
+    POOL/manifest.json          this file (written last, atomically)
+    POOL/shard-000000.npy       float16|float32 array of shape (rows, dim)
+    POOL/shard-000000.parquet   column ``id`` (int64|string) + metadata, same row order
+
+The manifest lists every shard with its row count and the sha256 of both
+files, so ``alq info --verify`` can name the first bad shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from alq import __version__
+from alq.errors import StoreError
+from alq.io import read_json, write_json
+
+FORMAT = "alq-pool"
+VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = ("float16", "float32")
+ID_TYPES = ("int64", "string")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    rows: int
+    sha256: str  # of the .npy file
+    ids_sha256: str  # of the .parquet file
+
+    @property
+    def npy(self) -> str:
+        return f"{self.name}.npy"
+
+    @property
+    def parquet(self) -> str:
+        return f"{self.name}.parquet"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    dim: int
+    dtype: str
+    id_type: str
+    shards: tuple[ShardInfo, ...] = ()
+    normalize: str | None = None
+    format: str = FORMAT
+    version: int = VERSION
+    alq_version: str = __version__
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the pool's content: changes when any shard changes or is added."""
+        h = hashlib.sha256(f"{self.dim}|{self.dtype}|{self.id_type}|{self.normalize}".encode())
+        for s in self.shards:
+            h.update(f"|{s.name}:{s.rows}:{s.sha256}:{s.ids_sha256}".encode())
+        return h.hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["count"] = self.count
+        d["fingerprint"] = self.fingerprint
+        d["shards"] = [asdict(s) for s in self.shards]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, *, path: Path) -> "Manifest":
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise StoreError(f"{path}: not an alq pool manifest (format is {d.get('format') if isinstance(d, dict) else None!r})")
+        if d.get("version") != VERSION:
+            raise StoreError(f"{path}: pool format version {d.get('version')} is not supported (this alq reads {VERSION})",
+                             hint="upgrade alq")
+        try:
+            shards = tuple(ShardInfo(**s) for s in d["shards"])
+            m = cls(dim=int(d["dim"]), dtype=str(d["dtype"]), id_type=str(d["id_type"]), shards=shards,
+                    normalize=d.get("normalize"), alq_version=d.get("alq_version", "?"), extra=d.get("extra", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"{path}: malformed manifest ({exc})") from None
+        if m.dtype not in DTYPES or m.id_type not in ID_TYPES or m.dim < 1:
+            raise StoreError(f"{path}: manifest has dtype={m.dtype!r} id_type={m.id_type!r} dim={m.dim}")
+        if "count" in d and int(d["count"]) != m.count:
+            raise StoreError(f"{path}: manifest count {d['count']} != sum of shard rows {m.count}")
+        return m
+
+
+def manifest_path(pool_dir: str | Path) -> Path:
+    return Path(pool_dir) / MANIFEST
+
+
+def is_pool(path: str | Path) -> bool:
+    return manifest_path(path).is_file()
+
+
+def read_manifest(pool_dir: str | Path) -> Manifest:
+    path = manifest_path(pool_dir)
+    if not Path(pool_dir).exists():
+        raise StoreError(f"{pool_dir}: pool directory not found", hint="build one with `alq embed`")
+    if not path.exists():
+        raise StoreError(f"{pool_dir}: no {MANIFEST} (not an alq pool, or its first write never finished)",
+                         hint="build one with `alq embed`")
+    return Manifest.from_json(read_json(path, what="pool manifest"), path=path)
+
+
+def write_manifest(pool_dir: str | Path, manifest: Manifest) -> None:
+    write_json(manifest_path(pool_dir), manifest.to_json())

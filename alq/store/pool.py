@@ -1,0 +1,343 @@
+"""The pool data-access object: one interface over sharded or in-memory pools.
+
+Strategies never see file paths. They ask a :class:`Pool` for its size,
+for blocks of rows (bounded by ``ALQ_WORKING_MEMORY``, optionally only this
+worker's ``split=(nsplit, rank)`` share), for rows by global index, and for
+the mapping global index <-> (shard, row) <-> id. Blocks never cross shard
+boundaries, so a block is always a view of one memory-mapped shard.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from alq.config import rows_per_block
+from alq.errors import BadInputError, StoreError
+from alq.io import read_parquet, sha256_file
+from alq.store.manifest import Manifest, read_manifest
+
+
+@dataclass(frozen=True)
+class Block:
+    """Rows ``start .. start+len(vectors)`` of the pool, all in shard ``shard``."""
+
+    start: int
+    vectors: np.ndarray  # (rows, dim), the pool dtype; may be a read-only memmap view
+    shard: int
+    row0: int  # first row within the shard
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.vectors)
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.arange(self.start, self.stop, dtype=np.int64)
+
+
+class Pool(ABC):
+    """Read access to a pool of ``count`` embeddings of dimension ``dim``."""
+
+    dim: int
+    dtype: np.dtype
+    id_type: str  # "int64" or "string"
+    shard_rows: tuple[int, ...]
+
+    # -- what a subclass provides -------------------------------------------
+    @abstractmethod
+    def shard_vectors(self, shard: int) -> np.ndarray:
+        """Embeddings of one shard, shape (rows, dim); memory-mapped where possible."""
+
+    @abstractmethod
+    def shard_ids(self, shard: int) -> np.ndarray:
+        """Ids of one shard: int64 array, or object array of str."""
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Changes whenever the pool's content changes (including appends)."""
+
+    # -- derived ------------------------------------------------------------
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        """offsets[s] = global index of shard s's first row; offsets[-1] = count."""
+        return np.concatenate([[0], np.cumsum(self.shard_rows, dtype=np.int64)]).astype(np.int64)
+
+    @property
+    def count(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.shard_rows)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def block_rows(self, bytes_per_row: int | None = None) -> int:
+        """Rows per block from ``ALQ_WORKING_MEMORY``.
+
+        The default cost per row is a float32 copy of the embedding plus the
+        stored row, which is what most stages hold at once.
+        """
+        if bytes_per_row is None:
+            bytes_per_row = self.dim * (4 + self.dtype.itemsize)
+        return rows_per_block(bytes_per_row)
+
+    def split_range(self, split: tuple[int, int] = (1, 0)) -> tuple[int, int]:
+        """Global row range [lo, hi) of worker ``rank`` among ``nsplit`` (contiguous, balanced)."""
+        nsplit, rank = split
+        if nsplit < 1 or not 0 <= rank < nsplit:
+            raise BadInputError(f"split={split!r}: need nsplit >= 1 and 0 <= rank < nsplit")
+        n = self.count
+        return n * rank // nsplit, n * (rank + 1) // nsplit
+
+    def iter_blocks(self, *, block_rows: int | None = None, split: tuple[int, int] = (1, 0),
+                    lo: int | None = None, hi: int | None = None) -> Iterator[Block]:
+        """Stream the pool (or this worker's split of it, or rows [lo, hi)) in blocks."""
+        if lo is None or hi is None:
+            lo, hi = self.split_range(split)
+        step = block_rows or self.block_rows()
+        if step < 1:
+            raise BadInputError(f"block_rows={step} must be >= 1")
+        offsets = self.offsets
+        first = int(np.searchsorted(offsets, lo, side="right") - 1)
+        for s in range(max(first, 0), self.n_shards):
+            s0, s1 = int(offsets[s]), int(offsets[s + 1])
+            if s0 >= hi:
+                break
+            a, b = max(lo, s0), min(hi, s1)
+            if a >= b:
+                continue
+            vectors = self.shard_vectors(s)
+            for r in range(a - s0, b - s0, step):
+                r1 = min(r + step, b - s0)
+                yield Block(start=s0 + r, vectors=vectors[r:r1], shard=s, row0=r)
+
+    def locate(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Global indices -> (shard, row within shard)."""
+        idx = self._check_indices(indices)
+        shard = np.searchsorted(self.offsets, idx, side="right") - 1
+        return shard.astype(np.int64), idx - self.offsets[shard]
+
+    def global_index(self, shard, row) -> np.ndarray:
+        shard = np.asarray(shard, dtype=np.int64)
+        row = np.asarray(row, dtype=np.int64)
+        if np.any((shard < 0) | (shard >= self.n_shards)) or np.any((row < 0) | (row >= np.asarray(self.shard_rows)[shard])):
+            raise BadInputError("shard/row out of range for this pool")
+        return self.offsets[shard] + row
+
+    def _check_indices(self, indices) -> np.ndarray:
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.count):
+            raise BadInputError(f"row index out of range [0, {self.count}): "
+                                f"{int(idx.min()) if idx.min() < 0 else int(idx.max())}")
+        return idx
+
+    def take(self, indices, dtype=None) -> np.ndarray:
+        """Rows at the given global indices, in the given order, shape (len, dim)."""
+        idx = self._check_indices(indices)
+        out = np.empty((idx.size, self.dim), dtype=dtype or self.dtype)
+        if idx.size == 0:
+            return out
+        shard, row = self.locate(idx)
+        order = np.argsort(shard, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard[order])) + 1
+        for group in np.split(order, bounds):
+            s = int(shard[group[0]])
+            out[group] = self.shard_vectors(s)[row[group]]
+        return out
+
+    def ids(self, indices=None) -> np.ndarray:
+        """Ids of the given global indices (all rows if None: small pools only)."""
+        if indices is None:
+            return np.concatenate([self.shard_ids(s) for s in range(self.n_shards)]) if self.n_shards else \
+                np.empty(0, dtype=np.int64 if self.id_type == "int64" else object)
+        idx = self._check_indices(indices)
+        out = np.empty(idx.size, dtype=np.int64 if self.id_type == "int64" else object)
+        if idx.size == 0:
+            return out
+        shard, row = self.locate(idx)
+        for s in np.unique(shard):
+            m = shard == s
+            out[m] = self.shard_ids(int(s))[row[m]]
+        return out
+
+    def lookup(self, ids) -> np.ndarray:
+        """Global index of each id (-1 where the id is not in the pool).
+
+        A map over shards with a hash lookup per shard: memory is bounded by
+        the query, not the pool.
+        """
+        query = _as_id_array(ids, self.id_type)
+        out = np.full(len(query), -1, dtype=np.int64)
+        if len(query) == 0:
+            return out
+        for s in range(self.n_shards):
+            shard_ids = pa.array(self.shard_ids(s))
+            # position of each query id within this shard (null if absent)
+            pos = pc.index_in(query, value_set=shard_ids).fill_null(-1).to_numpy().astype(np.int64)
+            hit = pos >= 0
+            if hit.any():
+                out[hit] = self.offsets[s] + pos[hit]
+        return out
+
+    def describe(self) -> dict:
+        return {"count": self.count, "dim": self.dim, "dtype": str(self.dtype), "id_type": self.id_type,
+                "shards": self.n_shards, "fingerprint": self.fingerprint}
+
+
+def _as_id_array(ids, id_type: str) -> pa.Array:
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if not isinstance(ids, pa.Array):
+        ids = pa.array(np.asarray(ids).tolist() if not isinstance(ids, np.ndarray) or ids.dtype == object else ids)
+    want = pa.int64() if id_type == "int64" else pa.string()
+    if ids.type == want:
+        return ids
+    try:
+        if id_type == "int64" and (pa.types.is_integer(ids.type)):
+            return ids.cast(pa.int64())
+        if id_type == "string" and (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+            return ids.cast(pa.string())
+    except pa.ArrowInvalid:
+        pass
+    raise BadInputError(f"ids of type {ids.type} do not match the pool's id type {id_type}")
+
+
+class ShardedPool(Pool):
+    """A pool directory: memory-mapped NPY shards + Parquet ids, per its manifest."""
+
+    def __init__(self, path: str | Path, manifest: Manifest | None = None):
+        self.path = Path(path)
+        self.manifest = manifest or read_manifest(self.path)
+        self.dim = self.manifest.dim
+        self.dtype = np.dtype(self.manifest.dtype)
+        self.id_type = self.manifest.id_type
+        self.shard_rows = tuple(s.rows for s in self.manifest.shards)
+        self._vectors: dict[int, np.ndarray] = {}
+
+    def __reduce__(self):  # reopen by path in another process (Ray/multiprocessing workers)
+        return (ShardedPool, (str(self.path), self.manifest))
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def normalize(self) -> str | None:
+        return self.manifest.normalize
+
+    def shard_vectors(self, shard: int) -> np.ndarray:
+        arr = self._vectors.get(shard)
+        if arr is None:
+            info = self.manifest.shards[shard]
+            f = self.path / info.npy
+            if not f.exists():
+                raise StoreError(f"{f}: shard listed in the manifest is missing",
+                                 hint="restore it, or rebuild the pool with `alq embed`")
+            try:
+                arr = np.load(f, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise StoreError(f"{f}: unreadable or truncated shard ({exc})",
+                                 hint="run `alq info --verify` on the pool") from None
+            if arr.shape != (info.rows, self.dim) or arr.dtype != self.dtype:
+                raise StoreError(f"{f}: shard has shape {arr.shape} {arr.dtype}, manifest says "
+                                 f"({info.rows}, {self.dim}) {self.dtype}")
+            if len(self._vectors) >= 64:
+                self._vectors.pop(next(iter(self._vectors)))
+            self._vectors[shard] = arr
+        return arr
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - pools live for one command
+    def shard_ids(self, shard: int) -> np.ndarray:
+        info = self.manifest.shards[shard]
+        f = self.path / info.parquet
+        col = read_parquet(f, columns=["id"]).column("id")
+        if len(col) != info.rows:
+            raise StoreError(f"{f}: {len(col)} ids but the manifest says {info.rows} rows")
+        arr = col.to_numpy()
+        if self.id_type == "int64":
+            return arr.astype(np.int64, copy=False)
+        return arr.astype(object, copy=False)
+
+    def shard_table(self, shard: int, columns: list[str] | None = None) -> pa.Table:
+        """The id/metadata table of one shard."""
+        return read_parquet(self.path / self.manifest.shards[shard].parquet, columns=columns)
+
+    def verify(self) -> list[str]:
+        """Re-check every shard's files, shapes and checksums; return problems (first bad first)."""
+        problems: list[str] = []
+        for s, info in enumerate(self.manifest.shards):
+            for fname, want in ((info.npy, info.sha256), (info.parquet, info.ids_sha256)):
+                f = self.path / fname
+                if not f.exists():
+                    problems.append(f"{f}: missing")
+                elif sha256_file(f) != want:
+                    problems.append(f"{f}: checksum mismatch (file changed or truncated)")
+            if problems:
+                break
+            try:
+                self._vectors.pop(s, None)
+                self.shard_vectors(s)
+                self.shard_ids(s)
+            except StoreError as exc:
+                problems.append(str(exc))
+                break
+        return problems
+
+
+class MemoryPool(Pool):
+    """Same interface over in-memory arrays (tests, small experiments).
+
+    ``shard_rows`` cuts the array into virtual shards so that streamed code
+    paths are exercised exactly as on disk.
+    """
+
+    def __init__(self, vectors: np.ndarray, ids=None, *, shard_rows: int | None = None):
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2:
+            raise BadInputError(f"vectors must be 2-D, got shape {vectors.shape}")
+        if vectors.dtype not in (np.float16, np.float32):
+            vectors = vectors.astype(np.float32)
+        self.vectors = vectors
+        self.dim = vectors.shape[1]
+        self.dtype = vectors.dtype
+        n = len(vectors)
+        if ids is None:
+            ids = np.arange(n, dtype=np.int64)
+        ids = np.asarray(ids)
+        if len(ids) != n:
+            raise BadInputError(f"{len(ids)} ids for {n} vectors")
+        self.id_type = "int64" if np.issubdtype(ids.dtype, np.integer) else "string"
+        self._ids = ids.astype(np.int64) if self.id_type == "int64" else ids.astype(object)
+        step = shard_rows or max(n, 1)
+        self.shard_rows = tuple(min(step, n - i) for i in range(0, n, step)) or ()
+
+    @property
+    def fingerprint(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256(np.ascontiguousarray(self.vectors).tobytes())
+        h.update(repr(self._ids.tolist()).encode())
+        return h.hexdigest()[:16]
+
+    def shard_vectors(self, shard: int) -> np.ndarray:
+        o = self.offsets
+        return self.vectors[o[shard]:o[shard + 1]]
+
+    def shard_ids(self, shard: int) -> np.ndarray:
+        o = self.offsets
+        return self._ids[o[shard]:o[shard + 1]]
+
+
+def open_pool(path: str | Path) -> ShardedPool:
+    return ShardedPool(path)
