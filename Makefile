@@ -8,7 +8,7 @@ STAMP := $(VENV)/.alq-installed
 EXTRAS ?= dev,ray
 DEMO := .demo
 
-.PHONY: install install-gpu demo test bench lint sample-data clean
+.PHONY: install install-gpu demo test bench bench-peers lint sample-data clean
 
 install: $(STAMP)
 
@@ -37,7 +37,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-bench: install
+bench: install bench-peers
 	$(PY) -m pytest -q -m bench -s tests/bench -p no:xdist
 
 lint: install
@@ -49,3 +49,11 @@ sample-data: install
 
 clean:
 	rm -rf $(DEMO) build *.egg-info
+
+# Benchmark-only peer libraries in their own venv (never in alq's): modAL, scikit-activeml, DISTIL.
+PEERS := .bench/peers
+bench-peers:
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	@$(PEERS)/bin/python -c "import torch" 2>/dev/null || $(PEERS)/bin/pip install --quiet "torch==2.13.0"
+	-$(PEERS)/bin/pip install --quiet modAL-python scikit-activeml
+	-$(PEERS)/bin/pip install --quiet decile-distil

@@ -1,29 +1,70 @@
 """Engines run the map of a pool-wide stage; the reduce stays on the driver.
 
-``local`` (default) runs tasks in-process, in order. ``ray`` (``alq[ray]``)
-runs them as Ray tasks. A task is a picklable callable plus arguments; pools
-pickle as their path, so nothing pool-sized travels through the driver.
+A pool-wide stage is written as a module-level (picklable) function::
+
+    def partial(pool, lo, hi, *args, **row_slices) -> small result
+
+run over contiguous, shard-aligned row ranges by ``engine.map_pool``, then
+reduced on the driver (top-k merge, round-robin, sum). ``row_arrays`` are
+pool-length arrays (e.g. the excluded mask) sliced to each range, so a task
+only receives its own rows. ``local`` (default) runs tasks in-process;
+``ray`` (``alq[ray]``) runs them as Ray tasks. Pools pickle as their path,
+so nothing pool-sized travels through the driver.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
+
 from alq.errors import BadInputError
 
 ENGINES = ("local", "ray")
 
 
+def shard_ranges(pool, n_tasks: int) -> list[tuple[int, int]]:
+    """Split the pool into at most ``n_tasks`` contiguous row ranges on shard boundaries."""
+    offsets = np.asarray(pool.offsets)
+    n_shards = len(offsets) - 1
+    if n_shards == 0:
+        return []
+    n_tasks = max(1, min(int(n_tasks), n_shards))
+    targets = [pool.count * t // n_tasks for t in range(1, n_tasks)]
+    cuts = sorted({int(np.argmin(np.abs(offsets - t))) for t in targets} - {0, n_shards})
+    bounds = [0, *cuts, n_shards]
+    return [(int(offsets[a]), int(offsets[b])) for a, b in zip(bounds, bounds[1:]) if offsets[b] > offsets[a]]
+
+
+def _call_range(fn, pool, lo, hi, args, slices):
+    return fn(pool, lo, hi, *args, **slices)
+
+
 class Engine:
     name = "base"
-    parallelism = 1
 
     def map(self, fn: Callable[..., Any], tasks: Iterable[Sequence[Any]]) -> list[Any]:
         """``[fn(*args) for args in tasks]``, in task order."""
         raise NotImplementedError
 
+    def default_tasks(self, pool) -> int:
+        return 1
+
+    def map_pool(self, fn: Callable[..., Any], pool, *args, row_arrays: dict[str, np.ndarray] | None = None,
+                 tasks: int | None = None) -> list[Any]:
+        """Run ``fn(pool, lo, hi, *args, **{k: a[lo:hi]})`` over shard-aligned ranges; results in row order."""
+        ranges = shard_ranges(pool, tasks or self.default_tasks(pool))
+        row_arrays = row_arrays or {}
+        for name, arr in row_arrays.items():
+            if len(arr) != pool.count:
+                raise ValueError(f"row array {name!r} has length {len(arr)}, pool has {pool.count} rows")
+        work = [(fn, pool, lo, hi, args, {k: v[lo:hi] for k, v in row_arrays.items()}) for lo, hi in ranges]
+        return self.map(_call_range, work)
+
 
 class LocalEngine(Engine):
+    """In-process, in order: one task over the whole pool (no split overhead)."""
+
     name = "local"
 
     def map(self, fn, tasks):
@@ -34,7 +75,7 @@ def get_engine(name: str = "local", **kwargs) -> Engine:
     if name == "local":
         return LocalEngine()
     if name == "ray":
-        from alq.engine import ray_engine  # noqa: F401  (optional extra)
+        from alq.engine import ray_engine  # optional extra
 
         return ray_engine.RayEngine(**kwargs)
     raise BadInputError(f"--engine {name!r} is not known; choose from: {', '.join(ENGINES)}")
