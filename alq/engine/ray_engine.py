@@ -1,0 +1,81 @@
+"""The Ray engine: the map of each pool-wide stage runs as Ray tasks.
+
+One task per shard-aligned range (by default one per shard, capped by
+``max_tasks``). Tasks receive the pool by path (``ShardedPool`` pickles as
+its directory) and their own slice of per-row arrays, so nothing pool-sized
+travels through the driver; workers read shards from the store's path,
+which must be visible to them (a shared filesystem). Ray retries a task
+whose worker dies (``max_retries``), and stages are pure functions of their
+inputs, so a retried task gives the same partial result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from alq.engine import Engine
+from alq.errors import AlqError, MissingFeatureError
+
+INSTALL_HINT = "install the extra: pip install 'alq[ray]'"
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise MissingFeatureError("--engine ray needs Ray, which is not installed", hint=INSTALL_HINT) from None
+    return ray
+
+
+class RayEngine(Engine):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None, gpus_per_task: float = 0.0,
+                 cpus_per_task: float = 1.0, max_retries: int = 3, max_tasks: int = 4096):
+        self.ray = _import_ray()
+        self.gpus_per_task = float(gpus_per_task or 0.0)
+        self.cpus_per_task = float(cpus_per_task)
+        self.max_retries = int(max_retries)
+        self.max_tasks = int(max_tasks)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if not self.ray.is_initialized():
+            kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                                      "include_dashboard": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                # A local instance: make sure its workers import this same alq.
+                root = str(Path(__file__).resolve().parents[2])
+                path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}}
+                if num_cpus:
+                    kwargs["num_cpus"] = int(num_cpus)
+            self.ray.init(**kwargs)
+
+    def default_tasks(self, pool) -> int:
+        return min(pool.n_shards, self.max_tasks)
+
+    def map(self, fn: Callable[..., Any], tasks) -> list[Any]:
+        ray = self.ray
+        remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
+                            max_retries=self.max_retries, retry_exceptions=False)(fn)
+        refs = [remote.remote(*args) for args in tasks]
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, AlqError):
+                raise cause from None
+            raise
+
+
+def shutdown() -> None:
+    """Stop a Ray instance this process started (tests)."""
+    try:
+        import ray
+    except ImportError:
+        return
+    if ray.is_initialized():
+        ray.shutdown()
