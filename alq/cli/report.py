@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,8 +11,8 @@ from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit
 
 def report_cmd(
     results: Path = typer.Argument(..., help="results.parquet written by `alq simulate`."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder: PNG plots, report.md, report.json."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Curve metric: top1 (default), top5, "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder: PNG plots, report.md, report.json."),
+    metric: str | None = typer.Option(None, "--metric", help="Curve metric: top1 (default), top5, "
                                          "macro_accuracy, map (multi-label default) or pooled_ap."),
     baseline: str = typer.Option("random", "--baseline", help="Strategy that labels saved and labeling "
                                  "efficiency are measured against."),
@@ -31,7 +30,7 @@ def report_cmd(
     summary = build_report(results, out, metric=metric, baseline=baseline, alpha=alpha)
 
     def render(s: dict) -> None:
-        console = Console(file=sys.stdout, highlight=False, width=max(160, Console(file=sys.stdout).width))
+        console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
         render_rich(s, console)
         if s.get("report_dir"):
             console.print(f"Report written to {s['report_dir']}/report.md ({len(s['plots'])} plots)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,8 +29,8 @@ def simulate_cmd(
     seed_size: int = typer.Option(..., "--seed-size", help="Size of the seed set s0 (labeled before round 1)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Labels bought per round."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (results.parquet, selections/, state/)."),
-    rounds: Optional[int] = typer.Option(None, "--rounds", help="Number of selection rounds."),
-    total_budget: Optional[int] = typer.Option(None, "--total-budget", help="Labels to buy after the seed set, "
+    rounds: int | None = typer.Option(None, "--rounds", help="Number of selection rounds."),
+    total_budget: int | None = typer.Option(None, "--total-budget", help="Labels to buy after the seed set, "
                                                "instead of --rounds (the last round takes what remains)."),
     repeats: int = typer.Option(3, "--repeats", help="Repeats (seeds); every strategy shares s0 and the initial head "
                                 "within a repeat."),
@@ -49,7 +48,7 @@ def simulate_cmd(
     max_iter: int = typer.Option(300, "--max-iter", help="Head: L-BFGS iterations."),
     ensemble: int = typer.Option(1, "--ensemble", help="Head: ensemble members (BALD)."),
     bootstrap: bool = typer.Option(False, "--bootstrap", help="Head: bootstrap-resample ensemble members."),
-    clusters: Optional[Path] = typer.Option(None, "--clusters", help="Clusters of the pool (from `alq cluster`), "
+    clusters: Path | None = typer.Option(None, "--clusters", help="Clusters of the pool (from `alq cluster`), "
                                             "for strategies that need them."),
     option: list[str] = typer.Option([], "--option", help="Strategy option key=value, or STRATEGY.key=value for one "
                                      "strategy (repeatable)."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,21 +14,21 @@ def transform_cmd(
     labels: Path = typer.Option(..., "--labels", help="Labels of every input pool row."),
     out: Path = typer.Option(..., "--out", "-o", help="New pool directory to write."),
     labels_out: Path = typer.Option(..., "--labels-out", help="New labels file to write (id, label, source_id)."),
-    per_class_cap: Optional[int] = typer.Option(None, "--per-class-cap", help="Keep at most N random rows per class."),
-    imbalance_ratio: Optional[float] = typer.Option(None, "--imbalance-ratio", help="Exponential class-size decay "
+    per_class_cap: int | None = typer.Option(None, "--per-class-cap", help="Keep at most N random rows per class."),
+    imbalance_ratio: float | None = typer.Option(None, "--imbalance-ratio", help="Exponential class-size decay "
                                                     "to a largest/smallest class ratio of R."),
-    max_class_size: Optional[int] = typer.Option(None, "--max-class-size", help="Size of the largest class with "
+    max_class_size: int | None = typer.Option(None, "--max-class-size", help="Size of the largest class with "
                                                  "--imbalance-ratio (default: the largest every class can supply)."),
     class_order: str = typer.Option("sorted", "--class-order", help="Which classes stay large with "
                                     "--imbalance-ratio: sorted (first class largest), random, or size (current sizes)."),
-    redundancy: Optional[int] = typer.Option(None, "--redundancy", help="K: a fixed stratified subset appears K "
+    redundancy: int | None = typer.Option(None, "--redundancy", help="K: a fixed stratified subset appears K "
                                              "times (original + K-1 copies); the pool keeps about its size."),
-    unique_rows: Optional[int] = typer.Option(None, "--unique-rows", help="With --redundancy: rows kept exactly "
+    unique_rows: int | None = typer.Option(None, "--unique-rows", help="With --redundancy: rows kept exactly "
                                               "once (default 10%% of the rows)."),
     noise: float = typer.Option(0.0, "--noise", help="With --redundancy: Gaussian noise on copies, std = NOISE x "
                                 "the pool's per-coordinate std (0 = exact duplicates)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random row choices and noise."),
-    shard_rows: Optional[int] = typer.Option(None, "--shard-rows", help="Rows per output shard (default: the input's)."),
+    shard_rows: int | None = typer.Option(None, "--shard-rows", help="Rows per output shard (default: the input's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out and --labels-out if they exist."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,

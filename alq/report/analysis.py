@@ -291,7 +291,7 @@ def _efficiency(out: dict, curves, sizes, names, baseline, metric, grid) -> dict
         eff[n] = _list([labeling_efficiency(nb, yb, ns, ys, a) for a in targets])
         _, n_b, n_s, saved = labels_saved(nb, yb, ns, ys)
         ps = out["per_strategy"][n]
-        ps["n_to_reach_target"] = _num(n_s)
+        ps["n_to_reach_target"] = None if math.isinf(n_s) else _num(n_s)  # None: never reached a*
         ps["labels_saved"] = _num(saved)
         ps["efficiency_at_final"] = _num(labeling_efficiency(nb, yb, ns, ys, a_star))
     return {"baseline": baseline, "target": a_star, "baseline_n_to_reach_target": _num(labels_to_reach(nb, yb, a_star)),

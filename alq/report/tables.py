@@ -86,26 +86,25 @@ def target_line(s: dict) -> str:
 
 
 def render_rich(s: dict, console) -> None:
-    from rich.table import Table
-
-    headers, rows = summary_table(s)
-    t = Table(title=f"alq report: {s['results']}", title_justify="left")
-    for i, h in enumerate(headers):
-        t.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
+    console.print(_rich_table(*summary_table(s), title=f"alq report: {s['results']}"))
     console.print(target_line(s))
-    headers, rows = penalty_table(s)
-    t = Table(title=f"Penalty matrix (share of {_rounds_note(s)} rounds where row is significantly better, "
-                    f"paired t-test alpha={s['alpha']})", title_justify="left")
-    for i, h in enumerate(headers):
-        t.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
+    console.print(_rich_table(*penalty_table(s), title=f"Penalty matrix: share of {_rounds_note(s)} rounds in "
+                              f"which row is significantly better (paired t-test, alpha={s['alpha']})"))
     if s["penalty"]["min_repeats"] < 2:
         console.print("Penalty matrix needs >= 2 repeats per strategy: no test was run.")
+
+
+def _rich_table(headers: list[str], rows: list[list[str]], *, title: str):
+    """A rich table whose cells never wrap (headers may): numbers stay on one line."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        width = max([len(r[i]) for r in rows] + [min(len(w) for w in h.split())])
+        t.add_column(h, justify="left" if i == 0 else "right", min_width=width)
+    for r in rows:
+        t.add_row(*r)
+    return t
 
 
 def _rounds_note(s: dict) -> str:
@@ -127,7 +126,7 @@ def render_markdown(s: dict, plots: dict) -> str:
     run = s["run"] or {}
     budgets = run.get("budgets") or []
     metric = LABELS.get(s["metric"], s["metric"])
-    parts = [f"# Active-learning simulation report\n",
+    parts = ["# Active-learning simulation report\n",
              f"Results: `{s['results']}`" + ("" if run.get("complete", True) else " (run not complete)") + "\n",
              f"- strategies: {', '.join(s['strategies'])}",
              f"- repeats: {run.get('repeats')}; seed set: {run.get('seed_size')} "

@@ -11,6 +11,7 @@ what ``Context.true_labels`` carries to simulation-only strategies such as
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from alq.errors import BadInputError
@@ -104,13 +105,13 @@ def row_labels(pool: Pool, labels: LabelSet, classes: list, *, source: str, requ
     dup = np.flatnonzero(srt[1:] == srt[:-1])
     if dup.size:
         r = int(order[dup[0] + 1])
-        raise BadInputError(f"{source}: row {r}: id {labels.ids[r]!r} is labeled twice",
+        raise BadInputError(f"{source}: row {r}: id {_show(labels.ids[r])} is labeled twice",
                             hint="merge the labels with `alq labels`")
     if require_all and len(rows) != pool.count:
         have = np.zeros(pool.count, dtype=bool)
         have[rows] = True
         missing = int(np.flatnonzero(~have)[0])
-        raise BadInputError(f"{source}: pool row {missing} (id {pool.ids([missing])[0]!r}) has no label; "
+        raise BadInputError(f"{source}: pool row {missing} (id {_show(pool.ids([missing])[0])}) has no label; "
                             f"{pool.count - len(rows)} of {pool.count} rows are unlabeled",
                             hint="a simulation needs every pool row labeled")
     index = {c: i for i, c in enumerate(classes)}
@@ -122,3 +123,7 @@ def row_labels(pool: Pool, labels: LabelSet, classes: list, *, source: str, requ
     indptr = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     flat = np.fromiter((c for r in per_row for c in r), dtype=np.int64, count=int(indptr[-1]))
     return RowLabels(classes=list(classes), multilabel=True, indptr=indptr, indices=flat), srt
+
+
+def _show(v) -> str:
+    return repr(v.item() if hasattr(v, "item") else v)

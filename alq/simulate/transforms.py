@@ -53,6 +53,8 @@ class TransformSpec:
     seed: int = 0
 
     def check(self) -> None:
+        if (self.unique_rows is not None or self.noise) and self.redundancy is None:
+            raise BadInputError("--unique-rows and --noise need --redundancy")
         if self.per_class_cap is None and self.imbalance_ratio is None and self.redundancy is None:
             raise BadInputError("nothing to do: give --per-class-cap, --imbalance-ratio and/or --redundancy")
         if self.per_class_cap is not None and self.per_class_cap < 1:
@@ -65,8 +67,6 @@ class TransformSpec:
             raise BadInputError(f"--class-order={self.class_order!r} must be one of {', '.join(CLASS_ORDERS)}")
         if self.redundancy is not None and self.redundancy < 2:
             raise BadInputError(f"--redundancy={self.redundancy} must be >= 2 (copies of each duplicated row)")
-        if (self.unique_rows is not None or self.noise) and self.redundancy is None:
-            raise BadInputError("--unique-rows and --noise need --redundancy")
         if self.unique_rows is not None and self.unique_rows < 0:
             raise BadInputError(f"--unique-rows={self.unique_rows} must be >= 0")
         if not (self.noise >= 0 and math.isfinite(self.noise)):
