@@ -189,11 +189,11 @@ def test_simulate_then_report_end_to_end(tmp_path, cli):
                        "--strategies", "random,balanced-random", "--seed-size", "10", "--budget", "10",
                        "--rounds", "2", "--repeats", "2", "--max-iter", "30", "--out", tmp_path / "run", "-q")
     assert code == 0, err
-    code, out, err = cli("report", tmp_path / "run" / "results.parquet", "--out", tmp_path / "rep", "--json")
+    code, out, err = cli("report", tmp_path / "run" / "results.parquet", "--json")
     assert code == 0, err
     s = json.loads(out)
     assert s["strategies"] == ["random", "balanced-random"] and s["run"]["budgets"] == [10, 10]
     assert s["curves"]["random"]["n_labeled"] == [10.0, 20.0, 30.0]
     assert s["curves"]["random"]["top1"][0] == s["curves"]["balanced-random"]["top1"][0]  # shared round 0
-    assert len(s["per_strategy"]["random"]) > 5 and len(list((tmp_path / "rep").glob("*.png"))) == 6
+    assert s["per_strategy"]["random"]["final_n_labeled"] == 30
     assert all(len(d) == 5 for d in s["class_distribution"]["random"]["sorted_proportions"])

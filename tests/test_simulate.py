@@ -325,3 +325,9 @@ def test_balanced_random_refused_outside_simulate(small_pool, cli):
     path, *_ = small_pool
     code, _, err = cli("select", path, "--strategy", "balanced-random", "--budget", "5")
     assert code == 2 and "simulate" in err
+
+
+@pytest.mark.parametrize("command", ["simulate", "report", "transform"])
+def test_help_has_an_example(cli, command):
+    code, out, _ = cli(command, "--help")
+    assert code == 0 and "Example:" in out and f"alq {command}" in out

@@ -24,7 +24,7 @@ def transform_cmd(
     redundancy: int | None = typer.Option(None, "--redundancy", help="K: a fixed stratified subset appears K "
                                              "times (original + K-1 copies); the pool keeps about its size."),
     unique_rows: int | None = typer.Option(None, "--unique-rows", help="With --redundancy: rows kept exactly "
-                                              "once (default 10%% of the rows)."),
+                                              "once (default 10% of the rows)."),
     noise: float = typer.Option(0.0, "--noise", help="With --redundancy: Gaussian noise on copies, std = NOISE x "
                                 "the pool's per-coordinate std (0 = exact duplicates)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random row choices and noise."),

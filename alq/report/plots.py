@@ -30,6 +30,18 @@ def _arr(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
+def _log_axis(ax, values) -> None:
+    """Log-scale y with plain-number tick labels (1, 2, 5, 10, ... rather than 2x10^0)."""
+    from matplotlib import ticker
+
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0], dtype=np.float64)
+    ax.set_yscale("log")
+    narrow = v.size and np.log10(v.max() / v.min()) < 1.5
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0) if narrow else (1.0,)))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -85,8 +97,8 @@ def penalty_matrix(s: dict, path: Path) -> Path:
     pm = s["penalty"]
     names = pm["strategies"]
     mat = np.array(pm["matrix"], dtype=np.float64).reshape(len(names), len(names))
-    size = 1.2 + 0.7 * len(names)
-    fig = Figure(figsize=(size + 1.5, size), layout="constrained")
+    size = max(4.0, 1.5 + 0.7 * len(names))
+    fig = Figure(figsize=(size + 1.5, size + 0.5), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(mat, cmap="Reds", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -97,8 +109,8 @@ def penalty_matrix(s: dict, path: Path) -> Path:
                 ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8,
                         color="white" if mat[i, j] > 0.6 else "black")
     note = "" if pm["min_repeats"] >= 2 else " (needs >= 2 repeats: no test run)"
-    ax.set_title(f"Penalty matrix: row beats column, share of rounds\n(paired t-test, alpha={s['alpha']}){note}",
-                 fontsize=9)
+    ax.set_title(f"Penalty matrix\nrow significantly beats column:\nshare of rounds (paired t-test, "
+                 f"alpha={s['alpha']}){note}", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     return _save(fig, path)
 
@@ -140,18 +152,20 @@ def class_balance(s: dict, path: Path) -> Path:
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     gaps = False
+    finite: list[float] = []
     for n in names:
         c = s["curves"][n]
         r = np.array(c["round"])
         ir = _arr(c["imbalance_ratio"])
         gaps |= bool(np.isinf(ir).any())
         ax1.plot(r, np.where(np.isinf(ir), np.nan, ir), marker="o", ms=3, color=col[n], label=n)
+        finite += ir[np.isfinite(ir)].tolist()
         ent, ci = _arr(c["class_entropy"]), _arr(c["class_entropy_ci95"])
         ax2.plot(r, ent, marker="o", ms=3, color=col[n], label=n)
         band = ~np.isnan(ci)
         if band.any():
             ax2.fill_between(r[band], (ent - ci)[band], (ent + ci)[band], color=col[n], alpha=0.18, linewidth=0)
-    ax1.set_yscale("log")
+    _log_axis(ax1, finite)
     ax1.set_xlabel("round")
     ax1.set_ylabel("imbalance ratio (most / least labeled class)")
     ax1.set_title("Class imbalance ratio" + (" (gaps: some class has no label)" if gaps else ""), fontsize=10)
@@ -171,6 +185,7 @@ def timing(s: dict, path: Path) -> Path:
     axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for ax, key, title in zip(axes, ("select_seconds", "train_seconds"), ("selection", "training")):
         positive = True
+        shown: list[float] = []
         for n in names:
             c = s["curves"][n]
             r = np.array(c["round"])
@@ -178,8 +193,9 @@ def timing(s: dict, path: Path) -> Path:
             keep = r > 0 if key == "select_seconds" else np.ones(len(r), dtype=bool)
             ax.plot(r[keep], v[keep], marker="o", ms=3, color=col[n], label=n)
             positive &= bool(np.all(v[keep][~np.isnan(v[keep])] > 0))
-        if positive:
-            ax.set_yscale("log")
+            shown += v[keep][~np.isnan(v[keep])].tolist()
+        if positive and shown:
+            _log_axis(ax, shown)
         ax.set_xlabel("round")
         ax.set_ylabel("seconds (mean over repeats)")
         ax.set_title(f"{title} seconds per round", fontsize=10)
