@@ -189,6 +189,11 @@ def test_simulate_then_report_end_to_end(tmp_path, cli):
                        "--strategies", "random,balanced-random", "--seed-size", "10", "--budget", "10",
                        "--rounds", "2", "--repeats", "2", "--max-iter", "30", "--out", tmp_path / "run", "-q")
     assert code == 0, err
+    import pyarrow.parquet as pq
+
+    sel = pq.read_table(tmp_path / "run" / "selections" / "random" / "r1-round2.parquet")
+    assert sel.schema.field("label").type == pa.int64()  # integer classes stay integers
+    assert sel["label"].to_pylist() == [int(y[i]) for i in sel["id"].to_pylist()]
     code, out, err = cli("report", tmp_path / "run" / "results.parquet", "--json")
     assert code == 0, err
     s = json.loads(out)

@@ -276,10 +276,13 @@ class Simulation:
         pool = self.oracle.pool
         ids = pool.ids(rows)
         labels = self.oracle.truth.labels_of(rows)
+        classes = self.oracle.classes
+        scalar = pa.int64() if all(isinstance(c, int) and not isinstance(c, bool) for c in classes) else pa.string()
+        cast = int if scalar == pa.int64() else str
         if self.oracle.multilabel:
-            label_arr = pa.array([[str(c) for c in row] for row in labels], type=pa.list_(pa.string()))
+            label_arr = pa.array([[cast(c) for c in row] for row in labels], type=pa.list_(scalar))
         else:
-            label_arr = pa.array([str(c) for c in labels], type=pa.string())
+            label_arr = pa.array([cast(c) for c in labels], type=scalar)
         return pa.table({
             "id": pa.array(ids.tolist(), type=pa.int64() if pool.id_type == "int64" else pa.string()),
             "rank": pa.array(np.arange(len(rows), dtype=np.int64)),
