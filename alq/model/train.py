@@ -42,18 +42,25 @@ def _class_weights(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarra
 
 
 def fit_net(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, multilabel: bool, opts: TrainOptions,
-            generator: torch.Generator, weights: torch.Tensor | None = None) -> tuple[HeadNet, dict]:
-    """Fit one HeadNet on tensors already on the target device. No validation."""
+            generator: torch.Generator, weights: torch.Tensor | None = None,
+            init: HeadNet | None = None) -> tuple[HeadNet, dict]:
+    """Fit one HeadNet on tensors already on the target device. No validation.
+
+    ``init``: warm start from these weights (same shape) instead of a seeded
+    random init (``alq simulate --head-mode update``, DISTIL Sec. 4.7).
+    """
     net = HeadNet(x.shape[1], n_classes, hidden=opts.hidden, dropout=opts.dropout, normalize=opts.normalize)
-    if opts.normalize == "standardize":
-        net.mean.copy_(x.mean(0))
-        net.scale.copy_(x.std(0).clamp_min(1e-6))
     with torch.no_grad():  # seeded init, independent of torch's global RNG
         for m in net.modules():
             if isinstance(m, nn.Linear):
                 bound = 1.0 / max(1, m.in_features) ** 0.5
                 m.weight.copy_((torch.rand(m.weight.shape, generator=generator) * 2 - 1) * bound)
                 m.bias.zero_()
+        if init is not None:
+            net.load_state_dict({k: v.detach().cpu() for k, v in init.state_dict().items()})
+    if opts.normalize == "standardize":
+        net.mean.copy_(x.mean(0).cpu())
+        net.scale.copy_(x.std(0).clamp_min(1e-6).cpu())
     net.to(x.device)
     params = [p for p in net.parameters() if p.requires_grad]
     decay = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
@@ -76,16 +83,19 @@ def fit_net(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, multilabel: boo
         return loss
 
     net.train()
-    final = float(opt.step(closure))
+    opt.step(closure)  # returns the loss at the START of the step, not the final one
+    evals = state["evals"]
+    final = float(closure().detach())
     net.eval()
-    return net, {"loss": final, "evaluations": state["evals"]}
+    return net, {"loss": final, "evaluations": evals}
 
 
 def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool, opts: TrainOptions,
-               device=None, meta: dict | None = None) -> Head:
+               device=None, meta: dict | None = None, init: Head | None = None) -> Head:
     """Train a head (or an ensemble) on embeddings ``x`` (n, d) and targets ``y``.
 
     ``y``: class indices (n,) for multi-class, multi-hot (n, C) for multi-label.
+    ``init``: a head of the same shape to warm-start from (member k from ``init.nets[k]``).
     """
     if len(x) == 0:
         raise BadInputError("no labeled rows to train on", hint="import labels with `alq labels`")
@@ -107,7 +117,9 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool,
         if k > 0 and opts.bootstrap:
             idx = torch.randint(len(xt), (len(xt),), generator=gen).to(device)
             xs, ys = xt[idx], yt[idx]
-        net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=opts, generator=gen, weights=w)
+        warm = init.nets[min(k, len(init.nets) - 1)] if init is not None else None
+        net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=opts, generator=gen, weights=w,
+                           init=warm)
         nets.append(net)
         fits.append(fit)
     with torch.no_grad():

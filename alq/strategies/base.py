@@ -29,7 +29,7 @@ class Context:
     labeled: np.ndarray  # int64 global indices of labeled rows (centres for coreset, ...)
     head: Any = None  # alq.model.Head or None
     clusters: np.ndarray | None = None  # int64 (N,) cluster id per row, from `alq cluster`
-    true_labels: Any = None  # simulation only: LabelSet of the whole pool (balanced-random)
+    true_labels: Any = None  # simulation only: alq.simulate.oracle.RowLabels, true class per pool row
     options: dict = field(default_factory=dict)  # strategy options (see each strategy's OPTIONS)
     engine: Any = None  # alq.engine.Engine; None = local
     device: Any = None  # torch.device; None = auto

@@ -1,0 +1,39 @@
+"""``alq report``: what a simulation says, as tables, plots and Markdown.
+
+:func:`build_report` reads results.parquet, computes every number
+(:mod:`alq.report.analysis`), draws the plots (:mod:`alq.report.plots`) and
+writes ``report.md`` and ``report.json`` into the report folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alq.io import atomic_path, write_json
+from alq.report.analysis import load_results, summarize
+
+
+def build_report(results: str | Path, out: str | Path | None, *, metric: str | None = None,
+                 baseline: str = "random", alpha: float = 0.05) -> dict:
+    """Summarise ``results``; when ``out`` is given write plots, report.md and report.json there."""
+    from alq.errors import BadInputError
+
+    if not 0 < alpha < 1:
+        raise BadInputError(f"--alpha={alpha} must be in (0, 1)")
+    s = summarize(load_results(results), metric=metric, baseline=baseline, alpha=alpha)
+    if out is not None:
+        from alq.report.plots import render_all
+        from alq.report.tables import render_markdown
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        plots = render_all(s, out)
+        with atomic_path(out / "report.md") as tmp:
+            tmp.write_text(render_markdown(s, plots))
+        write_json(out / "report.json", s)
+        s["report_dir"] = str(out)
+        s["plots"] = {k: str(v) for k, v in plots.items()}
+    return s
+
+
+__all__ = ["build_report", "load_results", "summarize"]

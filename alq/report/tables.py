@@ -1,0 +1,150 @@
+"""The report's tables, as rows of strings shared by the terminal (rich) and Markdown.
+
+One formatting path for both, so the terminal, report.md and ``--json``
+always show the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from alq.report.plots import LABELS
+
+DASH = "-"
+
+
+def pct(x, ci=None) -> str:
+    if x is None:
+        return DASH
+    s = f"{100 * x:.2f}"
+    if ci is not None and not (isinstance(ci, float) and math.isnan(ci)):
+        s += f" ± {100 * ci:.2f}"
+    return s
+
+
+def signed_pct(x) -> str:
+    return DASH if x is None else f"{100 * x:+.1f}%"
+
+
+def ratio(x) -> str:
+    if x is None:
+        return DASH
+    return "inf" if math.isinf(x) else f"{x:.2f}"
+
+
+def num(x, digits: int = 3) -> str:
+    return DASH if x is None else f"{x:.{digits}f}"
+
+
+def seconds(x) -> str:
+    if x is None:
+        return DASH
+    return f"{x:.3g}"
+
+
+def summary_table(s: dict) -> tuple[list[str], list[list[str]]]:
+    metric = LABELS.get(s["metric"], s["metric"])
+    base = s["baseline"]
+    headers = ["strategy", "repeats", "labels", f"final {metric} % ± 95% CI",
+               f"labels saved vs {base or 'baseline'}", "efficiency at a*", "imbalance ratio (mean)",
+               "imbalance ratio (final)", "empty classes (final)", "class entropy (final)", "select s/round",
+               "train s/round"]
+    rows = []
+    for n in s["strategies"]:
+        p = s["per_strategy"][n]
+        if base is None:
+            saved = eff = DASH
+        elif p["n_to_reach_target"] is None:
+            saved = eff = "not reached"
+        else:
+            saved, eff = signed_pct(p["labels_saved"]), (DASH if p["efficiency_at_final"] is None
+                                                        else f"{p['efficiency_at_final']:.2f}x")
+        rows.append([n, str(p["repeats"]), f"{p['final_n_labeled']:.0f}", pct(p["final"], p["final_ci95"]),
+                     saved, eff, ratio(p["mean_imbalance_ratio"]), ratio(p["final_imbalance_ratio"]),
+                     num(p["final_empty_classes"], 1), num(p["final_class_entropy"]),
+                     seconds(p["mean_select_seconds"]), seconds(p["mean_train_seconds"])])
+    return headers, rows
+
+
+def penalty_table(s: dict) -> tuple[list[str], list[list[str]]]:
+    names = s["penalty"]["strategies"]
+    mat = s["penalty"]["matrix"]
+    headers = ["row beats column"] + names
+    rows = [[a] + [DASH if i == j else f"{mat[i][j]:.2f}" for j in range(len(names))] for i, a in enumerate(names)]
+    return headers, rows
+
+
+def target_line(s: dict) -> str:
+    eff = s["efficiency"]
+    if eff is None:
+        return "No baseline strategy in the results: labels saved and labeling efficiency are not computed."
+    metric = LABELS.get(s["metric"], s["metric"])
+    n = eff["baseline_n_to_reach_target"]
+    return (f"Target: {eff['baseline']}'s final {metric} a* = {pct(eff['target'])}%, first reached by "
+            f"{eff['baseline']} at {n:.0f} labels. Labels saved = 1 - n_strategy(a*) / n_{eff['baseline']}(a*); "
+            f"efficiency = n_{eff['baseline']}(a*) / n_strategy(a*) (linear interpolation on mean curves).")
+
+
+def render_rich(s: dict, console) -> None:
+    console.print(_rich_table(*summary_table(s), title=f"alq report: {s['results']}"))
+    console.print(target_line(s))
+    console.print(_rich_table(*penalty_table(s), title=f"Penalty matrix: share of {_rounds_note(s)} rounds in "
+                              f"which row is significantly better (paired t-test, alpha={s['alpha']})"))
+    if s["penalty"]["min_repeats"] < 2:
+        console.print("Penalty matrix needs >= 2 repeats per strategy: no test was run.")
+
+
+def _rich_table(headers: list[str], rows: list[list[str]], *, title: str):
+    """A rich table whose cells never wrap (headers may): numbers stay on one line."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for i, h in enumerate(headers):
+        width = max([len(r[i]) for r in rows] + [min(len(w) for w in h.split())])
+        t.add_column(h, justify="left" if i == 0 else "right", min_width=width)
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _rounds_note(s: dict) -> str:
+    counts = sorted(set(s["penalty"]["rounds"].values()))
+    return "/".join(map(str, counts)) if counts else "0"
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    def esc(x: str) -> str:
+        return x.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(s: dict, plots: dict) -> str:
+    run = s["run"] or {}
+    budgets = run.get("budgets") or []
+    metric = LABELS.get(s["metric"], s["metric"])
+    parts = ["# Active-learning simulation report\n",
+             f"Results: `{s['results']}`" + ("" if run.get("complete", True) else " (run not complete)") + "\n",
+             f"- strategies: {', '.join(s['strategies'])}",
+             f"- repeats: {run.get('repeats')}; seed set: {run.get('seed_size')} "
+             f"({run.get('seed_strategy')}); rounds: {len(budgets)}, labels per round: "
+             f"{', '.join(map(str, sorted(set(budgets))))}",
+             f"- head: {run.get('head_mode')} each round; classes: {s['classes']}"
+             + ("; multi-label" if s["multilabel"] else ""),
+             f"- metric: {metric}\n",
+             "## Summary\n", markdown_table(*summary_table(s)), "", target_line(s), "",
+             "## Learning curves\n", "![learning curves](learning_curves.png)\n",
+             "## Labeling efficiency\n", "![labeling efficiency](labeling_efficiency.png)\n",
+             "## Significance: pairwise penalty matrix\n",
+             f"Cell (row, column) = share of the {_rounds_note(s)} rounds in which row has a significantly higher "
+             f"{metric} than column (two-tailed paired t-test over repeats, alpha = {s['alpha']}).\n",
+             markdown_table(*penalty_table(s)), "", "![penalty matrix](penalty_matrix.png)\n",
+             "## Class balance\n",
+             "Class distribution of the labeled set per round, sorted from least to most labeled class "
+             "(as in BASE, Fig. 4):\n", "![class distribution](class_distribution.png)\n",
+             "![class balance](class_balance.png)\n",
+             "## Time\n", "![timing](timing.png)\n"]
+    return "\n".join(parts)

@@ -1,0 +1,184 @@
+"""The run directory of ``alq simulate``: config, per-round checkpoints, results.
+
+Layout::
+
+    RUN_DIR/config.json                      what was asked + input fingerprints
+    RUN_DIR/results.parquet                  one row per (strategy, repeat, round)
+    RUN_DIR/selections/_seed-set/r<R>.parquet           seed set of repeat R
+    RUN_DIR/selections/<strategy>/r<R>-round<K>.parquet  rows bought in round K
+    RUN_DIR/state/<strategy>/r<R>/round-<K>.json        the round's metrics (commit mark)
+    RUN_DIR/state/<strategy>/r<R>/head-<K>.pt           head after round K (latest only)
+
+A round is committed by writing its JSON record last, after its selection
+and head are in place (each written atomically). A killed run therefore
+leaves every committed round complete and at most one uncommitted round,
+which ``--resume`` redoes from the same derived seeds: the resumed results
+equal an uninterrupted run's (wall-clock seconds aside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from alq.errors import BadInputError
+from alq.io import read_json, write_json
+
+SEED_SET = "_seed-set"  # strategy names never start with "_"
+CONFIG = "config.json"
+RESULTS = "results.parquet"
+LOCK = ".lock"
+
+
+def derive_seed(seed: int, *parts) -> int:
+    """A 31-bit seed from the run seed and a path of names/numbers.
+
+    Every random choice of a run draws from its own derived seed, so any
+    round can be recomputed alone (which is what makes resuming exact).
+    """
+    h = hashlib.sha256("|".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS
+
+    def state_dir(self, strategy: str, repeat: int) -> Path:
+        return self.path / "state" / strategy / f"r{repeat}"
+
+    def record_path(self, strategy: str, repeat: int, rnd: int) -> Path:
+        return self.state_dir(strategy, repeat) / f"round-{rnd}.json"
+
+    def head_path(self, strategy: str, repeat: int, rnd: int) -> Path:
+        return self.state_dir(strategy, repeat) / f"head-{rnd}.pt"
+
+    def selection_path(self, strategy: str, repeat: int, rnd: int) -> Path:
+        if strategy == SEED_SET:
+            return self.path / "selections" / SEED_SET / f"r{repeat}.parquet"
+        return self.path / "selections" / strategy / f"r{repeat}-round{rnd}.parquet"
+
+    # -- opening --------------------------------------------------------------------------------
+    def open(self, config: dict, *, resume: bool, overwrite: bool) -> dict:
+        """Create the run (or check ``config`` against the one being resumed). Returns the config in force."""
+        exists = self.config_path.exists()
+        if exists and overwrite and not resume:
+            self._check_lock()
+            for name in ("state", "selections"):
+                shutil.rmtree(self.path / name, ignore_errors=True)
+            for name in (CONFIG, RESULTS):
+                (self.path / name).unlink(missing_ok=True)
+            exists = False
+        elif not exists and self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
+            raise BadInputError(f"{self.path}: exists and is not an alq simulate run directory",
+                                hint="choose an empty or new --out")
+        elif exists and not resume:
+            raise BadInputError(f"{self.path}: already holds a simulation run",
+                                hint="pass --resume to continue it, or --overwrite to start over")
+        if not exists:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            write_json(self.config_path, config)
+            return config
+        old = read_json(self.config_path, what="run config")
+        merged = merge_config(old, config, where=str(self.config_path))
+        self._take_lock()
+        if merged != old:
+            write_json(self.config_path, merged)
+        return merged
+
+    def _check_lock(self) -> None:
+        lock = self.path / LOCK
+        try:
+            info = json.loads(lock.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return
+        if info.get("host") == socket.gethostname() and _alive(int(info.get("pid", -1))) \
+                and int(info.get("pid", -1)) != os.getpid():
+            raise BadInputError(f"{self.path}: another alq simulate (pid {info['pid']}) is writing this run",
+                                hint="wait for it, or stop it first")
+
+    def _take_lock(self) -> None:
+        self._check_lock()
+        write_json(self.path / LOCK, {"pid": os.getpid(), "host": socket.gethostname()})
+
+    def release(self) -> None:
+        (self.path / LOCK).unlink(missing_ok=True)
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def committed_rounds(self, strategy: str, repeat: int, n_rounds: int) -> int:
+        """Largest K such that rounds 0..K (1..K for strategies) are all committed; -1 if none."""
+        first = 0 if strategy == SEED_SET else 1
+        k = first - 1
+        while k + 1 <= n_rounds and self.record_path(strategy, repeat, k + 1).exists():
+            k += 1
+        return k
+
+    def read_record(self, strategy: str, repeat: int, rnd: int) -> dict:
+        return read_json(self.record_path(strategy, repeat, rnd), what="round record")
+
+    def commit(self, strategy: str, repeat: int, rnd: int, record: dict, *, selection_table, head) -> None:
+        """Write selection, head, then the record (the commit mark); drop the previous head."""
+        from alq.io import write_parquet
+
+        write_parquet(self.selection_path(strategy, repeat, rnd), selection_table,
+                      {"kind": "simulation-selection", "strategy": strategy, "repeat": repeat, "round": rnd})
+        head.save(self.head_path(strategy, repeat, rnd))
+        write_json(self.record_path(strategy, repeat, rnd), record)
+        if rnd > 0:
+            prev = self.head_path(strategy, repeat, rnd - 1)
+            if strategy != SEED_SET and rnd - 1 >= 1:
+                prev.unlink(missing_ok=True)
+
+
+def merge_config(old: dict, new: dict, *, where: str) -> dict:
+    """The config of a resumed run: strategies and repeats may grow, rounds may extend; nothing else may change."""
+    o, n = old.get("experiment", {}), new.get("experiment", {})
+    for key in sorted(set(o) | set(n)):
+        if key in ("strategies", "repeats", "budgets"):
+            continue
+        if o.get(key) != n.get(key):
+            raise BadInputError(f"{where}: this run was started with {key}={_short(o.get(key))}, "
+                                f"not {_short(n.get(key))}",
+                                hint="resume with the original settings, or use a new --out")
+    ob, nb = list(o.get("budgets", [])), list(n.get("budgets", []))
+    if nb[:len(ob)] != ob and ob[:len(nb)] != nb:
+        raise BadInputError(f"{where}: this run buys {ob} labels per round, not {nb}",
+                            hint="resume with the original --budget/--rounds, or use a new --out")
+    merged = json.loads(json.dumps(old))
+    exp = merged["experiment"]
+    exp["strategies"] = list(o.get("strategies", [])) + [s for s in n.get("strategies", [])
+                                                        if s not in o.get("strategies", [])]
+    exp["repeats"] = max(int(o.get("repeats", 0)), int(n.get("repeats", 0)))
+    exp["budgets"] = nb if len(nb) > len(ob) else ob
+    return merged
+
+
+def _short(value) -> str:
+    s = json.dumps(value, default=str)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

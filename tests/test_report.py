@@ -1,0 +1,204 @@
+"""alq report: every plot renders, --json holds the numbers the tables show, numbers are right."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from alq.io import write_parquet
+from alq.report.plots import PLOTS
+from alq.simulate import SCHEMA
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+N = [10, 20, 30, 40]
+CURVES = {  # mean curves by construction: per-repeat offsets sum to zero
+    "random": [0.5, 0.6, 0.7, 0.8],
+    "fast": [0.5, 0.7, 0.8, 0.85],
+    "slow": [0.5, 0.55, 0.6, 0.7],
+}
+OFFSETS = [-0.01, 0.0, 0.01]
+COUNTS = {"random": [[3, 3, 4], [6, 7, 7], [10, 10, 10], [13, 13, 14]],
+          "fast": [[3, 3, 4], [10, 10, 0], [15, 15, 0], [20, 19, 1]],
+          "slow": [[3, 3, 4], [7, 6, 7], [10, 11, 9], [14, 13, 13]]}
+
+
+def make_results(path, *, strategies=("random", "fast", "slow"), repeats=3, jitter=None):
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in strategies:
+        for r in range(repeats):
+            for k, n in enumerate(N):
+                acc = CURVES[s][k] + (OFFSETS[r] if repeats == 3 else 0.0)
+                if jitter is not None and k > 0:
+                    acc += jitter[s][r][k]
+                counts = COUNTS[s][k]
+                lo, hi = min(counts), max(counts)
+                p = np.array(counts) / sum(counts)
+                ent = float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(3))
+                rows.append({"strategy": s, "repeat": r, "round": k, "n_labeled": n, "n_selected": 10,
+                             "top1": acc, "top5": None, "macro_accuracy": acc - 0.01,
+                             "per_class_accuracy": [acc, acc, acc], "map": None, "pooled_ap": None,
+                             "class_counts": counts, "imbalance_ratio": math.inf if lo == 0 else hi / lo,
+                             "empty_classes": counts.count(0), "class_entropy": ent,
+                             "select_seconds": 0.0 if k == 0 else float(rng.uniform(0.01, 0.02)),
+                             "train_seconds": float(rng.uniform(0.1, 0.2)), "train_loss": 0.1,
+                             "train_accuracy": 1.0, "selection_seed": 1})
+    table = pa.table({f.name: [row[f.name] for row in rows] for f in SCHEMA}, schema=SCHEMA)
+    write_parquet(path, table, {"kind": "simulation-results", "strategies": list(strategies),
+                                "classes": ["a", "b", "c"], "multilabel": False, "repeats": repeats,
+                                "budgets": [10, 10, 10], "seed_size": 10, "seed": 0, "seed_strategy": "random",
+                                "head_mode": "reset", "complete": True})
+    return path
+
+
+def test_report_renders_every_plot_and_markdown(tmp_path, cli):
+    res = make_results(tmp_path / "results.parquet")
+    code, out, err = cli("report", res, "--out", tmp_path / "rep")
+    assert code == 0, err
+    pngs = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert pngs == sorted(f"{p}.png" for p in PLOTS) and len(pngs) == 6
+    for p in pngs:
+        data = (tmp_path / "rep" / p).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    md = (tmp_path / "rep" / "report.md").read_text()
+    for p in pngs:
+        assert f"]({p})" in md
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["metric"] == "top1"
+    assert "6 plots" in out
+
+
+def test_json_numbers_are_right_and_match_the_tables(tmp_path, cli):
+    res = make_results(tmp_path / "results.parquet")
+    code, out, err = cli("report", res, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    ps = s["per_strategy"]
+    # final accuracy and its 95% CI (over the three repeats)
+    for name, curve in CURVES.items():
+        vals = [curve[-1] + o for o in OFFSETS]
+        lo, hi = scipy_stats.t.interval(0.95, 2, loc=np.mean(vals), scale=scipy_stats.sem(vals))
+        assert ps[name]["final"] == pytest.approx(curve[-1])
+        assert ps[name]["final_ci95"] == pytest.approx((hi - lo) / 2)
+        assert ps[name]["final_n_labeled"] == 40
+    # hand-computed: a* = 0.8 (random at 40 labels); fast reaches it at 30, slow never
+    assert s["efficiency"]["target"] == pytest.approx(0.8)
+    assert ps["fast"]["labels_saved"] == pytest.approx(0.25)
+    assert ps["fast"]["efficiency_at_final"] == pytest.approx(40 / 30)
+    assert ps["random"]["labels_saved"] == pytest.approx(0.0)
+    assert ps["slow"]["labels_saved"] is None and ps["slow"]["n_to_reach_target"] is None
+    # efficiency curve at a = 0.65: random 25 labels, fast 17.5
+    grid = np.array(s["efficiency"]["grid"])
+    eff = np.array([np.nan if v is None else v for v in s["efficiency"]["efficiency"]["fast"]])
+    assert np.interp(0.65, grid, eff) == pytest.approx(25 / 17.5, rel=0.02)
+    # class balance: fast has an empty class after round 0, so its mean ratio over rounds is inf
+    assert ps["fast"]["mean_imbalance_ratio"] == math.inf and ps["fast"]["final_empty_classes"] == 0
+    assert ps["fast"]["final_imbalance_ratio"] == pytest.approx(20.0)
+    assert ps["random"]["mean_imbalance_ratio"] == pytest.approx(np.mean([7 / 6, 1.0, 14 / 13]))
+
+    code, text, err = cli("report", res)
+    assert code == 0, err
+    flat = " ".join(text.split())
+    for name in CURVES:
+        p = ps[name]
+        assert f"{100 * p['final']:.2f} ± {100 * p['final_ci95']:.2f}" in flat
+        ir = p["mean_imbalance_ratio"]
+        assert ("inf" if math.isinf(ir) else f"{ir:.2f}") in flat
+        if p["labels_saved"] is not None:
+            assert f"{100 * p['labels_saved']:+.1f}%" in flat
+            assert f"{p['efficiency_at_final']:.2f}x" in flat
+    assert "not reached" in flat
+    pm = s["penalty"]["matrix"]
+    for i, name in enumerate(s["penalty"]["strategies"]):
+        assert " ".join([name] + [f"{pm[i][j]:.2f}" if i != j else "-" for j in range(3)]) in \
+            flat.replace("│", "").replace("  ", " ").replace("  ", " ")
+
+
+def test_penalty_matrix_in_json_matches_scipy(tmp_path, cli):
+    rng = np.random.default_rng(7)
+    jitter = {s: rng.normal(0, 0.02, size=(3, 4)).tolist() for s in CURVES}
+    res = make_results(tmp_path / "results.parquet", jitter=jitter)
+    code, out, err = cli("report", res, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    names = s["penalty"]["strategies"]
+    vals = {n: np.array([[CURVES[n][k] + OFFSETS[r] + (jitter[n][r][k] if k else 0.0) for k in range(4)]
+                         for r in range(3)]) for n in names}
+    want = np.zeros((3, 3))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            for k in range(4):
+                if i != j and np.any(vals[a][:, k] != vals[b][:, k]):
+                    t = scipy_stats.ttest_rel(vals[a][:, k], vals[b][:, k])
+                    if t.pvalue < 0.05 and t.statistic > 0:
+                        want[i, j] += 0.25
+    np.testing.assert_allclose(s["penalty"]["matrix"], want, atol=1e-12)
+    assert s["penalty"]["rounds"]["random|fast"] == 4
+
+
+def test_report_without_baseline_or_repeats_still_renders(tmp_path, cli):
+    res = make_results(tmp_path / "results.parquet", strategies=("fast", "slow"), repeats=1)
+    code, out, err = cli("report", res, "--out", tmp_path / "rep", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["efficiency"] is None and s["per_strategy"]["fast"]["labels_saved"] is None
+    assert s["penalty"]["matrix"] == [[0.0, 0.0], [0.0, 0.0]] and s["penalty"]["min_repeats"] == 1
+    assert s["per_strategy"]["fast"]["final_ci95"] is None
+    assert len(list((tmp_path / "rep").glob("*.png"))) == 6
+    code, text, err = cli("report", res)
+    assert code == 0 and "No baseline" in text and "needs >= 2 repeats" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metric", "top5"], "top-5 needs"),
+    (["--metric", "f1"], "--metric"),
+    (["--alpha", "2"], "--alpha"),
+])
+def test_bad_report_arguments_exit_2(tmp_path, cli, args, message):
+    res = make_results(tmp_path / "results.parquet")
+    code, _, err = cli("report", res, *args)
+    assert code == 2 and message in err
+
+
+def test_report_refuses_other_files(tmp_path, cli):
+    write_parquet(tmp_path / "x.parquet", pa.table({"id": [1, 2]}))
+    code, _, err = cli("report", tmp_path / "x.parquet")
+    assert code == 2 and "not an alq simulate results file" in err
+    code, _, err = cli("report", tmp_path / "missing.parquet")
+    assert code == 2 and "not found" in err
+
+
+def test_simulate_then_report_end_to_end(tmp_path, cli):
+    from conftest import gaussian_pool
+
+    from alq.store import PoolWriter
+    from alq.store.labels import LabelSet
+
+    x, y = gaussian_pool(500, d=8, c=5, seed=3, sep=1.0)
+    for name, lo, hi in (("pool", 0, 400), ("test", 400, 500)):
+        w = PoolWriter(tmp_path / name, shard_rows=128, dtype="float32")
+        w.add(x[lo:hi], ids=np.arange(lo, hi))
+        w.close()
+        LabelSet(ids=np.arange(lo, hi), labels=y[lo:hi].tolist()).write(tmp_path / f"{name}.parquet")
+    code, _, err = cli("simulate", "--pool", tmp_path / "pool", "--labels", tmp_path / "pool.parquet",
+                       "--test-pool", tmp_path / "test", "--test-labels", tmp_path / "test.parquet",
+                       "--strategies", "random,balanced-random", "--seed-size", "10", "--budget", "10",
+                       "--rounds", "2", "--repeats", "2", "--max-iter", "30", "--out", tmp_path / "run", "-q")
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    sel = pq.read_table(tmp_path / "run" / "selections" / "random" / "r1-round2.parquet")
+    assert sel.schema.field("label").type == pa.int64()  # integer classes stay integers
+    assert sel["label"].to_pylist() == [int(y[i]) for i in sel["id"].to_pylist()]
+    code, out, err = cli("report", tmp_path / "run" / "results.parquet", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["strategies"] == ["random", "balanced-random"] and s["run"]["budgets"] == [10, 10]
+    assert s["curves"]["random"]["n_labeled"] == [10.0, 20.0, 30.0]
+    assert s["curves"]["random"]["top1"][0] == s["curves"]["balanced-random"]["top1"][0]  # shared round 0
+    assert s["per_strategy"]["random"]["final_n_labeled"] == 30
+    assert all(len(d) == 5 for d in s["class_distribution"]["random"]["sorted_proportions"])
