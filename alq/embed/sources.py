@@ -233,7 +233,9 @@ class ParquetSource(Source):
         self.vcol, self.icol = vcol, icol
         self.has_ids = icol is not None
         self.rows = int(self.pf.metadata.num_rows)
-        self.dim = int(vtype.list_size) if pa.types.is_fixed_size_list(vtype) else self._guess_dim()
+        # a variable-length list column's dim is only known once read; the guess only sizes blocks
+        self.dim = int(vtype.list_size) if pa.types.is_fixed_size_list(vtype) else None
+        self.dim_hint = self.dim or self._guess_dim()
         self.value_bytes = max(1, vtype.value_type.bit_width // 8)
 
     def _guess_dim(self) -> int | None:
@@ -248,7 +250,7 @@ class ParquetSource(Source):
         return None
 
     def row_bytes(self) -> int:
-        return (self.dim or 1024) * self.value_bytes
+        return (self.dim_hint or 1024) * self.value_bytes
 
     def batches(self, block_rows: int) -> Iterator[Batch]:
         cols = [self.vcol] + ([self.icol] if self.icol else [])

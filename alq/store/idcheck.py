@@ -1,7 +1,8 @@
 """Id uniqueness over a whole pool in bounded memory.
 
-Every id is reduced to a 64-bit hash and spilled, with its row number, to
-one of 256 bucket files on disk (by the hash's top byte). At the end each
+Every id is reduced to a 64-bit hash and kept, with its row number, in a
+buffer; past ``buffer_entries`` (1M, 16 MB) the buffer spills to one of 256
+bucket files on disk (by the hash's top byte). At the end each
 bucket is sorted on its own: equal hashes are duplicate *candidates*, which
 the caller confirms by comparing the real ids (hash collisions are possible
 but rare). Memory is one buffer plus one bucket, about 16 bytes x N / 256,
@@ -64,6 +65,17 @@ def hash_ids(ids) -> np.ndarray:
     return _mix(out ^ _mix(lengths.astype(np.uint64)))
 
 
+def _groups(e: np.ndarray) -> list[np.ndarray]:
+    """Rows of each run of equal hashes (length >= 2), rows sorted."""
+    e = np.sort(e, order=("h", "r"))
+    same = e["h"][1:] == e["h"][:-1]
+    if not same.any():
+        return []
+    starts = np.flatnonzero(np.concatenate([[True], ~same]))
+    ends = np.concatenate([starts[1:], [len(e)]])
+    return [e["r"][s:t].copy() for s, t in zip(starts, ends) if t - s > 1]
+
+
 class UniqueIdSpill:
     """Collect (hash, row) pairs in bucket files; then list rows whose hashes repeat.
 
@@ -73,9 +85,8 @@ class UniqueIdSpill:
     """
 
     def __init__(self, target: str | Path, *, buffer_entries: int = 1 << 20):
-        target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.ids.", suffix=".tmp", dir=target.parent))
+        self.target = Path(target)
+        self.dir: Path | None = None  # created on the first spill: small pools never touch the disk
         self._buf: list[np.ndarray] = []
         self._buffered = 0
         self.buffer_entries = max(1, buffer_entries)
@@ -94,6 +105,10 @@ class UniqueIdSpill:
     def _flush(self) -> None:
         if not self._buf:
             return
+        if self.dir is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.ids.", suffix=".tmp",
+                                             dir=self.target.parent))
         e = np.concatenate(self._buf)
         self._buf, self._buffered = [], 0
         bucket = (e["h"] >> np.uint64(56)).astype(np.int64)
@@ -108,26 +123,19 @@ class UniqueIdSpill:
 
     def candidate_groups(self) -> list[np.ndarray]:
         """Row groups (each sorted, >= 2 rows) whose hashes are equal. Usually empty."""
+        if self.dir is None:  # everything still fits in the buffer
+            return _groups(np.concatenate(self._buf)) if self._buf else []
         self._flush()
         groups: list[np.ndarray] = []
         for b in range(N_BUCKETS):
             f = self.dir / f"b{b:03d}.bin"
-            if not f.exists():
-                continue
-            e = np.fromfile(f, dtype=ENTRY)
-            e.sort(order=("h", "r"))
-            same = e["h"][1:] == e["h"][:-1]
-            if not same.any():
-                continue
-            starts = np.flatnonzero(np.concatenate([[True], ~same]))
-            ends = np.concatenate([starts[1:], [len(e)]])
-            for s, t in zip(starts, ends):
-                if t - s > 1:
-                    groups.append(e["r"][s:t].copy())
+            if f.exists():
+                groups.extend(_groups(np.fromfile(f, dtype=ENTRY)))
         return groups
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "UniqueIdSpill":
         return self
