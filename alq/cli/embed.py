@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,16 +15,16 @@ def embed_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Pool directory to create (or extend with --append)."),
     ids: list[Path] = typer.Option([], "--ids", help="Ids file (.npy, .parquet with `id`, or text/CSV one per "
                                    "line): once for all inputs in order, or once per input."),
-    id_column: Optional[str] = typer.Option(None, "--id-column", help="Id column (Parquet) or array (.npz); "
+    id_column: str | None = typer.Option(None, "--id-column", help="Id column (Parquet) or array (.npz); "
                                             "default `id` if present, else ids are generated."),
-    vector_column: Optional[str] = typer.Option(None, "--vector-column", help="Vector column (Parquet) or array "
+    vector_column: str | None = typer.Option(None, "--vector-column", help="Vector column (Parquet) or array "
                                                 "(.npz); default `embedding`, `vector`... or the only list column."),
-    encoder: Optional[Path] = typer.Option(None, "--encoder", help="TorchScript module applied in batches to raw "
+    encoder: Path | None = typer.Option(None, "--encoder", help="TorchScript module applied in batches to raw "
                                            ".npy/.npz inputs (CUDA when present)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Encoder batch size."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
     dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16 or float32 (appends keep the pool's)."),
-    normalize: Optional[str] = typer.Option(None, "--normalize", help="`l2`: store unit-length vectors."),
+    normalize: str | None = typer.Option(None, "--normalize", help="`l2`: store unit-length vectors."),
     append: bool = typer.Option(False, "--append", help="Add new shards to an existing pool (ids stay unique)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool at --out."),
     as_json: bool = JSON_OPTION,

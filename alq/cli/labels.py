@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,7 +31,7 @@ def import_cmd(
                                     "keep-old or take-new."),
     id_column: str = typer.Option("id", "--id-column", help="Id column name."),
     label_column: str = typer.Option("label", "--label-column", help="Label column name."),
-    delimiter: Optional[str] = typer.Option(None, "--delimiter", help="Multi-label: labels in one string split on "
+    delimiter: str | None = typer.Option(None, "--delimiter", help="Multi-label: labels in one string split on "
                                             "this (e.g. '|'). List columns in Parquet need no flag."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report; write nothing."),
     as_json: bool = JSON_OPTION,
@@ -66,7 +65,7 @@ import_cmd.__doc__ = (
 
 def show_cmd(
     labels: Path = typer.Argument(..., help="Labels file (from `alq labels import`)."),
-    pool: Optional[Path] = typer.Option(None, "--pool", "-p", help="Also check ids against this pool and report "
+    pool: Path | None = typer.Option(None, "--pool", "-p", help="Also check ids against this pool and report "
                                         "the labeled fraction."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -97,8 +96,8 @@ def pending_cmd(
     sent: list[Path] = typer.Option(..., "--sent", help="Ids sent to annotators: a selection Parquet (`id` column) "
                                     "or CSV/text, one per line. Repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Pending-ids Parquet to write (for `alq select --pending`)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file: ids labeled here are no longer pending."),
-    pool: Optional[Path] = typer.Option(None, "--pool", "-p", help="Check every sent id is in this pool."),
+    labels: Path | None = typer.Option(None, "--labels", help="Labels file: ids labeled here are no longer pending."),
+    pool: Path | None = typer.Option(None, "--pool", "-p", help="Check every sent id is in this pool."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:

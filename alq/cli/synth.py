@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,11 +22,11 @@ def synth_cmd(
     separation: float = typer.Option(4.0, "--separation", help="Distance between component centres, in noise "
                                      "standard deviations."),
     modes: int = typer.Option(1, "--modes", help="Gaussian components per class."),
-    labels_out: Optional[Path] = typer.Option(None, "--labels-out", help="Write every row's true label here "
+    labels_out: Path | None = typer.Option(None, "--labels-out", help="Write every row's true label here "
                                               "(labels Parquet, for `alq simulate`)."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
     dtype: str = typer.Option("float16", "--dtype", help="float16 or float32."),
-    id_prefix: Optional[str] = typer.Option(None, "--id-prefix", help="String ids PREFIX0, PREFIX1... "
+    id_prefix: str | None = typer.Option(None, "--id-prefix", help="String ids PREFIX0, PREFIX1... "
                                             "(default: integer ids 0..n-1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool at --out."),
     as_json: bool = JSON_OPTION,

@@ -9,9 +9,9 @@ existing pool exactly as it was.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from alq.config import rows_per_block
 from alq.embed.sources import IdStream, expand_inputs, open_source
@@ -101,6 +101,7 @@ def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None
                 writer.add(vectors, ids, source=batch.source, source_row0=batch.row0)
                 done += len(vectors)
                 progress("embed", done, total)
+                del batch, vectors, ids  # free this block before the reader allocates the next
         manifest = writer.close()
     return {"pool": str(out), "appended": bool(req.append), "rows_added": total, "count": manifest.count,
             "dim": manifest.dim, "dtype": manifest.dtype, "id_type": manifest.id_type,

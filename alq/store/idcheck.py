@@ -67,13 +67,13 @@ def hash_ids(ids) -> np.ndarray:
 
 def _groups(e: np.ndarray) -> list[np.ndarray]:
     """Rows of each run of equal hashes (length >= 2), rows sorted."""
-    e = np.sort(e, order=("h", "r"))
+    e = e[np.argsort(e["h"], kind="stable")]  # radix sort on uint64; far faster than a structured sort
     same = e["h"][1:] == e["h"][:-1]
     if not same.any():
         return []
     starts = np.flatnonzero(np.concatenate([[True], ~same]))
     ends = np.concatenate([starts[1:], [len(e)]])
-    return [e["r"][s:t].copy() for s, t in zip(starts, ends) if t - s > 1]
+    return [np.sort(e["r"][s:t]) for s, t in zip(starts, ends) if t - s > 1]
 
 
 class UniqueIdSpill:
@@ -137,7 +137,7 @@ class UniqueIdSpill:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "UniqueIdSpill":
+    def __enter__(self) -> UniqueIdSpill:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -243,24 +243,29 @@ class PoolWriter:
         self._write_rows(out, ids)
 
     def _prepare(self, vectors: np.ndarray, source: str, row0: int) -> np.ndarray:
-        """Finite check, optional l2 normalisation, cast to the pool dtype."""
+        """Finite check, optional l2 normalisation, cast to the pool dtype.
+
+        Row max and min carry the checks (NaN and +-Inf propagate through
+        them; float16 overflows iff max |x| >= 65520), so no (rows, dim)
+        boolean temporaries are made.
+        """
         vec = vectors.astype(np.float32, copy=False)
-        finite = np.isfinite(vec).all(axis=1)
-        if not finite.all():
-            row = int(np.flatnonzero(~finite)[0])
-            raise BadInputError(f"{source}: row {row0 + row} has NaN or Inf")
+        mx, mn = vec.max(axis=1), vec.min(axis=1)
+        bad = ~(np.isfinite(mx) & np.isfinite(mn))
+        if bad.any():
+            raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(bad)[0])} has NaN or Inf")
         if self.normalize == "l2":
             norms = np.linalg.norm(vec, axis=1, keepdims=True)
             if (norms == 0).any():
                 row = int(np.flatnonzero(norms[:, 0] == 0)[0])
                 raise BadInputError(f"{source}: row {row0 + row} is all zeros and cannot be l2-normalised")
             vec = vec / norms
-        out = vec.astype(self.dtype, copy=False)
-        if self.dtype == np.float16 and not np.isfinite(out).all():
-            row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-            raise BadInputError(f"{source}: row {row0 + row} overflows float16 (|x| > 65504)",
-                                hint="use --dtype float32 or --normalize l2")
-        return out
+        elif self.dtype == np.float16:
+            big = np.maximum(mx, -mn) >= 65520.0  # rounds to inf in float16
+            if big.any():
+                raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} overflows float16 "
+                                    "(|x| > 65504)", hint="use --dtype float32 or --normalize l2")
+        return vec.astype(self.dtype, copy=False)
 
     def _write_rows(self, vecs: np.ndarray, ids: np.ndarray) -> None:
         done = 0
@@ -405,7 +410,7 @@ class PoolWriter:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
 
-    def __enter__(self) -> "PoolWriter":
+    def __enter__(self) -> PoolWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
