@@ -167,7 +167,7 @@ def write_synth_npy(spec: SynthSpec, path: str | Path, *, dtype: str = "float32"
             w.write(x.astype(dtype, copy=False))
             if labels_path is not None:
                 labels.append(y)
-        w.close()
+        w.close(sync=True)
     if labels_path is not None:
         with atomic_path(labels_path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.concatenate(labels))

@@ -393,12 +393,20 @@ def test_bad_input_exits_2_and_changes_nothing(tmp_path, cli, case, mode):
     assert open_pool(pool).verify() == []
 
 
-def test_append_to_pool_with_missing_shard_is_refused(tmp_path, cli):
+@pytest.mark.parametrize("damage", ["missing ids", "missing vectors", "truncated vectors"])
+def test_append_to_a_damaged_pool_is_refused(tmp_path, cli, damage):
     np.save(tmp_path / "x.npy", X)
     cli("embed", tmp_path / "x.npy", "--out", tmp_path / "pool", "--shard-rows", "50", "-q")
-    (tmp_path / "pool" / "shard-000001.parquet").unlink()
-    code, _, err = cli("embed", tmp_path / "x.npy", "--out", tmp_path / "pool", "--append")
-    assert code == 2 and "shard-000001.parquet" in err
+    shard = tmp_path / "pool" / ("shard-000001.parquet" if damage == "missing ids" else "shard-000001.npy")
+    if damage.startswith("missing"):
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:-10])
+    np.save(tmp_path / "y.npy", X[:3])
+    before = snapshot(tmp_path / "pool")
+    code, _, err = cli("embed", tmp_path / "y.npy", "--out", tmp_path / "pool", "--append")
+    assert code == 2 and shard.name in err and len(err.strip().splitlines()) == 1
+    assert snapshot(tmp_path / "pool") == before
 
 
 def test_npz_member_truncated_inside_zip(tmp_path, cli):

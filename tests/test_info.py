@@ -61,10 +61,11 @@ def test_verify_names_the_first_bad_shard(cli, pool, damage):
     assert err.startswith("Error: ") and first in err.splitlines()[0]
 
 
-def test_unlisted_files_are_reported(cli, pool):
+def test_unlisted_files_and_stale_temp_dirs_are_reported(cli, pool):
     (pool / "shard-000009.npy").write_bytes(b"left by a killed append")
+    (pool.parent / ".pool.x1y2.building").mkdir()
     code, s, _ = info(cli, pool, "--verify")
-    assert code == 0 and s["unlisted_files"] == ["shard-000009.npy"]
+    assert code == 0 and s["unlisted_files"] == ["shard-000009.npy"] and s["stale_temp"] == [".pool.x1y2.building"]
 
 
 def test_labels_file(tmp_path, cli, pool):

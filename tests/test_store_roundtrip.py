@@ -14,7 +14,7 @@ from alq.errors import BadInputError
 from alq.store import MemoryPool, PoolWriter, open_pool
 from alq.store import writer as writer_mod
 from alq.store.idcheck import UniqueIdSpill, hash_ids
-from alq.store.npyfile import NpyStreamWriter, iter_npy_rows, npy_info
+from alq.store.npyfile import NpyStreamWriter, iter_npy_rows, npy_info, sync_and_hash
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -101,11 +101,13 @@ def test_npy_stream_writer(tmp_path, planned, written):
     w = NpyStreamWriter(tmp_path / "a.npy", np.float32, 3, planned)
     for r in range(written):
         w.write(x[r:r + 1])
-    sha = w.close()
-    assert sha == hashlib.sha256((tmp_path / "a.npy").read_bytes()).hexdigest()
+    w.close()
+    assert sync_and_hash(tmp_path / "a.npy") == hashlib.sha256((tmp_path / "a.npy").read_bytes()).hexdigest()
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), x)
     info = npy_info(tmp_path / "a.npy")
     got = [b for _, b in iter_npy_rows(info, 2)]
+    np.testing.assert_array_equal(np.concatenate(got) if got else np.empty((0, 3), np.float32), x)
+    got = [b.copy() for _, b in iter_npy_rows(info, 2, reuse=True)]  # one buffer: copy before the next
     np.testing.assert_array_equal(np.concatenate(got) if got else np.empty((0, 3), np.float32), x)
 
 

@@ -51,7 +51,10 @@ class Source(ABC):
 
     @abstractmethod
     def batches(self, block_rows: int) -> Iterator[Batch]:
-        """Yield consecutive batches of at most ``block_rows`` rows."""
+        """Yield consecutive batches of at most ``block_rows`` rows.
+
+        A batch's arrays may be overwritten by the next one: consume it first.
+        """
 
     def row_bytes(self) -> int:
         """Bytes one input row occupies in memory (for block sizing)."""
@@ -88,7 +91,8 @@ class NpySource(Source):
         return self.info.row_items * self.info.dtype.itemsize
 
     def batches(self, block_rows: int) -> Iterator[Batch]:
-        for r, block in iter_npy_rows(self.info, block_rows):
+        # one reused buffer: embed consumes each batch before asking for the next
+        for r, block in iter_npy_rows(self.info, block_rows, reuse=True):
             yield Batch(block, None, r, self.name)
 
 

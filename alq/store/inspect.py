@@ -70,6 +70,10 @@ def _pool(p: Path, verify: bool) -> dict:
     stray = sorted(f.name for f in p.iterdir() if f.name not in listed)
     if stray:
         out["unlisted_files"] = stray[:20]  # e.g. left by a killed --append; not part of the pool
+    debris = sorted(f.name for f in p.parent.iterdir() if f.name.startswith(f".{p.name}.")
+                    and f.name.endswith((".building", ".old", ".tmp")))
+    if debris:
+        out["stale_temp"] = debris[:20]  # left by a killed build; safe to delete when no `alq embed` runs
     if m.shards:
         try:
             first, last = pool.ids([0]), pool.ids([m.count - 1])

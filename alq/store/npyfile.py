@@ -3,8 +3,6 @@
 Writing: :class:`NpyStreamWriter` writes a fixed-size (128-byte) version 1.0
 header, appends row blocks, and rewrites the header in place if the final
 row count differs from the planned one, so a shard never sits in memory.
-The sha256 is computed as the bytes go out whenever the planned count holds
-(every shard but a pool's last one).
 
 Reading: :func:`npy_info` parses the header and checks the file is not
 truncated; :func:`iter_npy_rows` yields row blocks with plain reads (no
@@ -40,9 +38,10 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
 
 
 class NpyStreamWriter:
-    """Append (rows, dim) blocks to an NPY file; ``close()`` returns its sha256.
+    """Append (rows, dim) blocks to an NPY file; the header is fixed up on ``close()``.
 
-    The caller owns atomicity (write to a temporary name, then ``os.replace``).
+    The caller owns atomicity (write to a temporary name, then ``os.replace``)
+    and durability (``close(sync=True)``, or :func:`sync_and_hash` later).
     """
 
     def __init__(self, path: str | Path, dtype: np.dtype, dim: int, planned_rows: int):
@@ -52,42 +51,36 @@ class NpyStreamWriter:
         self.planned = int(planned_rows)
         self.rows = 0
         self._fh: BinaryIO = open(self.path, "wb")
-        header = npy_header(self.dtype, (self.planned, self.dim))
-        self._fh.write(header)
-        self._sha = hashlib.sha256(header)
+        self._fh.write(npy_header(self.dtype, (self.planned, self.dim)))
 
     def write(self, block: np.ndarray) -> None:
         """Append rows; ``block`` must already have the file's dtype and dim."""
         if block.dtype != self.dtype or block.ndim != 2 or block.shape[1] != self.dim:
             raise ValueError(f"block {block.shape} {block.dtype} does not match ({self.dim},) {self.dtype}")
-        data = memoryview(np.ascontiguousarray(block)).cast("B")
-        self._fh.write(data)
-        self._sha.update(data)
+        self._fh.write(memoryview(np.ascontiguousarray(block)).cast("B"))
         self.rows += len(block)
 
-    def close(self) -> str:
-        """Finish the file (fixing the header if fewer rows came), fsync it, return its sha256."""
+    def close(self, *, sync: bool = False) -> None:
+        """Finish the file, rewriting the header if the row count differs from the planned one."""
         fh = self._fh
         if self.rows != self.planned:
             fh.seek(0)
             fh.write(npy_header(self.dtype, (self.rows, self.dim)))
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            return _sha256_file(self.path)
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
         fh.close()
-        return self._sha.hexdigest()
 
     def abort(self) -> None:
         if not self._fh.closed:
             self._fh.close()
 
 
-def _sha256_file(path: Path) -> str:
+def sync_and_hash(path: str | Path) -> str:
+    """fsync a finished file and return its sha256 (run off the main thread by the pool writer)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
         while block := fh.read(1 << 24):
             h.update(block)
     return h.hexdigest()
@@ -145,18 +138,28 @@ def npy_info(path: str | Path) -> NpyInfo:
     return NpyInfo(path=p, shape=shape, dtype=dtype, offset=offset)
 
 
-def iter_npy_rows(info: NpyInfo, block_rows: int, *, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_row, block)`` with blocks of shape (<= block_rows, *row_shape)."""
+def iter_npy_rows(info: NpyInfo, block_rows: int, *, start: int = 0,
+                  reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_row, block)`` with blocks of shape (<= block_rows, *row_shape).
+
+    ``reuse=True`` reads every block into one buffer (no fresh pages per
+    block): the caller must be done with a block before asking for the next.
+    """
     row_bytes = info.row_items * info.dtype.itemsize
-    with open(info.path, "rb") as fh:
+    buf = np.empty(min(block_rows, max(info.rows - start, 0)) * info.row_items, dtype=info.dtype) if reuse else None
+    with open(info.path, "rb", buffering=0) as fh:
         fh.seek(info.offset + start * row_bytes)
         r = start
         while r < info.rows:
             n = min(block_rows, info.rows - r)
-            arr = np.empty(n * info.row_items, dtype=info.dtype)
-            got = fh.readinto(memoryview(arr).cast("B")) if arr.nbytes else 0
-            if got != arr.nbytes:  # the file shrank under us
-                raise BadInputError(f"{info.path}: truncated at row {r + got // max(row_bytes, 1)}")
+            arr = buf[: n * info.row_items] if reuse else np.empty(n * info.row_items, dtype=info.dtype)
+            view = memoryview(arr).cast("B")
+            got = 0
+            while got < arr.nbytes:  # raw reads may return short
+                k = fh.readinto(view[got:])
+                if not k:
+                    raise BadInputError(f"{info.path}: truncated at row {r + got // max(row_bytes, 1)}")
+                got += k
             yield r, arr.reshape((n, *info.row_shape))
             r += n
 

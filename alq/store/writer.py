@@ -11,6 +11,9 @@ Memory stays bounded by one input batch whatever the pool size: rows stream
 straight into the open shard's NPY file (:class:`NpyStreamWriter`), only
 the current shard's ids are held, and id uniqueness across the whole pool
 is checked through hash buckets spilled to disk (:mod:`alq.store.idcheck`).
+A finished shard is fsynced and hashed on a background thread while the
+next one fills; ``close()`` waits for them, so the manifest is written
+only once every shard it lists is durable.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from alq.errors import BadInputError, StoreError
 from alq.io import apply_umask, atomic_path, sha256_file
 from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
-from alq.store.npyfile import NpyStreamWriter
+from alq.store.npyfile import NpyStreamWriter, npy_info, sync_and_hash
 
 DEFAULT_SHARD_ROWS = 262_144
 
@@ -84,6 +88,9 @@ class PoolWriter:
         self._npy_tmp: Path | None = None
         self._shard_ids: list[np.ndarray] = []
         self._spill: UniqueIdSpill | None = None
+        self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
+        self._pool: ThreadPoolExecutor | None = None
+        self._conv: np.ndarray | None = None  # reused dtype-conversion buffer
         if append:
             if not is_pool(self.path):
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
@@ -133,6 +140,7 @@ class PoolWriter:
         row = 0
         biggest = -1
         for s in self.base.shards:
+            _check_shard_file(self.path / s.npy, s.rows, self.base.dim, self.base.dtype)
             f = self.path / s.parquet
             try:
                 col = pq.read_table(f, columns=["id"]).column("id").combine_chunks()
@@ -265,7 +273,14 @@ class PoolWriter:
             if big.any():
                 raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} overflows float16 "
                                     "(|x| > 65504)", hint="use --dtype float32 or --normalize l2")
-        return vec.astype(self.dtype, copy=False)
+        if vec.dtype == self.dtype:
+            return vec
+        n = vec.size
+        if self._conv is None or self._conv.size < n:
+            self._conv = np.empty(n, dtype=self.dtype)
+        out = self._conv[:n].reshape(vec.shape)  # reused: rows go to disk before the next batch
+        np.copyto(out, vec, casting="unsafe")
+        return out
 
     def _write_rows(self, vecs: np.ndarray, ids: np.ndarray) -> None:
         done = 0
@@ -292,7 +307,7 @@ class PoolWriter:
     def _finish_shard(self) -> None:
         name = self._shard_name()
         npy, tmp = self._npy, self._npy_tmp
-        sha = npy.close()
+        npy.close()
         self._npy, self._npy_tmp = None, None
         ids = np.concatenate(self._shard_ids) if len(self._shard_ids) > 1 else self._shard_ids[0]
         self._shard_ids = []
@@ -300,10 +315,22 @@ class PoolWriter:
         with atomic_path(self.workdir / f"{name}.parquet", suffix=".parquet") as ptmp:
             pq.write_table(pa.table({"id": id_arr}), ptmp)
             ids_sha = sha256_file(ptmp)
+        final = self.workdir / f"{name}.npy"
         apply_umask(tmp)
-        os.replace(tmp, self.workdir / f"{name}.npy")
+        os.replace(tmp, final)  # not yet durable; no manifest lists it until its job is done
         self._shard_counter += 1
-        self._new_shards.append(ShardInfo(name=name, rows=npy.rows, sha256=sha, ids_sha256=ids_sha))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alq-shard-sync")
+        self._jobs.append((name, npy.rows, self._pool.submit(sync_and_hash, final), ids_sha))
+
+    def _settle(self) -> None:
+        """Wait for the background fsync + sha256 of every finished shard."""
+        for name, rows, fut, ids_sha in self._jobs:
+            self._new_shards.append(ShardInfo(name=name, rows=rows, sha256=fut.result(), ids_sha256=ids_sha))
+        self._jobs = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     @property
     def rows_written(self) -> int:
@@ -311,6 +338,7 @@ class PoolWriter:
 
     @property
     def new_shards(self) -> tuple[ShardInfo, ...]:
+        """Shards published by ``close()`` (empty before)."""
         return tuple(self._new_shards)
 
     # -- publish -------------------------------------------------------------
@@ -321,6 +349,7 @@ class PoolWriter:
         try:
             if self._npy is not None and self._npy.rows:
                 self._finish_shard()
+            self._settle()
             if not self._new_shards:
                 raise BadInputError("empty input: no rows to write")
             self._check_duplicates()
@@ -395,6 +424,13 @@ class PoolWriter:
     def abort(self) -> None:
         """Drop everything written by this writer; the existing pool is untouched."""
         self._closed = True
+        if self._pool is not None:  # let running syncs finish before their files go
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for name, *_ in self._jobs:
+            for f in (f"{name}.npy", f"{name}.parquet"):
+                (self.workdir / f).unlink(missing_ok=True)
+        self._jobs = []
         if self._npy is not None:
             self._npy.abort()
             self._npy = None
@@ -416,6 +452,18 @@ class PoolWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not self._closed:
             self.abort()
+
+
+def _check_shard_file(f: Path, rows: int, dim: int, dtype: str) -> None:
+    """Cheap pre-append check of an existing shard: present, complete, the manifest's shape (no checksum)."""
+    if not f.exists():
+        raise StoreError(f"{f}: shard listed in the manifest is missing", hint="run `alq info --verify` on the pool")
+    try:
+        info = npy_info(f)
+    except BadInputError as exc:
+        raise StoreError(str(exc), hint="run `alq info --verify` on the pool") from None
+    if info.shape != (rows, dim) or info.dtype != np.dtype(dtype):
+        raise StoreError(f"{f}: shard has shape {info.shape} {info.dtype}, manifest says ({rows}, {dim}) {dtype}")
 
 
 def _next_shard_number(manifest: Manifest) -> int:

@@ -88,57 +88,74 @@ def test_bench_store(tmp_path_factory):
     write_synth_npy(SynthSpec(n=ROWS, dim=DIM, classes=10, seed=0), src, dtype="float32")
     gb = ROWS * DIM * 4 / 1e9
 
-    # -- baseline: plain numpy save + mmap full read ------------------------------
+    # Baseline and alq steps are interleaved in each repeat and the ratio is taken per repeat
+    # (median over repeats), so load from other jobs on the machine drifts into both alike.
     arr = np.load(src)  # in memory, like the array a user would np.save
 
-    def np_save():
-        np.save(work / "plain.npy", arr)
+    def np_save(sync=False):
+        with open(work / "plain.npy", "wb") as fh:
+            np.save(fh, arr)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
 
     def np_read():
         m = np.load(work / "plain.npy", mmap_mode="r")
-        s = 0.0
-        for a in range(0, len(m), 65_536):
-            s += float(m[a:a + 65_536].sum(dtype=np.float64))
-        return s
+        return sum(float(m[a:a + 65_536].sum(dtype=np.float64)) for a in range(0, len(m), 65_536))
 
-    t_save = _median_time(np_save)
-    t_read = _median_time(np_read)
-    del arr
-
-    # -- alq: embed from .npy and from Parquet, then a full pool read ----------------
     def alq_embed(inp, out, dtype="float32"):
         shutil.rmtree(out, ignore_errors=True)
         embed(EmbedRequest(inputs=[inp], out=out, dtype=dtype))
 
     def alq_read():
         pool = open_pool(work / "pool")
-        s = 0.0
-        for b in pool.iter_blocks():
-            s += float(b.vectors.sum(dtype=np.float64))
-        return s
+        return sum(float(b.vectors.sum(dtype=np.float64)) for b in pool.iter_blocks())
 
-    t_embed = _median_time(lambda: alq_embed(src, work / "pool"))
-    t_pool_read = _median_time(alq_read)
-    assert alq_read() == pytest.approx(np_read(), rel=1e-9)  # same data
-    t_embed16 = _median_time(lambda: alq_embed(src, work / "pool16", "float16"))
     _write_parquet(src, work / "x.parquet")
-    t_embed_pq = _median_time(lambda: alq_embed(work / "x.parquet", work / "poolpq"))
+    steps = {
+        "save": np_save,
+        "save_sync": lambda: np_save(sync=True),
+        "read": np_read,
+        "embed": lambda: alq_embed(src, work / "pool"),
+        "pool_read": alq_read,
+        "embed16": lambda: alq_embed(src, work / "pool16", "float16"),
+        "embed_pq": lambda: alq_embed(work / "x.parquet", work / "poolpq"),
+    }
+    runs = {k: [] for k in steps}
+    for _ in range(REPEATS):
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            runs[k].append(time.perf_counter() - t0)
+    arr = None  # free the in-memory copy before the RSS runs
+    assert alq_read() == pytest.approx(np_read(), rel=1e-9)  # the pool holds the same data
 
-    base = t_save + t_read
+    def med(k):
+        return statistics.median(runs[k])
+
+    def ratio(num, den):
+        return statistics.median([sum(runs[a][i] for a in num) / sum(runs[b][i] for b in den)
+                                  for i in range(REPEATS)])
+
     rows = [
-        ("np.save + np.load(mmap) full read [baseline]", base, 1.0),
-        ("np.save alone", t_save, t_save / base),
-        ("np.load(mmap) full read alone", t_read, t_read / base),
-        ("alq embed .npy -> float32 pool + pool full read", t_embed + t_pool_read, (t_embed + t_pool_read) / base),
-        ("alq embed .npy -> float32 pool (vs np.save)", t_embed, t_embed / t_save),
-        ("alq pool full read, iter_blocks (vs mmap read)", t_pool_read, t_pool_read / t_read),
-        ("alq embed .npy -> float16 pool (vs np.save)", t_embed16, t_embed16 / t_save),
-        ("alq embed Parquet fixed_size_list -> float32 (vs np.save)", t_embed_pq, t_embed_pq / t_save),
+        ("np.save + np.load(mmap) full read [baseline]", med("save") + med("read"), 1.0, None),
+        ("np.save alone", med("save"), ratio(["save"], ["save", "read"]), None),
+        ("np.save + fsync", med("save_sync"), ratio(["save_sync"], ["save", "read"]), 1.0),
+        ("np.load(mmap) full read alone", med("read"), ratio(["read"], ["save", "read"]), None),
+        ("alq embed .npy -> float32 pool + pool full read", med("embed") + med("pool_read"),
+         ratio(["embed", "pool_read"], ["save", "read"]), ratio(["embed", "pool_read"], ["save_sync", "read"])),
+        ("alq embed .npy -> float32 pool", med("embed"), ratio(["embed"], ["save"]), ratio(["embed"], ["save_sync"])),
+        ("alq pool full read (iter_blocks) vs mmap read", med("pool_read"), ratio(["pool_read"], ["read"]), None),
+        ("alq embed .npy -> float16 pool", med("embed16"), ratio(["embed16"], ["save"]), ratio(["embed16"], ["save_sync"])),
+        ("alq embed Parquet fixed_size_list -> float32", med("embed_pq"), ratio(["embed_pq"], ["save"]),
+         ratio(["embed_pq"], ["save_sync"])),
     ]
-    print(f"\n== store benchmark: {ROWS:,} x {DIM} float32 ({gb:.2f} GB), median of {REPEATS} runs")
-    print(f"{'step':58s} {'seconds':>8s} {'rows/s':>12s} {'GB/s':>7s} {'ratio':>7s}")
-    for name, t, ratio in rows:
-        print(f"{name:58s} {t:8.3f} {ROWS / t:12,.0f} {gb / t:7.2f} {ratio:7.2f}")
+    print(f"\n== store benchmark: {ROWS:,} x {DIM} float32 ({gb:.2f} GB), medians of {REPEATS} interleaved runs")
+    print("ratio: time / the plain-NumPy counterpart in the same repeat (np.save for embed rows, the baseline sum "
+          "for the first rows); durable: vs np.save + fsync (alq fsyncs every shard before its manifest)")
+    print(f"{'step':50s} {'seconds':>8s} {'rows/s':>11s} {'GB/s':>6s} {'ratio':>6s} {'durable':>7s}")
+    for name, t, r, d in rows:
+        print(f"{name:50s} {t:8.3f} {ROWS / t:11,.0f} {gb / t:6.2f} {r:6.2f} {'' if d is None else f'{d:7.2f}'}")
 
     # -- peak RSS at N and 4N rows: must not grow with N ----------------------------
     big = work / "x4.npy"
@@ -153,7 +170,8 @@ def test_bench_store(tmp_path_factory):
           f"{4 * ROWS:,} rows: {rss['4N'][0]:.0f} MiB ({rss['4N'][1]:.1f} s); ratio 4N/N = "
           f"{rss['4N'][0] / rss['N'][0]:.2f}; `alq info` (import floor): {idle:.0f} MiB; input at 4N = "
           f"{4 * gb * 1e9 / 2**20:.0f} MiB")
-    assert rss["4N"][0] < 1.25 * rss["N"][0], "peak RSS grew with N"
+    if ROWS >= 500_000:  # below a few blocks (ALQ_WORKING_MEMORY) the peak is still filling up
+        assert rss["4N"][0] < 1.25 * rss["N"][0], "peak RSS grew with N"
     if not os.environ.get("ALQ_BENCH_DIR"):
         for f in ("x.npy", "x4.npy", "plain.npy", "x.parquet"):
             (work / f).unlink(missing_ok=True)
