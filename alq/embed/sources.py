@@ -259,7 +259,8 @@ class ParquetSource(Source):
     def batches(self, block_rows: int) -> Iterator[Batch]:
         cols = [self.vcol] + ([self.icol] if self.icol else [])
         r = 0
-        it = self.pf.iter_batches(batch_size=block_rows, columns=cols, use_threads=False)
+        # threads decode column chunks in parallel (nested list columns are the slow part of Parquet)
+        it = self.pf.iter_batches(batch_size=block_rows, columns=cols, use_threads=True)
         while True:
             try:
                 rb = next(it)
