@@ -19,8 +19,8 @@ def embed_cmd(
                                             "default `id` if present, else ids are generated."),
     vector_column: str | None = typer.Option(None, "--vector-column", help="Vector column (Parquet) or array "
                                                 "(.npz); default `embedding`, `vector`... or the only list column."),
-    encoder: Path | None = typer.Option(None, "--encoder", help="TorchScript module applied in batches to raw "
-                                           ".npy/.npz inputs (CUDA when present)."),
+    encoder: Path | None = typer.Option(None, "--encoder", help="Encoder applied in batches to raw .npy/.npz "
+                                           "inputs (CUDA when present): TorchScript, or a torch.export program (.pt2)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Encoder batch size."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
     dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16 or float32 (appends keep the pool's)."),
