@@ -141,7 +141,8 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, cli, pool, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and re.search(pattern, lines[0]), lines
     assert (tmp_path / "l.parquet").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "l.parquet", "pool", "seed.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".l.parquet.lock", ".pool.lock", "a.csv", "l.parquet",
+                                                          "pool", "seed.csv"]  # locks: see alq.store.lock
 
 
 def test_bad_parquet_inputs(tmp_path, cli, pool, spool):
@@ -221,3 +222,18 @@ def test_sample_seed_labels_import(tmp_path, cli):
     assert s["total"] == 100 and s["classes"] == 10
     truth = as_dict(sd / "pool_labels.parquet")
     assert all(truth[k] == v for k, v in as_dict(tmp_path / "l.parquet").items())
+
+
+def test_concurrent_import_is_refused(tmp_path, cli, pool):
+    import fcntl
+    import os
+
+    write(tmp_path / "a.csv", "id,label\n1,a\n")
+    fd = os.open(tmp_path / ".l.parquet.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another `alq labels import` into the same file is running
+    try:
+        code, _, err = cli("labels", "import", tmp_path / "a.csv", "--pool", pool, "--out", tmp_path / "l.parquet")
+        assert code == 2 and "is writing it right now" in err and not (tmp_path / "l.parquet").exists()
+    finally:
+        os.close(fd)
+    assert cli("labels", "import", tmp_path / "a.csv", "--pool", pool, "--out", tmp_path / "l.parquet", "-q")[0] == 0

@@ -143,7 +143,7 @@ def test_duplicates_across_batches_found_at_close(tmp_path):
     w.add(np.ones((5, 2)), [200, 201, 105, 3, 202], source="c.npy", source_row0=50)
     with pytest.raises(BadInputError, match=r"c.npy: row 52: duplicate id 105 \(first seen at b.npy row 5\)"):
         w.close()
-    assert not (tmp_path / "p").exists() and not list(tmp_path.iterdir())
+    assert not (tmp_path / "p").exists() and [f.name for f in tmp_path.iterdir()] == [".p.lock"]
 
 
 def test_hash_collisions_are_not_duplicates(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ import pyarrow as pa
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_parquet, sha256_file, write_parquet
 from alq.store.labels import KIND, LabelSet, read_id_list, read_labels
+from alq.store.lock import exclusive_lock
 from alq.store.pool import Pool
 
 POLICIES = ("error", "keep-old", "take-new")
@@ -233,6 +234,13 @@ def import_labels(files: list[str | Path], pool: Pool, out: str | Path, *, on_co
     for f in files:
         if Path(f).resolve() == out.resolve():
             raise BadInputError(f"{f}: the file to import is the output labels file")
+    if dry_run:
+        return _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path)
+    with exclusive_lock(out, what="`alq labels import`"):
+        return _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path)
+
+
+def _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path) -> dict:
     existing: LabelSet | None = None
     history: list = []
     if out.exists():

@@ -1,12 +1,13 @@
 """Id uniqueness over a whole pool in bounded memory.
 
 Every id is reduced to a 64-bit hash and kept, with its row number, in a
-buffer; past ``buffer_entries`` (1M, 16 MB) the buffer spills to one of 256
+buffer; past ``buffer_entries`` (256k, 4 MB) the buffer spills to one of 256
 bucket files on disk (by the hash's top byte). At the end each
 bucket is sorted on its own: equal hashes are duplicate *candidates*, which
 the caller confirms by comparing the real ids (hash collisions are possible
-but rare). Memory is one buffer plus one bucket, about 16 bytes x N / 256,
-so a billion-row pool needs ~60 MB where an in-memory set would need tens of GB.
+but rare). Memory is one buffer (4 MB) plus one bucket, about 16 bytes x N /
+256, so a billion-row pool needs ~60 MB where an in-memory set would need
+tens of GB; pools under 256k rows never touch the disk.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class UniqueIdSpill:
     (``.NAME.ids.*.tmp``); use as a context manager, or call ``cleanup()``.
     """
 
-    def __init__(self, target: str | Path, *, buffer_entries: int = 1 << 20):
+    def __init__(self, target: str | Path, *, buffer_entries: int = 1 << 18):
         self.target = Path(target)
         self.dir: Path | None = None  # created on the first spill: small pools never touch the disk
         self._buf: list[np.ndarray] = []

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from alq.errors import BadInputError, StoreError
 from alq.io import apply_umask, atomic_path, sha256_file
+from alq.store import lock
 from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
 from alq.store.npyfile import NpyStreamWriter, npy_info, sync_and_hash
@@ -91,6 +92,16 @@ class PoolWriter:
         self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
         self._pool: ThreadPoolExecutor | None = None
         self._conv: np.ndarray | None = None  # reused dtype-conversion buffer
+        self._lock: int | None = lock.acquire(self.path, what="pool writer (`alq embed`/`alq synth`)")
+        try:
+            self._open(dim, dtype, append, overwrite, id_type, normalize)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        self.base = None
+        self.workdir = None
         if append:
             if not is_pool(self.path):
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
@@ -113,9 +124,13 @@ class PoolWriter:
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise BadInputError(f"{self.path}: exists and is not a directory")
-            if self.path.exists() and any(self.path.iterdir()) and not overwrite:
-                raise BadInputError(f"{self.path}: already exists and is not empty",
-                                    hint="pass --append to add rows, or --overwrite to replace it")
+            if self.path.exists() and any(self.path.iterdir()):
+                if not overwrite:
+                    raise BadInputError(f"{self.path}: already exists and is not empty",
+                                        hint="pass --append to add rows, or --overwrite to replace it")
+                if not is_pool(self.path):
+                    raise BadInputError(f"{self.path}: --overwrite replaces only an alq pool, and this directory "
+                                        "has no manifest.json", hint="choose another --out, or empty it first")
             self.base = None
             self.dim = dim
             self.id_type = id_type
@@ -126,13 +141,9 @@ class PoolWriter:
         self.dtype = np.dtype(dtype)
         self.base_count = self.base.count if self.base else 0
         self._shard_counter = _next_shard_number(self.base) if self.base else 0
-        try:
-            self._spill = UniqueIdSpill(self.path)
-            if self.base is not None:
-                self._spill_existing_ids()
-        except BaseException:
-            self.abort()
-            raise
+        self._spill = UniqueIdSpill(self.path)
+        if self.base is not None:
+            self._spill_existing_ids()
 
     # -- ids -----------------------------------------------------------------
     def _spill_existing_ids(self) -> None:
@@ -364,7 +375,13 @@ class PoolWriter:
             raise
         self._closed = True
         self._spill.cleanup()
+        self._unlock()
         return manifest
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            lock.release(self._lock)
+            self._lock = None
 
     def _check_duplicates(self) -> None:
         groups = self._spill.candidate_groups()
@@ -440,11 +457,13 @@ class PoolWriter:
         if self._spill is not None:
             self._spill.cleanup()
         if self.base is None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             for s in self._new_shards:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
+        self._unlock()
 
     def __enter__(self) -> PoolWriter:
         return self

@@ -93,7 +93,7 @@ def test_bench_store(tmp_path_factory):
     arr = np.load(src)  # in memory, like the array a user would np.save
 
     def np_save(sync=False):
-        with open(work / "plain.npy", "wb") as fh:
+        with open(work / "plain.npy", "xb") as fh:
             np.save(fh, arr)
             if sync:
                 fh.flush()
@@ -104,7 +104,6 @@ def test_bench_store(tmp_path_factory):
         return sum(float(m[a:a + 65_536].sum(dtype=np.float64)) for a in range(0, len(m), 65_536))
 
     def alq_embed(inp, out, dtype="float32"):
-        shutil.rmtree(out, ignore_errors=True)
         embed(EmbedRequest(inputs=[inp], out=out, dtype=dtype))
 
     def alq_read():
@@ -112,18 +111,29 @@ def test_bench_store(tmp_path_factory):
         return sum(float(b.vectors.sum(dtype=np.float64)) for b in pool.iter_blocks())
 
     _write_parquet(src, work / "x.parquet")
+    def fresh(*paths):  # outputs are removed before (not inside) each timed step, for both sides alike
+        def clear():
+            for p in paths:
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink(missing_ok=True)
+        return clear
+
+    nothing = fresh()
     steps = {
-        "save": np_save,
-        "save_sync": lambda: np_save(sync=True),
-        "read": np_read,
-        "embed": lambda: alq_embed(src, work / "pool"),
-        "pool_read": alq_read,
-        "embed16": lambda: alq_embed(src, work / "pool16", "float16"),
-        "embed_pq": lambda: alq_embed(work / "x.parquet", work / "poolpq"),
+        "save": (fresh(work / "plain.npy"), np_save),
+        "save_sync": (fresh(work / "plain.npy"), lambda: np_save(sync=True)),
+        "read": (nothing, np_read),
+        "embed": (fresh(work / "pool"), lambda: alq_embed(src, work / "pool")),
+        "pool_read": (nothing, alq_read),
+        "embed16": (fresh(work / "pool16"), lambda: alq_embed(src, work / "pool16", "float16")),
+        "embed_pq": (fresh(work / "poolpq"), lambda: alq_embed(work / "x.parquet", work / "poolpq")),
     }
     runs = {k: [] for k in steps}
     for _ in range(REPEATS):
-        for k, fn in steps.items():
+        for k, (prepare, fn) in steps.items():
+            prepare()
             t0 = time.perf_counter()
             fn()
             runs[k].append(time.perf_counter() - t0)
