@@ -183,3 +183,17 @@ def test_files_get_umask_permissions(tmp_path):
     assert (tmp_path / "p").stat().st_mode & 0o777 == 0o755
     for f in (tmp_path / "p").iterdir():
         assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_a_dropped_writer_frees_its_lock_and_temp_dir(tmp_path):
+    import gc
+
+    w = PoolWriter(tmp_path / "p")
+    with pytest.raises(BadInputError, match="NaN"):
+        w.add(np.full((2, 2), np.nan))
+    del w
+    gc.collect()
+    assert [f.name for f in tmp_path.iterdir()] == [".p.lock"]  # the .building dir went with it
+    w = PoolWriter(tmp_path / "p")  # the lock is free again
+    w.add(np.ones((2, 2)))
+    w.close()

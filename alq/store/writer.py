@@ -92,7 +92,8 @@ class PoolWriter:
         self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
         self._pool: ThreadPoolExecutor | None = None
         self._conv: np.ndarray | None = None  # reused dtype-conversion buffer
-        self._lock: int | None = lock.acquire(self.path, what="pool writer (`alq embed`/`alq synth`)")
+        self._lock: int | None = None
+        self._lock = lock.acquire(self.path, what="pool writer (`alq embed`/`alq synth`)")
         try:
             self._open(dim, dtype, append, overwrite, id_type, normalize)
         except BaseException:
@@ -464,6 +465,14 @@ class PoolWriter:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
         self._unlock()
+
+    def __del__(self) -> None:
+        # a writer dropped without close() or abort(): clean up and free the lock (no partial publish)
+        if getattr(self, "_lock", None) is not None and not self._closed:
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 - best effort during garbage collection
+                pass
 
     def __enter__(self) -> PoolWriter:
         return self

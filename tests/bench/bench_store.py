@@ -111,13 +111,16 @@ def test_bench_store(tmp_path_factory):
         return sum(float(b.vectors.sum(dtype=np.float64)) for b in pool.iter_blocks())
 
     _write_parquet(src, work / "x.parquet")
-    def fresh(*paths):  # outputs are removed before (not inside) each timed step, for both sides alike
+    def fresh(*paths):
+        """Untimed, before each step, for both sides alike: remove its outputs, then flush every dirty
+        page (os.sync) so no step pays for the previous step's (or another job's) writeback."""
         def clear():
             for p in paths:
                 if p.is_dir():
                     shutil.rmtree(p)
                 else:
                     p.unlink(missing_ok=True)
+            os.sync()
         return clear
 
     nothing = fresh()
