@@ -26,12 +26,13 @@ install-gpu: install
 
 demo: install
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@echo "== alq embed: build a pool from sample_data/pool.parquet"
+	@echo "== alq embed: build a pool (and a test pool) from sample_data/ (scikit-learn digits, 64-d)"
 	$(ALQ) embed sample_data/pool.parquet --id-column id --vector-column embedding --out $(DEMO)/pool --shard-rows 500 --dtype float32
-	@echo "== alq labels: merge the first annotation batch"
+	$(ALQ) embed sample_data/test.parquet --out $(DEMO)/test --dtype float32 --quiet
+	@echo "== alq labels: merge the first annotation batch (100 labels) into the labels file"
 	$(ALQ) labels import sample_data/labels_round0.csv --pool $(DEMO)/pool --out $(DEMO)/labels.parquet
-	@echo "== alq info"
-	$(ALQ) info $(DEMO)/pool
+	@echo "== alq info: what the pool and the labels file hold (--verify re-checks every shard)"
+	$(ALQ) info $(DEMO)/pool --verify
 	$(ALQ) info $(DEMO)/labels.parquet
 
 test: install

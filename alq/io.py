@@ -37,7 +37,7 @@ def atomic_path(target: PathLike, *, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+        apply_umask(tmp_path)
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -49,6 +49,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def apply_umask(path: PathLike) -> None:
+    """Give a mkstemp/mkdtemp result (0600/0700) the permissions a plain open/mkdir would have."""
+    mode = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, mode & ~_umask())
 
 
 def _fsync(path: Path) -> None:

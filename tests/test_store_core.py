@@ -65,8 +65,9 @@ def test_string_ids_lookup(tmp_path):
 def test_append_keeps_ids_unique_and_fresh_build_refuses_existing(small_pool):
     path, x, _ = small_pool
     with pytest.raises(BadInputError, match="already in the pool"):
-        w = PoolWriter(path, append=True)
-        w.add(x[:2], ids=[5, 100_000])
+        with PoolWriter(path, append=True) as w:
+            w.add(x[:2], ids=[5, 100_000])
+            w.close()
     assert open_pool(path).count == 700 and open_pool(path).verify() == []
     with pytest.raises(BadInputError, match="already exists"):
         PoolWriter(path)

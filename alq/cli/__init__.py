@@ -31,7 +31,10 @@ def run(argv: list[str] | None = None) -> int:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except AlqError as exc:
-        stderr.print(f"[bold red]Error:[/] {exc.line()}", markup=True, highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # escape: messages quote user data (paths, ids, "file.npz[key]") that rich would read as markup
+        stderr.print(f"[bold red]Error:[/] {escape(exc.line())}", markup=True, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         stderr.print("Interrupted; outputs are written atomically, nothing partial was left.")

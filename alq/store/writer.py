@@ -3,8 +3,17 @@
 A fresh pool is built in a temporary sibling directory and moved into place
 when complete, so an existing pool at the same path survives any crash.
 ``append=True`` adds new shards to an existing pool: shard files go in under
-new names and the manifest (the only thing that makes them part of the pool)
-is replaced last, so a crash mid-append leaves the previous pool verifying.
+new names (each written to a temporary name and renamed) and the manifest,
+the only thing that makes them part of the pool, is replaced last, so a
+crash mid-append leaves the previous pool verifying.
+
+Memory stays bounded by one input batch whatever the pool size: rows stream
+straight into the open shard's NPY file (:class:`NpyStreamWriter`), only
+the current shard's ids are held, and id uniqueness across the whole pool
+is checked through hash buckets spilled to disk (:mod:`alq.store.idcheck`).
+A finished shard is fsynced and hashed on a background thread while the
+next one fills; ``close()`` waits for them, so the manifest is written
+only once every shard it lists is durable.
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +31,42 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alq.errors import BadInputError, StoreError
-from alq.io import atomic_path, sha256_file
+from alq.io import apply_umask, atomic_path, sha256_file
+from alq.store import lock
+from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
+from alq.store.npyfile import NpyStreamWriter, npy_info, sync_and_hash
 
 DEFAULT_SHARD_ROWS = 262_144
 
 
-class PoolWriter:
-    """Accumulate (vectors, ids) batches into fixed-size shards.
+@dataclass(frozen=True)
+class _Segment:
+    """New rows [start, start+rows) came from ``source`` rows [row0, row0+rows)."""
 
-    Validates as it goes: finite values, consistent dimension, ids unique
-    within the input and against the existing pool. Errors name the source
-    file and row when the caller passes ``source``/``source_row0``.
+    start: int
+    rows: int
+    source: str
+    row0: int
+
+
+class PoolWriter:
+    """Stream (vectors, ids) batches into fixed-size shards of a new or existing pool.
+
+    Validates as it goes: finite values, consistent dimension, id type,
+    duplicate ids within a batch. Duplicates across batches or against the
+    existing pool are found at ``close()`` (one bounded-memory pass over
+    hashed ids) before anything is published. Errors name the source file
+    and row when the caller passes ``source``/``source_row0``.
+
+    ``vectors`` : array of shape (rows, dim), any float (or int) dtype; stored
+    as ``dtype`` (float16|float32), l2-normalised first if ``normalize="l2"``.
     """
 
     def __init__(self, path: str | Path, *, dim: int | None = None, dtype: str = "float16",
                  shard_rows: int = DEFAULT_SHARD_ROWS, normalize: str | None = None,
-                 append: bool = False, overwrite: bool = False, id_type: str | None = None):
+                 append: bool = False, overwrite: bool = False, id_type: str | None = None,
+                 extra: dict | None = None):
         self.path = Path(path)
         if shard_rows < 1:
             raise BadInputError(f"--shard-rows={shard_rows} must be >= 1")
@@ -44,15 +74,35 @@ class PoolWriter:
             raise BadInputError(f"--dtype={dtype!r} must be one of {', '.join(DTYPES)}")
         if normalize not in (None, "l2"):
             raise BadInputError(f"--normalize={normalize!r} must be 'l2' or omitted")
-        self.shard_rows = shard_rows
+        if id_type not in (None, "int64", "string"):
+            raise BadInputError(f"id_type={id_type!r} must be int64 or string")
+        self.shard_rows = int(shard_rows)
         self.normalize = normalize
         self.append = append
-        self._pending_vecs: list[np.ndarray] = []
-        self._pending_ids: list[np.ndarray] = []
-        self._pending = 0
+        self.extra = dict(extra or {})
         self._new_shards: list[ShardInfo] = []
+        self._segments: list[_Segment] = []
         self._closed = False
         self._next_generated = 0
+        self._new_rows = 0
+        self._npy: NpyStreamWriter | None = None
+        self._npy_tmp: Path | None = None
+        self._shard_ids: list[np.ndarray] = []
+        self._spill: UniqueIdSpill | None = None
+        self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
+        self._pool: ThreadPoolExecutor | None = None
+        self._conv: np.ndarray | None = None  # reused dtype-conversion buffer
+        self._lock: int | None = None
+        self._lock = lock.acquire(self.path, what="pool writer (`alq embed`/`alq synth`)")
+        try:
+            self._open(dim, dtype, append, overwrite, id_type, normalize)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        self.base = None
+        self.workdir = None
         if append:
             if not is_pool(self.path):
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
@@ -60,76 +110,132 @@ class PoolWriter:
             self.base = read_manifest(self.path)
             if dim is not None and dim != self.base.dim:
                 raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
-            if dtype != self.base.dtype:
-                dtype = self.base.dtype  # appends keep the pool's dtype
+            dtype = self.base.dtype  # appends keep the pool's dtype
             if normalize != self.base.normalize:
                 raise BadInputError(f"--normalize={normalize} but the pool was built with "
-                                    f"normalize={self.base.normalize} ({self.path})")
+                                    f"normalize={self.base.normalize} ({self.path})",
+                                    hint=f"pass --normalize {self.base.normalize}" if self.base.normalize else
+                                    "drop --normalize")
+            if id_type is not None and id_type != self.base.id_type:
+                raise BadInputError(f"ids are {id_type} but the pool at {self.path} uses {self.base.id_type} ids")
             self.dim = self.base.dim
             self.id_type = self.base.id_type
             self.workdir = self.path
-            self._seen = self._existing_ids()
-            if self.id_type == "int64" and len(self._seen):
-                self._next_generated = int(self._seen[-1]) + 1
+            self.extra = {**self.base.extra, **self.extra}
         else:
-            if self.path.exists() and any(self.path.iterdir()) and not overwrite:
-                raise BadInputError(f"{self.path}: already exists and is not empty",
-                                    hint="pass --append to add rows, or --overwrite to replace it")
+            if self.path.exists() and not self.path.is_dir():
+                raise BadInputError(f"{self.path}: exists and is not a directory")
+            if self.path.exists() and any(self.path.iterdir()):
+                if not overwrite:
+                    raise BadInputError(f"{self.path}: already exists and is not empty",
+                                        hint="pass --append to add rows, or --overwrite to replace it")
+                if not is_pool(self.path):
+                    raise BadInputError(f"{self.path}: --overwrite replaces only an alq pool, and this directory "
+                                        "has no manifest.json", hint="choose another --out, or empty it first")
             self.base = None
             self.dim = dim
             self.id_type = id_type
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.workdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".building",
                                                  dir=self.path.parent))
-            self._seen = None
+            apply_umask(self.workdir)
         self.dtype = np.dtype(dtype)
-        self._shard_counter = len(self.base.shards) if self.base else 0
+        self.base_count = self.base.count if self.base else 0
+        self._shard_counter = _next_shard_number(self.base) if self.base else 0
+        self._spill = UniqueIdSpill(self.path)
+        if self.base is not None:
+            self._spill_existing_ids()
 
     # -- ids -----------------------------------------------------------------
-    def _existing_ids(self) -> np.ndarray:
-        parts = [pq.read_table(self.path / s.parquet, columns=["id"]).column("id").to_numpy()
-                 for s in self.base.shards]
-        if not parts:
-            return np.empty(0, dtype=np.int64 if self.id_type == "int64" else object)
-        ids = np.concatenate(parts)
-        return np.sort(ids.astype(np.int64) if self.id_type == "int64" else ids.astype(str))
+    def _spill_existing_ids(self) -> None:
+        """Hash the pool's ids into the spill, one shard at a time; note the largest int id."""
+        row = 0
+        biggest = -1
+        for s in self.base.shards:
+            _check_shard_file(self.path / s.npy, s.rows, self.base.dim, self.base.dtype)
+            f = self.path / s.parquet
+            try:
+                col = pq.read_table(f, columns=["id"]).column("id").combine_chunks()
+            except (pa.ArrowException, OSError) as exc:
+                raise StoreError(f"{f}: unreadable ids of the existing pool ({str(exc).splitlines()[0][:160]})",
+                                 hint="run `alq info --verify` on the pool") from None
+            if len(col) != s.rows:
+                raise StoreError(f"{f}: {len(col)} ids but the manifest says {s.rows} rows")
+            if self.id_type == "int64":
+                arr = col.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+                if len(arr):
+                    biggest = max(biggest, int(arr.max()))
+                h = hash_ids(arr)
+            else:
+                h = hash_ids(col)
+            self._spill.add(h, np.arange(row, row + s.rows, dtype=np.int64))
+            row += s.rows
+        self._next_generated = biggest + 1
 
-    def _check_ids(self, ids: np.ndarray, source: str, row0: int) -> np.ndarray:
+    def _normalise_ids(self, ids, n: int, source: str, row0: int) -> np.ndarray:
+        if ids is None:
+            if self.id_type == "string":
+                raise BadInputError(f"{source}: no ids given but the pool uses string ids",
+                                    hint="pass --ids FILE or --id-column")
+            if self.id_type is None:
+                self.id_type = "int64"
+            return np.arange(self._next_generated, self._next_generated + n, dtype=np.int64)
+        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            if isinstance(ids, pa.ChunkedArray):
+                ids = ids.combine_chunks()
+            if ids.null_count:
+                r = int(np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))[0])
+                raise BadInputError(f"{source}: row {row0 + r} has a null id")
+            if pa.types.is_integer(ids.type):
+                ids = ids.cast(pa.int64()).to_numpy(zero_copy_only=False)
+            elif pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+                ids = np.asarray(ids.to_pylist(), dtype=object)
+            else:
+                raise BadInputError(f"{source}: ids have type {ids.type}; alq ids are integers or strings")
+        ids = np.asarray(ids)
+        if len(ids) != n:
+            raise BadInputError(f"{source}: {len(ids)} ids for {n} vectors")
+        if ids.dtype.kind in "iu":
+            kind = "int64"
+        elif ids.dtype.kind in "OUS":
+            kind = "string"
+        else:
+            raise BadInputError(f"{source}: ids have dtype {ids.dtype}; alq ids are integers or strings")
         if self.id_type is None:
-            self.id_type = "int64" if np.issubdtype(ids.dtype, np.integer) else "string"
-        if self.id_type == "int64":
-            if not np.issubdtype(ids.dtype, np.integer):
-                raise BadInputError(f"{source}: ids are {ids.dtype} but the pool uses int64 ids")
-            ids = ids.astype(np.int64)
-            key = ids
-        else:
-            if np.issubdtype(ids.dtype, np.integer):
-                raise BadInputError(f"{source}: ids are integers but the pool uses string ids")
-            if any(v is None for v in ids.tolist()):
-                raise BadInputError(f"{source}: row {row0 + [v is None for v in ids.tolist()].index(True)} has a null id")
-            ids = ids.astype(object)
-            key = ids.astype(str)
-        order = np.argsort(key, kind="stable")
-        srt = key[order]
-        dup = np.flatnonzero(srt[1:] == srt[:-1])
-        if dup.size:
-            rows = sorted(order[dup[0]:dup[0] + 2])
-            raise BadInputError(f"{source}: duplicate id {_show(srt[dup[0]])} at rows {row0 + rows[0]} and {row0 + rows[1]}")
-        if self._seen is None:
-            self._seen = srt
-        else:
-            pos = np.searchsorted(self._seen, srt)
-            hit = (pos < len(self._seen)) & (self._seen[np.minimum(pos, len(self._seen) - 1)] == srt) if len(self._seen) else np.zeros(len(srt), bool)
-            if hit.any():
-                first = int(np.min(order[hit]))
-                where = "already in the pool" if self.base is not None else "repeated from an earlier input row"
-                raise BadInputError(f"{source}: row {row0 + first}: id {_show(key[first])} is {where}")
-            self._seen = np.insert(self._seen, pos, srt)
+            self.id_type = kind
+        if kind != self.id_type:
+            what = "the pool uses" if self.base is not None else "earlier input has"
+            raise BadInputError(f"{source}: ids are {'integers' if kind == 'int64' else 'strings'} but {what} "
+                                f"{'integer' if self.id_type == 'int64' else 'string'} ids")
+        if kind == "int64":
+            if ids.dtype.kind == "u" and len(ids) and ids.max() > np.iinfo(np.int64).max:
+                raise BadInputError(f"{source}: row {row0 + int(np.argmax(ids))} id does not fit int64")
+            return ids.astype(np.int64, copy=False)
+        ids = ids.astype(object)
+        for r, v in enumerate(ids):
+            if not isinstance(v, str):
+                if v is None:
+                    raise BadInputError(f"{source}: row {row0 + r} has a null id")
+                ids[r] = v.decode() if isinstance(v, bytes) else str(v)
         return ids
+
+    def _check_batch_duplicates(self, ids: np.ndarray, hashes: np.ndarray, source: str, row0: int) -> None:
+        order = np.argsort(hashes, kind="stable")
+        h = hashes[order]
+        same = np.flatnonzero(h[1:] == h[:-1])
+        best = None
+        for i in same:
+            a, b = int(order[i]), int(order[i + 1])
+            if ids[a] == ids[b]:
+                pair = (min(a, b), max(a, b))
+                best = pair if best is None or pair[1] < best[1] else best
+        if best is not None:
+            raise BadInputError(f"{source}: duplicate id {_show(ids[best[0]])} at rows "
+                                f"{row0 + best[0]} and {row0 + best[1]}")
 
     # -- vectors -------------------------------------------------------------
     def add(self, vectors: np.ndarray, ids=None, *, source: str = "input", source_row0: int = 0) -> None:
-        """Add a batch. ``ids=None`` generates int64 ids continuing the pool's."""
+        """Add a batch of shape (rows, dim). ``ids=None`` generates int64 ids continuing the pool's."""
         if self._closed:
             raise RuntimeError("PoolWriter is closed")
         vectors = np.asarray(vectors)
@@ -144,81 +250,184 @@ class PoolWriter:
         elif vectors.shape[1] != self.dim:
             what = "the pool" if self.base is not None else "earlier input"
             raise BadInputError(f"{source}: dim {vectors.shape[1]} does not match {what} (dim {self.dim})")
+        out = self._prepare(vectors, source, source_row0)
+        ids = self._normalise_ids(ids, len(out), source, source_row0)
+        hashes = hash_ids(ids)
+        self._check_batch_duplicates(ids, hashes, source, source_row0)
+        start = self.base_count + self._new_rows
+        self._spill.add(hashes, np.arange(start, start + len(out), dtype=np.int64))
+        self._segments.append(_Segment(self._new_rows, len(out), source, source_row0))
+        if self.id_type == "int64":
+            self._next_generated = max(self._next_generated, int(ids.max()) + 1)
+        self._new_rows += len(out)
+        self._write_rows(out, ids)
+
+    def _prepare(self, vectors: np.ndarray, source: str, row0: int) -> np.ndarray:
+        """Finite check, optional l2 normalisation, cast to the pool dtype.
+
+        Row max and min carry the checks (NaN and +-Inf propagate through
+        them; float16 overflows iff max |x| >= 65520), so no (rows, dim)
+        boolean temporaries are made.
+        """
         vec = vectors.astype(np.float32, copy=False)
-        finite = np.isfinite(vec).all(axis=1)
-        if not finite.all():
-            row = int(np.flatnonzero(~finite)[0])
-            raise BadInputError(f"{source}: row {source_row0 + row} has NaN or Inf")
+        mx, mn = vec.max(axis=1), vec.min(axis=1)
+        bad = ~(np.isfinite(mx) & np.isfinite(mn))
+        if bad.any():
+            raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(bad)[0])} has NaN or Inf")
         if self.normalize == "l2":
             norms = np.linalg.norm(vec, axis=1, keepdims=True)
             if (norms == 0).any():
                 row = int(np.flatnonzero(norms[:, 0] == 0)[0])
-                raise BadInputError(f"{source}: row {source_row0 + row} is all zeros and cannot be l2-normalised")
+                raise BadInputError(f"{source}: row {row0 + row} is all zeros and cannot be l2-normalised")
             vec = vec / norms
-        out = vec.astype(self.dtype)
-        if self.dtype == np.float16 and not np.isfinite(out).all():
-            row = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
-            raise BadInputError(f"{source}: row {source_row0 + row} overflows float16 (|x| > 65504)",
-                                hint="use --dtype float32 or --normalize l2")
-        if ids is None:
-            if self.id_type == "string":
-                raise BadInputError(f"{source}: no ids given but the pool uses string ids")
-            ids = np.arange(self._next_generated, self._next_generated + len(out), dtype=np.int64)
-        ids = np.asarray(ids)
-        if len(ids) != len(out):
-            raise BadInputError(f"{source}: {len(ids)} ids for {len(out)} vectors")
-        ids = self._check_ids(ids, source, source_row0)
-        if self.id_type == "int64" and len(ids):
-            self._next_generated = max(self._next_generated, int(ids.max()) + 1)
-        self._pending_vecs.append(out)
-        self._pending_ids.append(ids)
-        self._pending += len(out)
-        while self._pending >= self.shard_rows:
-            self._flush(self.shard_rows)
+        elif self.dtype == np.float16:
+            big = np.maximum(mx, -mn) >= 65520.0  # rounds to inf in float16
+            if big.any():
+                raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} overflows float16 "
+                                    "(|x| > 65504)", hint="use --dtype float32 or --normalize l2")
+        if vec.dtype == self.dtype:
+            return vec
+        n = vec.size
+        if self._conv is None or self._conv.size < n:
+            self._conv = np.empty(n, dtype=self.dtype)
+        out = self._conv[:n].reshape(vec.shape)  # reused: rows go to disk before the next batch
+        np.copyto(out, vec, casting="unsafe")
+        return out
 
-    def _flush(self, rows: int) -> None:
-        vecs = np.concatenate(self._pending_vecs) if len(self._pending_vecs) > 1 else self._pending_vecs[0]
-        ids = np.concatenate(self._pending_ids) if len(self._pending_ids) > 1 else self._pending_ids[0]
-        self._write_shard(vecs[:rows], ids[:rows])
-        rest_v, rest_i = vecs[rows:], ids[rows:]
-        self._pending_vecs = [rest_v] if len(rest_v) else []
-        self._pending_ids = [rest_i] if len(rest_i) else []
-        self._pending = len(rest_v)
+    def _write_rows(self, vecs: np.ndarray, ids: np.ndarray) -> None:
+        done = 0
+        while done < len(vecs):
+            if self._npy is None:
+                self._open_shard()
+            k = min(len(vecs) - done, self.shard_rows - self._npy.rows)
+            self._npy.write(vecs[done:done + k])
+            self._shard_ids.append(ids[done:done + k])
+            done += k
+            if self._npy.rows == self.shard_rows:
+                self._finish_shard()
 
-    def _write_shard(self, vecs: np.ndarray, ids: np.ndarray) -> None:
-        name = f"shard-{self._shard_counter:06d}"
-        self._shard_counter += 1
-        with atomic_path(self.workdir / f"{name}.npy", suffix=".npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(vecs), allow_pickle=False)
-            sha = sha256_file(tmp)
+    def _shard_name(self) -> str:
+        return f"shard-{self._shard_counter:06d}"
+
+    def _open_shard(self) -> None:
+        name = self._shard_name()
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.npy.", suffix=".tmp", dir=self.workdir)
+        os.close(fd)
+        self._npy_tmp = Path(tmp)
+        self._npy = NpyStreamWriter(self._npy_tmp, self.dtype, self.dim, self.shard_rows)
+
+    def _finish_shard(self) -> None:
+        name = self._shard_name()
+        npy, tmp = self._npy, self._npy_tmp
+        npy.close()
+        self._npy, self._npy_tmp = None, None
+        ids = np.concatenate(self._shard_ids) if len(self._shard_ids) > 1 else self._shard_ids[0]
+        self._shard_ids = []
         id_arr = pa.array(ids, type=pa.int64()) if self.id_type == "int64" else pa.array(ids.tolist(), type=pa.string())
-        with atomic_path(self.workdir / f"{name}.parquet", suffix=".parquet") as tmp:
-            pq.write_table(pa.table({"id": id_arr}), tmp)
-            ids_sha = sha256_file(tmp)
-        self._new_shards.append(ShardInfo(name=name, rows=len(vecs), sha256=sha, ids_sha256=ids_sha))
+        with atomic_path(self.workdir / f"{name}.parquet", suffix=".parquet") as ptmp:
+            pq.write_table(pa.table({"id": id_arr}), ptmp)
+            ids_sha = sha256_file(ptmp)
+        final = self.workdir / f"{name}.npy"
+        apply_umask(tmp)
+        os.replace(tmp, final)  # not yet durable; no manifest lists it until its job is done
+        self._shard_counter += 1
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alq-shard-sync")
+        self._jobs.append((name, npy.rows, self._pool.submit(sync_and_hash, final), ids_sha))
+
+    def _settle(self) -> None:
+        """Wait for the background fsync + sha256 of every finished shard."""
+        for name, rows, fut, ids_sha in self._jobs:
+            self._new_shards.append(ShardInfo(name=name, rows=rows, sha256=fut.result(), ids_sha256=ids_sha))
+        self._jobs = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     @property
     def rows_written(self) -> int:
-        return sum(s.rows for s in self._new_shards) + self._pending
+        return self._new_rows
 
+    @property
+    def new_shards(self) -> tuple[ShardInfo, ...]:
+        """Shards published by ``close()`` (empty before)."""
+        return tuple(self._new_shards)
+
+    # -- publish -------------------------------------------------------------
     def close(self) -> Manifest:
-        """Flush the last shard and publish: manifest last (append) or directory swap (fresh)."""
+        """Check ids across the whole pool, then publish: manifest last (append) or directory swap (fresh)."""
         if self._closed:
             raise RuntimeError("PoolWriter is closed")
-        if self._pending:
-            self._flush(self._pending)
+        try:
+            if self._npy is not None and self._npy.rows:
+                self._finish_shard()
+            self._settle()
+            if not self._new_shards:
+                raise BadInputError("empty input: no rows to write")
+            self._check_duplicates()
+            shards = (self.base.shards if self.base else ()) + tuple(self._new_shards)
+            manifest = Manifest(dim=int(self.dim), dtype=str(self.dtype), id_type=self.id_type or "int64",
+                                shards=shards, normalize=self.normalize, extra=self.extra)
+            write_manifest(self.workdir, manifest)
+            if self.base is None:
+                self._publish_dir()
+        except BaseException:
+            self.abort()
+            raise
         self._closed = True
-        if not self._new_shards:
-            self._cleanup()
-            raise BadInputError("empty input: no rows to write")
-        shards = (self.base.shards if self.base else ()) + tuple(self._new_shards)
-        manifest = Manifest(dim=int(self.dim), dtype=str(self.dtype), id_type=self.id_type or "int64",
-                            shards=shards, normalize=self.normalize)
-        write_manifest(self.workdir, manifest)
-        if self.base is None:
-            self._publish_dir()
+        self._spill.cleanup()
+        self._unlock()
         return manifest
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            lock.release(self._lock)
+            self._lock = None
+
+    def _check_duplicates(self) -> None:
+        groups = self._spill.candidate_groups()
+        if not groups:
+            return
+        rows = np.unique(np.concatenate(groups))
+        ids = dict(zip(rows.tolist(), self._ids_at(rows).tolist()))
+        best = None  # (first row, duplicate row) with the smallest duplicate row
+        for g in groups:
+            first_of: dict = {}
+            for r in g.tolist():  # g is sorted by row
+                v = ids[r]
+                if v in first_of:
+                    if best is None or r < best[1]:
+                        best = (first_of[v], r)
+                else:
+                    first_of[v] = r
+        if best is None:
+            return  # hash collisions only
+        first, dup = best
+        src, srow = self._source_of(dup)
+        value = _show(ids[dup])
+        if first < self.base_count:
+            raise BadInputError(f"{src}: row {srow}: id {value} is already in the pool")
+        fsrc, frow = self._source_of(first)
+        raise BadInputError(f"{src}: row {srow}: duplicate id {value} (first seen at {fsrc} row {frow})")
+
+    def _source_of(self, row: int) -> tuple[str, int]:
+        new = row - self.base_count
+        starts = [s.start for s in self._segments]
+        seg = self._segments[int(np.searchsorted(starts, new, side="right")) - 1]
+        return seg.source, seg.row0 + (new - seg.start)
+
+    def _ids_at(self, rows: np.ndarray) -> np.ndarray:
+        from alq.store.pool import ShardedPool
+
+        out = np.empty(len(rows), dtype=np.int64 if self.id_type == "int64" else object)
+        old = rows < self.base_count
+        if old.any():
+            out[old] = ShardedPool(self.path, self.base).ids(rows[old])
+        if (~old).any():
+            tmp = Manifest(dim=int(self.dim), dtype=str(self.dtype), id_type=self.id_type,
+                           shards=tuple(self._new_shards))
+            out[~old] = ShardedPool(self.workdir, tmp).ids(rows[~old] - self.base_count)
+        return out
 
     def _publish_dir(self) -> None:
         if self.path.exists():
@@ -233,25 +442,66 @@ class PoolWriter:
     def abort(self) -> None:
         """Drop everything written by this writer; the existing pool is untouched."""
         self._closed = True
-        self._cleanup()
-
-    def _cleanup(self) -> None:
+        if self._pool is not None:  # let running syncs finish before their files go
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        for name, *_ in self._jobs:
+            for f in (f"{name}.npy", f"{name}.parquet"):
+                (self.workdir / f).unlink(missing_ok=True)
+        self._jobs = []
+        if self._npy is not None:
+            self._npy.abort()
+            self._npy = None
+        if self._npy_tmp is not None:
+            self._npy_tmp.unlink(missing_ok=True)
+            self._npy_tmp = None
+        if self._spill is not None:
+            self._spill.cleanup()
         if self.base is None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir is not None:
+                shutil.rmtree(self.workdir, ignore_errors=True)
         else:
             for s in self._new_shards:
                 for f in (s.npy, s.parquet):
-                    try:
-                        (self.workdir / f).unlink()
-                    except FileNotFoundError:
-                        pass
+                    (self.workdir / f).unlink(missing_ok=True)
+        self._unlock()
 
-    def __enter__(self) -> "PoolWriter":
+    def __del__(self) -> None:
+        # a writer dropped without close() or abort(): clean up and free the lock (no partial publish)
+        if getattr(self, "_lock", None) is not None and not self._closed:
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 - best effort during garbage collection
+                pass
+
+    def __enter__(self) -> PoolWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not self._closed:
             self.abort()
+
+
+def _check_shard_file(f: Path, rows: int, dim: int, dtype: str) -> None:
+    """Cheap pre-append check of an existing shard: present, complete, the manifest's shape (no checksum)."""
+    if not f.exists():
+        raise StoreError(f"{f}: shard listed in the manifest is missing", hint="run `alq info --verify` on the pool")
+    try:
+        info = npy_info(f)
+    except BadInputError as exc:
+        raise StoreError(str(exc), hint="run `alq info --verify` on the pool") from None
+    if info.shape != (rows, dim) or info.dtype != np.dtype(dtype):
+        raise StoreError(f"{f}: shard has shape {info.shape} {info.dtype}, manifest says ({rows}, {dim}) {dtype}")
+
+
+def _next_shard_number(manifest: Manifest) -> int:
+    """One past the highest ``shard-NNNNNN`` in the manifest (names never repeat after an append)."""
+    best = -1
+    for s in manifest.shards:
+        tail = s.name.rsplit("-", 1)[-1]
+        if tail.isdigit():
+            best = max(best, int(tail))
+    return max(best + 1, len(manifest.shards))
 
 
 def _show(v) -> str:

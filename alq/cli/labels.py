@@ -1,0 +1,139 @@
+"""``alq labels``: import annotator output, summarise labels, track ids still out for labeling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit
+
+labels_app = typer.Typer(
+    name="labels",
+    help=(
+        "Labels: import annotator output into the labels file, show per-class counts, list pending ids.\n\n"
+        "Example:\n\n"
+        "  alq labels import batch3_done.csv --pool pool/ --out labels.parquet\n\n"
+        "  alq labels show labels.parquet\n\n"
+        "  alq labels pending --sent batch3.parquet --sent batch4.parquet --labels labels.parquet --out pending.parquet"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def import_cmd(
+    files: list[Path] = typer.Argument(..., help="Annotator files: CSV/TSV (header with id,label) or Parquet."),
+    pool: Path = typer.Option(..., "--pool", "-p", help="Pool directory: every id must be in it."),
+    out: Path = typer.Option(..., "--out", "-o", help="Labels file to create or merge into (written atomically)."),
+    on_conflict: str = typer.Option("error", "--on-conflict", help="An id already labeled differently: error, "
+                                    "keep-old or take-new."),
+    id_column: str = typer.Option("id", "--id-column", help="Id column name."),
+    label_column: str = typer.Option("label", "--label-column", help="Label column name."),
+    delimiter: str | None = typer.Option(None, "--delimiter", help="Multi-label: labels in one string split on "
+                                            "this (e.g. '|'). List columns in Parquet need no flag."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report; write nothing."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    from alq.store import open_pool
+    from alq.store.annotations import import_labels
+
+    summary = import_labels(list(files), open_pool(pool), out, on_conflict=on_conflict, id_column=id_column,
+                            label_column=label_column, delimiter=delimiter, dry_run=dry_run, pool_path=pool)
+
+    def render(s: dict) -> None:
+        verb = "would write" if dry_run else "wrote"
+        typer.echo(f"{verb} {out}: {s['total']} labeled ids ({s['added']} new, {s['changed']} changed, "
+                   f"{s['unchanged']} unchanged, {s['kept_old']} kept old) in {s['classes']} classes")
+        _render_counts(s["class_counts"], s["total"], s["multilabel"])
+
+    emit(summary, as_json=as_json, quiet=quiet, render=render)
+
+
+import_cmd.__doc__ = (
+    "Import annotator output into the labels file (merged atomically).\n\n"
+    "Labels may be integers or strings; multi-label rows are a Parquet list column or a delimited string "
+    "(--delimiter). Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
+    "and missing columns are refused with one line naming the file and line; nothing is written then.\n\n"
+    "Example:\n\n"
+    "  alq labels import batch1_done.csv batch2_done.parquet --pool pool/ --out labels.parquet\n\n"
+    "  alq labels import tags.csv --delimiter '|' --pool pool/ --out labels.parquet --on-conflict take-new --json"
+)
+
+
+def show_cmd(
+    labels: Path = typer.Argument(..., help="Labels file (from `alq labels import`)."),
+    pool: Path | None = typer.Option(None, "--pool", "-p", help="Also check ids against this pool and report "
+                                        "the labeled fraction."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    from alq.store import open_pool
+    from alq.store.annotations import summarize_labels
+
+    summary = summarize_labels(labels, open_pool(pool) if pool else None)
+
+    def render(s: dict) -> None:
+        head = f"{s['path']}: {s['rows']} labeled ids, {s['classes']} classes" + (" (multi-label)" if s["multilabel"] else "")
+        if "labeled_fraction" in s:
+            head += f", {100 * s['labeled_fraction']:.2f}% of the pool's {s['pool_count']} rows"
+        typer.echo(head)
+        _render_counts(s["class_counts"], s["rows"], s["multilabel"])
+
+    emit(summary, as_json=as_json, render=render)
+
+
+show_cmd.__doc__ = (
+    "Show a labels file: per-class counts and shares.\n\n"
+    "Example:\n\n"
+    "  alq labels show labels.parquet --pool pool/\n\n"
+    "  alq labels show labels.parquet --json"
+)
+
+
+def pending_cmd(
+    sent: list[Path] = typer.Option(..., "--sent", help="Ids sent to annotators: a selection Parquet (`id` column) "
+                                    "or CSV/text, one per line. Repeatable."),
+    out: Path = typer.Option(..., "--out", "-o", help="Pending-ids Parquet to write (for `alq select --pending`)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Labels file: ids labeled here are no longer pending."),
+    pool: Path | None = typer.Option(None, "--pool", "-p", help="Check every sent id is in this pool."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    from alq.store import open_pool
+    from alq.store.annotations import pending_ids, write_pending
+
+    ids, files, summary = pending_ids(list(sent), labels, open_pool(pool) if pool else None)
+    write_pending(out, ids, files, summary)
+    summary["out"] = str(out)
+    emit(summary, as_json=as_json, quiet=quiet, render=lambda s: typer.echo(
+        f"wrote {out}: {s['pending']} ids still out for labeling ({s['sent_unique']} sent, {s['labeled']} labeled)"))
+
+
+pending_cmd.__doc__ = (
+    "Write the ids sent for labeling whose labels have not come back yet.\n\n"
+    "The nightly bookkeeping: every selection sent out (--sent, repeatable) minus the ids in the labels file. "
+    "Pass the result to `alq select --pending` so those rows are not selected twice.\n\n"
+    "Example:\n\n"
+    "  alq labels pending --sent batch1.parquet --sent batch2.parquet --labels labels.parquet --out pending.parquet"
+)
+
+
+def _render_counts(counts: dict, total: int, multilabel: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    table.add_column("share" + (" of rows" if multilabel else ""), justify="right")
+    for c, n in counts.items():
+        table.add_row(str(c), str(n), f"{100 * n / max(total, 1):.1f}%")
+    Console(highlight=False).print(table)
+
+
+labels_app.command("import")(import_cmd)
+labels_app.command("show")(show_cmd)
+labels_app.command("pending")(pending_cmd)
+app.add_typer(labels_app, name="labels")

@@ -1,0 +1,478 @@
+"""Input readers for ``alq embed``: each streams (vectors, ids) in bounded blocks.
+
+Formats: ``.npy`` (2-D vectors, or raw encoder inputs of any shape),
+``.npz`` (a vector array + an optional id array), Parquet (a vector column
+of fixed-size or variable lists of floats + an optional id column), and an
+existing pool directory. Every reader knows its row count before reading,
+so progress has a total and an ids file can be checked up front; none
+holds more than one block (or one Parquet row group) in memory.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from alq.errors import BadInputError
+from alq.store.npyfile import NpyInfo, iter_npy_rows, npy_info, read_npy_header
+
+VECTOR_NAMES = ("embedding", "embeddings", "vector", "vectors", "emb", "features", "x")
+ID_NAMES = ("id", "ids")
+SUFFIXES = (".npy", ".npz", ".parquet", ".pq")
+
+
+@dataclass
+class Batch:
+    """Rows ``row0 .. row0+len(vectors)`` of ``source``."""
+
+    vectors: np.ndarray  # (n, dim) vectors, or (n, ...) raw encoder inputs
+    ids: np.ndarray | pa.Array | None  # None: generate
+    row0: int
+    source: str
+
+
+class Source(ABC):
+    path: Path
+    rows: int
+    dim: int | None  # None where unknown before reading (variable-length lists)
+    has_ids: bool
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @abstractmethod
+    def batches(self, block_rows: int) -> Iterator[Batch]:
+        """Yield consecutive batches of at most ``block_rows`` rows.
+
+        A batch's arrays may be overwritten by the next one: consume it first.
+        """
+
+    def row_bytes(self) -> int:
+        """Bytes one input row occupies in memory (for block sizing)."""
+        return 4 * (self.dim or 1024)
+
+
+def _first_line(exc: BaseException) -> str:
+    s = str(exc).strip()
+    return s.splitlines()[0][:200] if s else type(exc).__name__
+
+
+# -- .npy ---------------------------------------------------------------------
+class NpySource(Source):
+    """A .npy array: (rows, dim) vectors, or (rows, ...) raw inputs when ``raw``."""
+
+    has_ids = False
+
+    def __init__(self, path: Path, *, raw: bool = False):
+        self.path = path
+        self.info: NpyInfo = npy_info(path)
+        shape, dtype = self.info.shape, self.info.dtype
+        if len(shape) == 0:
+            raise BadInputError(f"{path}: holds a scalar, not an array of rows")
+        if not raw and len(shape) != 2:
+            raise BadInputError(f"{path}: vectors must be 2-D (rows, dim), got shape {shape}",
+                                hint="raw inputs need --encoder")
+        if dtype.kind not in ("fiub" if raw else "fiu"):
+            raise BadInputError(f"{path}: dtype {dtype} is not numeric")
+        self.rows = int(shape[0])
+        self.dim = int(shape[1]) if len(shape) == 2 else None
+        self.raw = raw
+
+    def row_bytes(self) -> int:
+        return self.info.row_items * self.info.dtype.itemsize
+
+    def batches(self, block_rows: int) -> Iterator[Batch]:
+        # one reused buffer: embed consumes each batch before asking for the next
+        for r, block in iter_npy_rows(self.info, block_rows, reuse=True):
+            yield Batch(block, None, r, self.name)
+
+
+# -- .npz ---------------------------------------------------------------------
+class _NpzMember:
+    """One array inside an .npz (stored or deflated), read row block by row block."""
+
+    def __init__(self, zf: zipfile.ZipFile, key: str, source: str):
+        self.zf, self.key, self.source = zf, key, source
+        with zf.open(f"{key}.npy") as fh:
+            self.shape, self.dtype, fortran = read_npy_header(fh, source=f"{source}[{key}]")
+        if self.dtype.hasobject:
+            raise BadInputError(f"{source}[{key}]: holds Python objects; alq reads numeric arrays only")
+        if fortran and len(self.shape) > 1:
+            raise BadInputError(f"{source}[{key}]: array is in Fortran order")
+
+    @property
+    def rows(self) -> int:
+        return int(self.shape[0]) if self.shape else 0
+
+    def iter_rows(self, block_rows: int) -> Iterator[np.ndarray]:
+        items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        with self.zf.open(f"{self.key}.npy") as fh:
+            read_npy_header(fh, source=self.source)
+            r = 0
+            while r < self.rows:
+                n = min(block_rows, self.rows - r)
+                want = n * items * self.dtype.itemsize
+                try:
+                    buf = fh.read(want)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise BadInputError(f"{self.source}[{self.key}]: unreadable at row {r} ({_first_line(exc)})") from None
+                if len(buf) != want:
+                    raise BadInputError(f"{self.source}[{self.key}]: truncated at row {r + len(buf) // max(1, items * self.dtype.itemsize)}")
+                yield np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
+                r += n
+
+
+class NpzSource(Source):
+    """An .npz with a vector array (``--vector-column`` names its key) and optionally ids."""
+
+    def __init__(self, path: Path, *, vector_key: str | None = None, id_key: str | None = None, raw: bool = False):
+        self.path = path
+        try:
+            self.zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BadInputError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
+        keys = [n[:-4] for n in self.zf.namelist() if n.endswith(".npy")]
+        if not keys:
+            raise BadInputError(f"{path}: .npz holds no arrays")
+        vkey = vector_key if vector_key in keys else None
+        if vector_key and vkey is None:
+            raise BadInputError(f"{path}: no array {vector_key!r} (has {', '.join(keys)})")
+        if vkey is None:
+            vkey = next((k for k in VECTOR_NAMES if k in keys), None)
+        members = {}
+        if vkey is None:
+            arrays = [k for k in keys if k not in ID_NAMES and k != id_key]
+            if len(arrays) == 1:
+                vkey = arrays[0]
+            else:
+                raise BadInputError(f"{path}: cannot tell which array holds the vectors (has {', '.join(keys)})",
+                                    hint="pass --vector-column KEY")
+        self.vec = members[vkey] = _NpzMember(self.zf, vkey, str(path))
+        if not raw and len(self.vec.shape) != 2:
+            raise BadInputError(f"{path}[{vkey}]: vectors must be 2-D (rows, dim), got shape {self.vec.shape}",
+                                hint="raw inputs need --encoder")
+        if self.vec.dtype.kind not in "fiub":
+            raise BadInputError(f"{path}[{vkey}]: dtype {self.vec.dtype} is not numeric")
+        ikey = id_key if id_key in keys else None
+        if id_key and ikey is None:
+            raise BadInputError(f"{path}: no id array {id_key!r} (has {', '.join(keys)})")
+        if ikey is None:
+            ikey = next((k for k in ID_NAMES if k in keys), None)
+        self.ids = _NpzMember(self.zf, ikey, str(path)) if ikey else None
+        if self.ids is not None:
+            if len(self.ids.shape) != 1:
+                raise BadInputError(f"{path}[{ikey}]: ids must be 1-D, got shape {self.ids.shape}")
+            if self.ids.rows != self.vec.rows:
+                raise BadInputError(f"{path}: {self.ids.rows} ids for {self.vec.rows} vectors")
+            if self.ids.dtype.kind not in "iuUS":
+                raise BadInputError(f"{path}[{ikey}]: ids have dtype {self.ids.dtype}; alq ids are integers or strings")
+        self.has_ids = self.ids is not None
+        self.rows = self.vec.rows
+        self.dim = int(self.vec.shape[1]) if len(self.vec.shape) == 2 else None
+
+    def row_bytes(self) -> int:
+        return int(np.prod(self.vec.shape[1:], dtype=np.int64)) * self.vec.dtype.itemsize
+
+    def batches(self, block_rows: int) -> Iterator[Batch]:
+        id_iter = self.ids.iter_rows(block_rows) if self.ids is not None else None
+        r = 0
+        for block in self.vec.iter_rows(block_rows):
+            ids = next(id_iter) if id_iter is not None else None
+            if ids is not None and ids.dtype.kind in "US":
+                ids = ids.astype(str).astype(object)
+            yield Batch(block, ids, r, self.name)
+            r += len(block)
+
+
+# -- Parquet ------------------------------------------------------------------
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+class ParquetSource(Source):
+    """A Parquet file with a vector column (list<float> or fixed_size_list<float>) and optionally ids."""
+
+    def __init__(self, path: Path, *, vector_column: str | None = None, id_column: str | None = None):
+        self.path = path
+        try:
+            self.pf = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise BadInputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        schema = self.pf.schema_arrow
+        names = schema.names
+        if vector_column:
+            if vector_column not in names:
+                raise BadInputError(f"{path}: no vector column {vector_column!r} (has {', '.join(names)})")
+            vcol = vector_column
+        else:
+            vcol = next((c for c in VECTOR_NAMES if c in names), None)
+            if vcol is None:
+                lists = [f.name for f in schema if _is_list(f.type)]
+                if len(lists) != 1:
+                    raise BadInputError(f"{path}: no vector column found (has {', '.join(names)})",
+                                        hint="pass --vector-column NAME")
+                vcol = lists[0]
+        vtype = schema.field(vcol).type
+        if not _is_list(vtype) or not (pa.types.is_floating(vtype.value_type) or pa.types.is_integer(vtype.value_type)):
+            raise BadInputError(f"{path}: column {vcol!r} has type {vtype}, expected a list of floats")
+        if id_column:
+            if id_column not in names:
+                raise BadInputError(f"{path}: no id column {id_column!r} (has {', '.join(names)})")
+            icol = id_column
+        else:
+            icol = next((c for c in ID_NAMES if c in names), None)
+        if icol is not None:
+            itype = schema.field(icol).type
+            if not (pa.types.is_integer(itype) or pa.types.is_string(itype) or pa.types.is_large_string(itype)):
+                raise BadInputError(f"{path}: id column {icol!r} has type {itype}; alq ids are integers or strings")
+        self.vcol, self.icol = vcol, icol
+        self.has_ids = icol is not None
+        self.rows = int(self.pf.metadata.num_rows)
+        # a variable-length list column's dim is only known once read; the guess only sizes blocks
+        self.dim = int(vtype.list_size) if pa.types.is_fixed_size_list(vtype) else None
+        self.dim_hint = self.dim or self._guess_dim()
+        self.value_bytes = max(1, vtype.value_type.bit_width // 8)
+
+    def _guess_dim(self) -> int | None:
+        md = self.pf.metadata
+        if md.num_row_groups == 0 or md.row_group(0).num_rows == 0:
+            return None
+        idx = self.pf.schema_arrow.get_field_index(self.vcol)
+        rg = md.row_group(0)
+        for c in range(rg.num_columns):
+            if rg.column(c).path_in_schema.split(".")[0] == self.pf.schema_arrow.names[idx]:
+                return max(1, rg.column(c).num_values // rg.num_rows)
+        return None
+
+    def row_bytes(self) -> int:
+        return (self.dim_hint or 1024) * self.value_bytes
+
+    def batches(self, block_rows: int) -> Iterator[Batch]:
+        cols = [self.vcol] + ([self.icol] if self.icol else [])
+        r = 0
+        # threads decode column chunks in parallel (nested list columns are the slow part of Parquet)
+        it = self.pf.iter_batches(batch_size=block_rows, columns=cols, use_threads=True)
+        while True:
+            try:
+                rb = next(it)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as exc:
+                raise BadInputError(f"{self.path}: unreadable near row {r} ({_first_line(exc)})") from None
+            vectors = self._vectors(rb.column(0), r)
+            ids = rb.column(1) if self.icol else None
+            yield Batch(vectors, ids, r, self.name)
+            r += rb.num_rows
+
+    def _vectors(self, col: pa.Array, row0: int) -> np.ndarray:
+        n = len(col)
+        if col.null_count:
+            r = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise BadInputError(f"{self.path}: row {row0 + r}: vector is null")
+        if pa.types.is_fixed_size_list(col.type):
+            d = col.type.list_size
+        else:
+            lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
+            d = int(lengths[0]) if n else 0
+            bad = np.flatnonzero(lengths != d)
+            if bad.size:
+                r = int(bad[0])
+                raise BadInputError(f"{self.path}: row {row0 + r}: vector has {lengths[r]} values, "
+                                    f"row {row0} has {d} (ragged vectors)")
+        flat = pc.list_flatten(col)
+        if flat.null_count:
+            i = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
+            raise BadInputError(f"{self.path}: row {row0 + i // max(d, 1)}: vector has a null value")
+        if d == 0:
+            raise BadInputError(f"{self.path}: row {row0}: vector is empty")
+        return flat.to_numpy(zero_copy_only=False).reshape(n, d)
+
+
+# -- an existing pool ---------------------------------------------------------
+class PoolSource(Source):
+    """Another pool directory: copy (or convert the dtype of) its rows and ids."""
+
+    has_ids = True
+
+    def __init__(self, path: Path):
+        from alq.store import open_pool
+
+        self.path = path
+        self.pool = open_pool(path)
+        self.rows = self.pool.count
+        self.dim = self.pool.dim
+
+    def row_bytes(self) -> int:
+        return self.pool.dim * self.pool.dtype.itemsize
+
+    def batches(self, block_rows: int) -> Iterator[Batch]:
+        for s in range(self.pool.n_shards):
+            vecs = self.pool.shard_vectors(s)
+            ids = self.pool.shard_ids(s)
+            off = int(self.pool.offsets[s])
+            for a in range(0, len(vecs), block_rows):
+                b = min(a + block_rows, len(vecs))
+                yield Batch(np.asarray(vecs[a:b]), ids[a:b], off + a, f"{self.path}/{self.pool.manifest.shards[s].npy}")
+
+
+# -- opening inputs -----------------------------------------------------------
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files and directories -> the list of input files (directories: supported files, sorted)."""
+    from alq.store.manifest import is_pool
+
+    out: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if not p.exists():
+            raise BadInputError(f"{p}: input not found")
+        if p.is_dir() and not is_pool(p):
+            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES
+                           and not f.name.startswith("."))
+            if not files:
+                raise BadInputError(f"{p}: directory holds no {'/'.join(SUFFIXES)} files")
+            out.extend(files)
+        else:
+            out.append(p)
+    seen: dict[Path, Path] = {}
+    for p in out:
+        key = p.resolve()
+        if key in seen:
+            raise BadInputError(f"{p}: input given twice")
+        seen[key] = p
+    if not out:
+        raise BadInputError("no inputs given")
+    return out
+
+
+def open_source(path: Path, *, vector_column: str | None = None, id_column: str | None = None,
+                raw: bool = False) -> Source:
+    from alq.store.manifest import is_pool
+
+    if path.is_dir():
+        if raw:
+            raise BadInputError(f"{path}: a pool directory holds embeddings, not raw inputs for --encoder")
+        return PoolSource(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return NpySource(path, raw=raw)
+    if suffix == ".npz":
+        return NpzSource(path, vector_key=vector_column, id_key=id_column, raw=raw)
+    if suffix in (".parquet", ".pq"):
+        if raw:
+            raise BadInputError(f"{path}: --encoder reads raw inputs from .npy or .npz files")
+        return ParquetSource(path, vector_column=vector_column, id_column=id_column)
+    if is_pool(path):  # pragma: no cover - handled above
+        return PoolSource(path)
+    raise BadInputError(f"{path}: unsupported input type {suffix or '(no suffix)'} (use .npy, .npz, .parquet)")
+
+
+# -- a separate ids file ------------------------------------------------------
+class IdStream:
+    """Ids from a separate file, handed out in order: ``.npy`` (1-D), Parquet (``id`` column) or text/CSV.
+
+    Text files hold one id per line (an optional ``id`` header line; for CSV
+    the first field). Ids that all parse as integers are int64, else strings.
+    """
+
+    def __init__(self, path: Path, *, column: str | None = None):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BadInputError(f"{self.path}: ids file not found")
+        suffix = self.path.suffix.lower()
+        if suffix == ".npy":
+            self.kind = "npy"
+            self.info = npy_info(self.path)
+            if len(self.info.shape) != 1:
+                raise BadInputError(f"{self.path}: ids must be 1-D, got shape {self.info.shape}")
+            if self.info.dtype.kind not in "iuUS":
+                raise BadInputError(f"{self.path}: ids have dtype {self.info.dtype}; alq ids are integers or strings")
+            self.rows = self.info.rows
+        elif suffix in (".parquet", ".pq"):
+            self.kind = "parquet"
+            try:
+                self.pf = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as exc:
+                raise BadInputError(f"{self.path}: not a readable Parquet file ({_first_line(exc)})") from None
+            names = self.pf.schema_arrow.names
+            self.column = column if column else next((c for c in ID_NAMES if c in names), None)
+            if self.column not in names:
+                raise BadInputError(f"{self.path}: no id column {column or 'id'!r} (has {', '.join(names)})")
+            self.rows = int(self.pf.metadata.num_rows)
+        else:
+            self.kind = "text"
+            self.rows, self.header, self.numeric = self._scan_text()
+        self._iter: Iterator[np.ndarray | pa.Array] | None = None
+        self._buf: list = []
+        self._given = 0
+
+    def _scan_text(self) -> tuple[int, bool, bool]:
+        rows, header, numeric = 0, False, True
+        with open(self.path, encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                v = line.rstrip("\r\n").split(",")[0].strip()
+                if i == 0 and v in ID_NAMES:
+                    header = True
+                    continue
+                if not v:
+                    continue
+                rows += 1
+                if numeric:
+                    try:
+                        int(v)
+                    except ValueError:
+                        numeric = False
+        return rows, header, numeric
+
+    def _chunks(self, block: int) -> Iterator:
+        if self.kind == "npy":
+            for _, arr in iter_npy_rows(self.info, block):
+                yield arr.astype(str).astype(object) if arr.dtype.kind in "US" else arr
+        elif self.kind == "parquet":
+            for rb in self.pf.iter_batches(batch_size=block, columns=[self.column], use_threads=False):
+                yield rb.column(0)
+        else:
+            with open(self.path, encoding="utf-8") as fh:
+                buf: list = []
+                for i, line in enumerate(fh):
+                    v = line.rstrip("\r\n").split(",")[0].strip()
+                    if (i == 0 and self.header) or not v:
+                        continue
+                    buf.append(int(v) if self.numeric else v)
+                    if len(buf) >= block:
+                        yield np.array(buf, dtype=np.int64 if self.numeric else object)
+                        buf = []
+                if buf:
+                    yield np.array(buf, dtype=np.int64 if self.numeric else object)
+
+    def take(self, n: int):
+        """The next ``n`` ids (numpy array or Arrow array)."""
+        if self._iter is None:
+            self._iter = self._chunks(max(n, 65_536))
+        parts, have = [], 0
+        while have < n:
+            if not self._buf:
+                nxt = next(self._iter, None)
+                if nxt is None:
+                    raise BadInputError(f"{self.path}: ran out of ids after {self._given + have}")
+                self._buf = [nxt]
+            head = self._buf.pop(0)
+            k = min(n - have, len(head))
+            parts.append(head[:k])
+            if k < len(head):
+                self._buf.insert(0, head[k:])
+            have += k
+        self._given += n
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], pa.Array):
+            return pa.concat_arrays(parts)
+        return np.concatenate(parts)

@@ -1,0 +1,399 @@
+"""Annotator output -> the labels file: read, validate against the pool, merge.
+
+``import_labels`` reads CSV/TSV or Parquet files of (id, label) rows, checks
+every id is in the pool and every label is well formed, resolves conflicts
+(with the existing labels file and within the new files) by a declared
+policy, and writes the merged :class:`~alq.store.labels.LabelSet`
+atomically. Any error names the file and line/row and writes nothing.
+
+``pending_ids`` does the cron bookkeeping: ids sent to annotators (earlier
+selections) minus the ids whose labels came back.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from alq.errors import BadInputError
+from alq.io import parquet_metadata, read_parquet, sha256_file, write_parquet
+from alq.store.labels import KIND, LabelSet, read_id_list, read_labels
+from alq.store.lock import exclusive_lock
+from alq.store.pool import Pool
+
+POLICIES = ("error", "keep-old", "take-new")
+MAX_HISTORY = 50
+
+
+@dataclass
+class Annotations:
+    """Rows of one annotator file, ids already in the pool's id type."""
+
+    path: Path
+    ids: np.ndarray  # int64 or object (str)
+    labels: list  # scalars, or tuples when multilabel
+    multilabel: bool
+    label_kind: str | None  # "int", "string", or None (untyped CSV text that may become either)
+    lines: list[int] | None = None  # CSV line number of each row (None: Parquet, rows are 0-based)
+    raw_text: bool = False  # labels are CSV text, convertible to int if the merged set is int
+
+    def where(self, i: int) -> str:
+        """``file: line 7`` (CSV) or ``file: row 5`` (Parquet), for error messages."""
+        return f"{self.path}: line {self.lines[i]}" if self.lines is not None else f"{self.path}: row {i}"
+
+
+def _where(path: Path, i: int) -> str:
+    return f"{path}: row {i}"
+
+
+def read_annotations(path: str | Path, *, id_type: str, id_column: str = "id", label_column: str = "label",
+                     delimiter: str | None = None) -> Annotations:
+    """Read one annotator file (CSV/TSV/TXT or Parquet) into typed ids and labels."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet(path, id_type, id_column, label_column, delimiter)
+    return _read_text(path, id_type, id_column, label_column, delimiter, sep="\t" if suffix == ".tsv" else ",")
+
+
+def _read_text(path: Path, id_type: str, id_column: str, label_column: str, delimiter: str | None,
+               sep: str) -> Annotations:
+    """CSV/TSV with a header; blank lines skipped; errors give the file's real line numbers."""
+    raw_ids: list[str] = []
+    raw_labels: list[str] = []
+    lines: list[int] = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            header = next(reader, None)
+            while header is not None and not any(h.strip() for h in header):
+                header = next(reader, None)
+            if header is None:
+                raise BadInputError(f"{path}: empty file (expected a header line such as "
+                                    f"`{id_column},{label_column}`)")
+            header = [h.strip() for h in header]
+            for col in (id_column, label_column):
+                if col not in header:
+                    raise BadInputError(f"{path}: no {col!r} column (header has {', '.join(header)})",
+                                        hint="pass --id-column / --label-column")
+            ci, cl = header.index(id_column), header.index(label_column)
+            for row in reader:
+                if not row or not any(v.strip() for v in row):
+                    continue
+                if len(row) != len(header):
+                    raise BadInputError(f"{path}: line {reader.line_num}: {len(row)} fields, the header has "
+                                        f"{len(header)}")
+                raw_ids.append(row[ci].strip())
+                raw_labels.append(row[cl].strip())
+                lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except csv.Error as exc:
+        raise BadInputError(f"{path}: not a readable CSV file ({exc})") from None
+    if not raw_ids:
+        raise BadInputError(f"{path}: no rows after the header")
+    a = Annotations(path, np.empty(0), [], False, None, lines=lines, raw_text=True)
+    for i, v in enumerate(raw_ids):
+        if not v:
+            raise BadInputError(f"{a.where(i)}: empty id")
+    if id_type == "int64":
+        ids = np.empty(len(raw_ids), dtype=np.int64)
+        for i, v in enumerate(raw_ids):
+            try:
+                ids[i] = int(v)
+            except ValueError:
+                raise BadInputError(f"{a.where(i)}: id {v!r} is not an integer (the pool uses integer ids)") from None
+    else:
+        ids = np.array(raw_ids, dtype=object)
+    if delimiter:
+        labels = [tuple(t.strip() for t in v.split(delimiter) if t.strip()) for v in raw_labels]
+    else:
+        for i, v in enumerate(raw_labels):
+            if not v:
+                raise BadInputError(f"{a.where(i)}: empty label")
+        labels = raw_labels
+    a.ids, a.labels, a.multilabel = ids, labels, bool(delimiter)
+    return a
+
+
+def _read_parquet(path: Path, id_type: str, id_column: str, label_column: str, delimiter: str | None) -> Annotations:
+    table = read_parquet(path)
+    for col in (id_column, label_column):
+        if col not in table.column_names:
+            raise BadInputError(f"{path}: no {col!r} column (has {', '.join(table.column_names)})",
+                                hint="pass --id-column / --label-column")
+    if table.num_rows == 0:
+        raise BadInputError(f"{path}: no rows")
+    id_col = table.column(id_column).combine_chunks()
+    if id_col.null_count:
+        i = int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise BadInputError(f"{_where(path, i)}: empty id")
+    if pa.types.is_integer(id_col.type):
+        if id_type != "int64":
+            raise BadInputError(f"{path}: ids are integers but the pool uses string ids")
+        ids = id_col.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    elif pa.types.is_string(id_col.type) or pa.types.is_large_string(id_col.type):
+        if id_type != "string":
+            raise BadInputError(f"{path}: ids are strings but the pool uses integer ids")
+        ids = np.array(id_col.to_pylist(), dtype=object)
+    else:
+        raise BadInputError(f"{path}: id column {id_column!r} has type {id_col.type}; expected integers or strings")
+    lab = table.column(label_column).combine_chunks()
+    lt = lab.type
+    is_list = pa.types.is_list(lt) or pa.types.is_large_list(lt) or pa.types.is_fixed_size_list(lt)
+    scalar = lt.value_type if is_list else lt
+    if pa.types.is_integer(scalar):
+        kind = "int"
+    elif pa.types.is_string(scalar) or pa.types.is_large_string(scalar):
+        kind = "string"
+    else:
+        raise BadInputError(f"{path}: label column {label_column!r} has type {lt}; expected integers or strings "
+                            "(or lists of them for multi-label)")
+    values = lab.to_pylist()
+    for i, v in enumerate(values):
+        if v is None or (not is_list and kind == "string" and not v.strip()):
+            raise BadInputError(f"{_where(path, i)}: empty label")
+        if is_list and any(c is None for c in v):
+            raise BadInputError(f"{_where(path, i)}: label list holds a null")
+    if is_list:
+        labels = [tuple(v) for v in values]
+        multilabel = True
+    elif delimiter and kind == "string":
+        labels = [tuple(t.strip() for t in v.split(delimiter) if t.strip()) for v in values]
+        multilabel = True
+    else:
+        labels = values
+        multilabel = False
+    return Annotations(path, ids, labels, multilabel, kind)
+
+
+def _as_int(v: str) -> int | None:
+    try:
+        n = int(v)
+    except ValueError:
+        return None
+    return n if str(n) == v else None  # "007" and "+1" stay strings
+
+
+def _type_labels(a: Annotations, kind: str | None) -> tuple[list, str]:
+    """Give CSV text labels a type: int when every label is an integer and the merged set allows it."""
+    if not a.raw_text:
+        return a.labels, a.label_kind
+    flat = [c for row in a.labels for c in row] if a.multilabel else a.labels
+    if kind == "string":
+        return a.labels, "string"
+    parsed = [_as_int(v) for v in flat]
+    if all(p is not None for p in parsed):
+        if a.multilabel:
+            it = iter(parsed)
+            return [tuple(next(it) for _ in row) for row in a.labels], "int"
+        return parsed, "int"
+    if kind == "int":
+        bad = next(i for i, p in enumerate(parsed) if p is None)
+        row = bad if not a.multilabel else next(i for i, r in enumerate(a.labels)
+                                                if any(_as_int(c) is None for c in r))
+        raise BadInputError(f"{a.where(row)}: label {flat[bad]!r} is not an integer, but the labels "
+                            "so far are integers")
+    return a.labels, "string"
+
+
+def _kind_of(labels: LabelSet) -> str | None:
+    flat = [c for row in labels.labels for c in row] if labels.multilabel else labels.labels
+    if not flat:
+        return None
+    return "int" if isinstance(flat[0], (int, np.integer)) else "string"
+
+
+def _label_eq(a, b) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return sorted(a, key=str) == sorted(b, key=str)
+    return a == b
+
+
+def _show(v) -> str:
+    if isinstance(v, tuple):
+        return "[" + ", ".join(repr(c) for c in v) + "]"
+    return repr(v.item() if hasattr(v, "item") else v)
+
+
+def import_labels(files: list[str | Path], pool: Pool, out: str | Path, *, on_conflict: str = "error",
+                  id_column: str = "id", label_column: str = "label", delimiter: str | None = None,
+                  dry_run: bool = False, pool_path: str | Path | None = None) -> dict:
+    """Merge annotator ``files`` into the labels file ``out`` (created if absent); return a summary."""
+    if on_conflict not in POLICIES:
+        raise BadInputError(f"--on-conflict={on_conflict!r} must be one of {', '.join(POLICIES)}")
+    if not files:
+        raise BadInputError("no annotation files given")
+    out = Path(out)
+    for f in files:
+        if Path(f).resolve() == out.resolve():
+            raise BadInputError(f"{f}: the file to import is the output labels file")
+    if dry_run:
+        return _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path)
+    with exclusive_lock(out, what="`alq labels import`"):
+        return _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path)
+
+
+def _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path) -> dict:
+    existing: LabelSet | None = None
+    history: list = []
+    if out.exists():
+        meta = parquet_metadata(out)
+        if meta.get("kind") not in (None, KIND):
+            raise BadInputError(f"{out}: is an alq {meta.get('kind')} file, not a labels file")
+        existing = read_labels(out)
+        history = list(meta.get("imports") or [])
+        if pool.count and len(existing):
+            existing.resolve(pool, source=str(out))
+    index: dict = {}
+    ids: list = []
+    labels: list = []
+    origin: list = []  # where each current label came from (a path, or (Annotations, row)), for messages
+    multilabel = existing.multilabel if existing is not None and len(existing) else None
+    kind = _kind_of(existing) if existing is not None else None
+    out_name = str(out)
+    if existing is not None:
+        for i, (k, v) in enumerate(zip(existing.ids.tolist(), existing.labels)):
+            index[k] = i
+            ids.append(k)
+            labels.append(v)
+            origin.append(out_name)
+    n_old = len(ids)
+    stats = {"rows_read": 0, "added": 0, "changed": 0, "unchanged": 0, "kept_old": 0}
+    imports = []
+    for f in files:
+        a = read_annotations(f, id_type=pool.id_type, id_column=id_column, label_column=label_column,
+                             delimiter=delimiter)
+        if multilabel is not None and a.multilabel != multilabel:
+            if multilabel:
+                raise BadInputError(f"{a.path}: single labels, but the labels so far are multi-label",
+                                    hint="pass --delimiter for delimited label lists")
+            raise BadInputError(f"{a.path}: multi-label rows, but the labels so far are single labels")
+        multilabel = a.multilabel
+        typed, a_kind = _type_labels(a, kind)
+        if kind is not None and a_kind != kind:
+            raise BadInputError(f"{a.path}: labels are {a_kind}s but the labels so far are {kind}s")
+        kind = a_kind if kind is None else kind
+        idx = pool.lookup(a.ids)
+        unknown = np.flatnonzero(idx < 0)
+        if unknown.size:
+            r = int(unknown[0])
+            raise BadInputError(f"{a.where(r)}: id {_show(a.ids[r])} is not in the pool "
+                                f"{pool_path or ''}".rstrip() + f" ({unknown.size} unknown ids in this file)",
+                                hint="embed those rows first, or check the id column")
+        added = changed = unchanged = kept = 0
+        for i, (k, v) in enumerate(zip(a.ids.tolist(), typed)):
+            j = index.get(k)
+            if j is None:
+                index[k] = len(ids)
+                ids.append(k)
+                labels.append(v)
+                origin.append((a, i))
+                added += 1
+            elif _label_eq(labels[j], v):
+                unchanged += 1
+            elif on_conflict == "error":
+                was = origin[j] if isinstance(origin[j], str) else origin[j][0].where(origin[j][1])
+                raise BadInputError(f"{a.where(i)}: id {_show(k)} labeled {_show(v)}, but {was} says "
+                                    f"{_show(labels[j])}", hint="pass --on-conflict keep-old or take-new")
+            elif on_conflict == "take-new":
+                labels[j] = v
+                origin[j] = (a, i)
+                changed += 1
+            else:
+                kept += 1
+        stats["rows_read"] += len(a.ids)
+        stats["added"] += added
+        stats["changed"] += changed
+        stats["unchanged"] += unchanged
+        stats["kept_old"] += kept
+        imports.append({"file": str(a.path.name), "sha256": sha256_file(a.path), "rows": len(a.ids),
+                        "added": added, "changed": changed, "kept_old": kept})
+    id_arr = np.array(ids, dtype=np.int64) if pool.id_type == "int64" else np.array(ids, dtype=object)
+    merged = LabelSet(ids=id_arr, labels=labels, multilabel=bool(multilabel))
+    counts = merged.class_counts()
+    summary = {"out": str(out), "files": [str(f) for f in files], **stats, "before": n_old, "total": len(merged),
+               "multilabel": merged.multilabel, "classes": len(counts), "class_counts": counts,
+               "on_conflict": on_conflict, "written": not dry_run}
+    if not dry_run:
+        merged.write(out, pool_fingerprint=pool.fingerprint, imports=(history + imports)[-MAX_HISTORY:])
+    return summary
+
+
+def summarize_labels(path: str | Path, pool: Pool | None = None) -> dict:
+    """Per-class counts of a labels file (and, with a pool, how much of it is labeled)."""
+    labels = read_labels(path)
+    meta = parquet_metadata(path)
+    counts = labels.class_counts()
+    out = {"path": str(path), "rows": len(labels), "multilabel": labels.multilabel, "classes": len(counts),
+           "class_counts": counts, "pool_fingerprint": meta.get("pool_fingerprint"),
+           "imports": len(meta.get("imports") or [])}
+    if labels.multilabel:
+        out["no_positive"] = sum(1 for row in labels.labels if not row)
+    if pool is not None:
+        labels.resolve(pool, source=str(path))
+        out["pool_count"] = pool.count
+        out["labeled_fraction"] = round(len(labels) / max(pool.count, 1), 6)
+        out["pool_matches"] = meta.get("pool_fingerprint") in (None, pool.fingerprint)
+    return out
+
+
+def pending_ids(sent: list[str | Path], labels: str | Path | None = None,
+                pool: Pool | None = None) -> tuple[np.ndarray, list[str], dict]:
+    """Ids sent for labeling (in order, first sending wins) that have no label yet.
+
+    Returns (ids, the file each came from, summary).
+    """
+    if not sent:
+        raise BadInputError("no --sent files given")
+    parts, files = [], []
+    kind = None
+    for f in sent:
+        ids = read_id_list(f)
+        if len(ids) == 0:
+            raise BadInputError(f"{f}: holds no ids")
+        k = "int64" if ids.dtype.kind in "iu" else "string"
+        if kind is not None and k != kind:
+            raise BadInputError(f"{f}: ids are {k} but earlier --sent files hold {kind} ids")
+        kind = k
+        if pool is not None:
+            idx = pool.lookup(ids)
+            if (idx < 0).any():
+                r = int(np.flatnonzero(idx < 0)[0])
+                raise BadInputError(f"{f}: row {r}: id {_show(ids[r])} is not in the pool")
+        parts.append(ids)
+        files.extend([Path(f).name] * len(ids))
+    all_ids = np.concatenate(parts)
+    files_arr = np.array(files, dtype=object)
+    key = all_ids if kind == "int64" else all_ids.astype(str)
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    uniq, uniq_files = all_ids[first], files_arr[first]
+    n_labeled = 0
+    if labels is not None:
+        lab = read_labels(labels)
+        lk = "int64" if np.asarray(lab.ids).dtype.kind in "iu" else "string"
+        if len(lab) and lk != kind:
+            raise BadInputError(f"{labels}: ids are {lk} but the --sent files hold {kind} ids")
+        lab_key = np.asarray(lab.ids) if kind == "int64" else np.asarray(lab.ids).astype(str)
+        ukey = uniq if kind == "int64" else uniq.astype(str)
+        done = np.isin(ukey, lab_key)
+        n_labeled = int(done.sum())
+        uniq, uniq_files = uniq[~done], uniq_files[~done]
+    summary = {"sent": int(len(all_ids)), "sent_unique": int(len(first)), "labeled": n_labeled,
+               "pending": int(len(uniq)), "sent_files": [str(f) for f in sent],
+               "labels": str(labels) if labels is not None else None}
+    return uniq, list(uniq_files), summary
+
+
+def write_pending(path: str | Path, ids: np.ndarray, files: list[str], summary: dict) -> None:
+    id_arr = pa.array(ids.tolist(), type=pa.int64() if ids.dtype.kind in "iu" else pa.string())
+    table = pa.table({"id": id_arr, "sent_in": pa.array(files, type=pa.string())})
+    write_parquet(path, table, {"kind": "pending", **{k: summary[k] for k in ("sent", "labeled", "pending")},
+                                "sent_files": [Path(f).name for f in summary["sent_files"]]})
