@@ -50,24 +50,31 @@ def inverse_pair_norms(head) -> np.ndarray:
     return g.astype(np.float32)
 
 
-def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dcsdb: bool = True
+def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dcsdb: bool = True,
+                       zero_pairs: bool | None = None, inplace: bool = False
                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(DCSDB (n, C) or None, DDB (n,)) of a logits block ``z`` (n, C), float32.
 
-    ``g`` from :func:`inverse_pair_norms` on the same device. With
-    ``dcsdb=False`` only DDB is returned (MASE), saving one (n, C) write.
+    ``g`` from :func:`inverse_pair_norms` on the same device; ``zero_pairs``
+    (computed when None): whether two classes share a weight row. With
+    ``dcsdb=False`` only DDB is returned (MASE). ``inplace`` lets the (n, C)
+    result reuse ``z``'s memory (the caller no longer needs the logits).
     """
+    if zero_pairs is None:
+        zero_pairs = has_zero_pairs(g, multilabel=multilabel)
     if multilabel:
-        d = z.abs() * g[None, :]
-        if torch.isinf(g).any():
+        d = torch.abs(z, out=z) if inplace else z.abs()
+        d.mul_(g[None, :])
+        if zero_pairs:
             d = torch.nan_to_num(d, nan=INF, posinf=INF)
         return (d if dcsdb else None), d.min(dim=1).values
-    yhat = z.argmax(dim=1)
+    yhat = z.argmax(dim=1)  # first maximum
     zmax = z.gather(1, yhat[:, None])
-    diff = zmax - z  # >= 0
-    diff.scatter_(1, yhat[:, None], 1.0)  # 1 * G[a, a] = +inf keeps the predicted class out of the min
-    d = diff.mul_(g[yhat])
-    if _has_zero_pairs(g):
+    d = z if inplace else torch.empty_like(z)
+    torch.sub(zmax, z, out=d)  # z_(y-hat) - z_c >= 0
+    d.scatter_(1, yhat[:, None], 1.0)  # 1 x G[a, a] = +inf keeps the predicted class out of the min
+    d.mul_(g.index_select(0, yhat))
+    if zero_pairs:
         d = torch.nan_to_num(d, nan=INF, posinf=INF)  # tie with an identical weight row: no boundary
     ddb = d.min(dim=1).values
     if dcsdb:
@@ -75,9 +82,10 @@ def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dc
     return (d if dcsdb else None), ddb
 
 
-def _has_zero_pairs(g: torch.Tensor) -> bool:
-    off = torch.isinf(g)
-    return bool(off.sum() > g.shape[0])  # more infinities than the diagonal
+def has_zero_pairs(g: torch.Tensor, *, multilabel: bool) -> bool:
+    """Whether some D is 0 x inf: a zero weight row (multi-label) or two equal rows (multi-class)."""
+    n_inf = int(torch.isinf(g).sum())
+    return n_inf > (0 if multilabel else g.shape[0])  # the multi-class diagonal is always +inf
 
 
 def mase_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: str | None,
@@ -85,13 +93,15 @@ def mase_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: st
     """Map task: the k smallest (DDB, row) pairs of rows [lo, hi) not excluded."""
     dev = resolve_device(device)
     gt = torch.from_numpy(g).to(dev)
+    zero_pairs = has_zero_pairs(gt, multilabel=head.multilabel)
     top = StreamingTopK(k)
     rows = block_rows or head_block_rows(pool, head, extra_per_row=8 * head.n_classes)
     for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
         keep = ~excluded[block.start - lo:block.stop - lo]
         if not keep.any():
             continue
-        _, ddb = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=False)
+        _, ddb = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=False, zero_pairs=zero_pairs,
+                                    inplace=True)
         top.push(ddb.double().cpu().numpy()[keep], block.indices[keep])
     return top.result()
 
@@ -143,29 +153,63 @@ def merge_columns(v1, i1, v2, i2, k: int):
     return v.gather(1, o), i.gather(1, o)
 
 
+def merge_sparse(run_v: torch.Tensor, run_i: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+                 rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge scattered (class, value, row) candidates into full sorted (C, k) lists.
+
+    Three stable sorts give the lexicographic (class, value, row) order; each
+    class then keeps its first k. Cost O((C k + S) log) for S candidates.
+    """
+    n_cls = run_v.shape[0]
+    all_c = torch.cat([torch.arange(n_cls, device=run_v.device).repeat_interleave(k), cols])
+    all_v = torch.cat([run_v.reshape(-1), vals])
+    all_r = torch.cat([run_i.reshape(-1), rows])
+    o = torch.argsort(all_r, stable=True)
+    o = o[torch.argsort(all_v[o], stable=True)]
+    o = o[torch.argsort(all_c[o], stable=True)]
+    counts = torch.bincount(cols, minlength=n_cls) + k
+    starts = torch.cumsum(counts, 0) - counts
+    take = o[starts[:, None] + torch.arange(k, device=run_v.device)[None, :]]
+    return all_v[take], all_r[take]
+
+
 def base_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: str | None,
                  block_rows: int | None, *, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map task: per class c, the k smallest (DCSDB(., c), row) pairs of rows [lo, hi) not excluded.
 
     Returns (values (C, k) float32, rows (C, k) int64), each row of C sorted by
     (value, row) and padded with (+inf, PAD).
+
+    Once every class holds k candidates, a block only offers the entries below
+    each class's current k-th value (later rows have larger indices, so an
+    equal value never displaces a held row): one compare pass instead of a
+    column-wise top-k, with an exact sparse merge of the few survivors.
     """
     dev = resolve_device(device)
     gt = torch.from_numpy(g).to(dev)
+    zero_pairs = has_zero_pairs(gt, multilabel=head.multilabel)
     n_classes = head.n_classes
     run_v = torch.empty((n_classes, 0), dtype=torch.float32, device=dev)
     run_i = torch.empty((n_classes, 0), dtype=torch.int64, device=dev)
-    rows = block_rows or head_block_rows(pool, head, extra_per_row=16 * n_classes)
+    rows = block_rows or head_block_rows(pool, head, extra_per_row=12 * n_classes)
     for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
         keep = ~excluded[block.start - lo:block.stop - lo]
         if not keep.any():
             continue
-        d, _ = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=True)
-        idx = torch.from_numpy(block.indices)
+        d, _ = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=True, zero_pairs=zero_pairs,
+                                  inplace=True)
+        idx = torch.from_numpy(block.indices).to(dev)
         if not keep.all():
-            kt = torch.from_numpy(keep)
-            d, idx = d[kt.to(dev)], idx[kt]
-        cv, ci = column_smallest(d, idx.to(dev), k)
+            kt = torch.from_numpy(keep).to(dev)
+            d, idx = d[kt], idx[kt]
+        if run_v.shape[1] == k:
+            r, c = torch.nonzero(d < run_v[:, -1][None, :], as_tuple=True)
+            if len(r) == 0:
+                continue
+            if len(r) * 8 < d.numel():
+                run_v, run_i = merge_sparse(run_v, run_i, c, d[r, c], idx[r], k)
+                continue
+        cv, ci = column_smallest(d, idx, k)
         run_v, run_i = merge_columns(run_v, run_i, cv, ci, k)
     v, i = run_v.cpu().numpy(), run_i.cpu().numpy()
     empty_v = np.empty((n_classes, 0), np.float32)
@@ -180,14 +224,16 @@ class NeedMoreCandidates(Exception):
         self.cls, self.taken = cls, taken
 
 
-def round_robin(values: np.ndarray, rows: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def round_robin(values: np.ndarray, rows: np.ndarray, budget: int, stats: dict | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BASE's exact round-robin over per-class candidate lists (Emam et al. 2021, Algorithm 2).
 
     ``values``/``rows``: (C, k), each class's k smallest (DCSDB, row) pairs
     among all selectable rows, sorted, padded with PAD. Classes are visited
     0, 1, ..., C-1, 0, ...; each takes its first not-yet-taken row, until
     ``budget`` rows are taken. Returns (rows, DCSDB values, class per pick),
-    in pick order. Raises :class:`NeedMoreCandidates` when a full list (k
+    in pick order; ``stats['depth']`` gets the deepest list position used.
+    Raises :class:`NeedMoreCandidates` when a full list (k
     real entries) is used up: rows past its end may be that class's next
     pick, so the answer would not be exact.
     """
@@ -217,5 +263,7 @@ def round_robin(values: np.ndarray, rows: np.ndarray, budget: int) -> tuple[np.n
             ptr[c] = p + 1
             if len(out_rows) == budget:
                 break
+    if stats is not None:
+        stats["depth"] = max(ptr)
     return (np.asarray(out_rows, dtype=np.int64), np.asarray(out_vals, dtype=np.float64),
             np.asarray(out_cls, dtype=np.int64))
