@@ -51,7 +51,29 @@ def select_cmd(
                         round=round_, engine=engine, engine_options=engine_options, scores=scores)
     with progress_bar(quiet=quiet) as progress:
         _, summary = run_select(req, out, progress=progress)
-    emit(summary, as_json=as_json, quiet=quiet)
+    emit(summary, as_json=as_json, quiet=quiet, render=_render)
+
+
+def _render(s: dict) -> None:
+    """Human summary on stdout: what was selected, then the batch's predicted-class histogram."""
+    where = f" -> {s['output']}" if s.get("output") else ""
+    typer.echo(f"{s['strategy']}: selected {s['selected']:,} of {s['unlabeled']:,} unlabeled rows "
+               f"(pool {s['pool_rows']:,}, labeled {s['labeled']:,}, pending {s['pending']:,}) "
+               f"in {s['seconds']:.2f} s{where}")
+    if s.get("budget") != s.get("budget_requested"):
+        typer.echo(f"budget lowered from {s['budget_requested']:,} to {s['budget']:,} (--allow-smaller)")
+    for key in ("scores", "head_note"):
+        if key in s:
+            typer.echo(f"{key}: {s[key]}")
+    for key, title in (("predicted_class_histogram", "predicted class of the batch"),
+                       ("base_class_histogram", "class whose turn took each row (BASE)")):
+        hist = s.get(key) or {}
+        if hist:
+            width = max(len(str(c)) for c in hist)
+            top = max(hist.values())
+            typer.echo(f"{title}:")
+            for cls, n in hist.items():
+                typer.echo(f"  {cls:>{width}} {n:6d} {'#' * max(1, round(30 * n / top))}")
 
 
 select_cmd.__doc__ = (

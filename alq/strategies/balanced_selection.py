@@ -87,4 +87,7 @@ class BaseStrategy(Strategy):
     def select(self, ctx: Context) -> Selection:
         rows, vals, cls, info = base_select(ctx, ctx.option("base_candidates"))
         names = np.asarray([ctx.head.classes[c] for c in cls.tolist()])
+        counts = np.bincount(cls, minlength=ctx.head.n_classes)
+        info["base_class_histogram"] = {str(ctx.head.classes[c]): int(counts[c]) for c in range(len(counts))
+                                        if counts[c]}
         return Selection(indices=rows, scores=vals, columns={"base_class": names}, summary=info)

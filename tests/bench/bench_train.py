@@ -70,10 +70,10 @@ SETTINGS = {
 }
 
 
-def measure(datasets: dict, hidden_sizes=(0, 256)) -> list[dict]:
+def measure(datasets: dict, mlp_on=("digits n=1200", "mixture256 C=100 n=5k")) -> list[dict]:
     rows = []
     for dname, data in datasets.items():
-        for hidden in hidden_sizes:
+        for hidden in ((0, 256) if dname in mlp_on else (0,)):
             results = {name: run(data, TrainOptions(hidden=hidden, holdout=0.0, **kw)) for name, kw in SETTINGS.items()}
             best = min(r["objective"] for r in results.values())
             base = results["lbfgs"]["seconds"]

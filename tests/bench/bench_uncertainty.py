@@ -181,19 +181,20 @@ class Head:
         z /= z.sum(1, keepdims=True)
         return z
 
-t1 = time.perf_counter()
-if lib == "modal":
+if lib == "modal":  # imports are not timed (nor are alq's)
     from modAL.uncertainty import entropy_sampling, margin_sampling
-    fn = margin_sampling if measure == "margin" else entropy_sampling
-    out = fn(Head(), X, n_instances=budget)
-    idx = out[0] if isinstance(out, tuple) else out
 else:
     from skactiveml.classifier import SklearnClassifier
     from skactiveml.pool import UncertaintySampling
     from skactiveml.utils import MISSING_LABEL
     from sklearn.base import BaseEstimator, ClassifierMixin
-
-    class Est(BaseEstimator, ClassifierMixin):
+t1 = time.perf_counter()
+if lib == "modal":
+    fn = margin_sampling if measure == "margin" else entropy_sampling
+    out = fn(Head(), X, n_instances=budget)
+    idx = out[0] if isinstance(out, tuple) else out
+else:
+    class Est(ClassifierMixin, BaseEstimator):
         def fit(self, X, y):
             self.classes_ = np.arange(W.shape[0])
             return self
