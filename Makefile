@@ -34,6 +34,14 @@ demo: install
 	@echo "== alq info: what the pool and the labels file hold (--verify re-checks every shard)"
 	$(ALQ) info $(DEMO)/pool --verify
 	$(ALQ) info $(DEMO)/labels.parquet
+	@echo "== alq train: a linear head on the labeled rows (L-BFGS, early stopping on 10% of the labels)"
+	$(ALQ) train $(DEMO)/pool $(DEMO)/labels.parquet --out $(DEMO)/head.pt
+	@echo "== alq score: every pool row through the head, one Parquet per shard"
+	$(ALQ) score $(DEMO)/pool --head $(DEMO)/head.pt --out $(DEMO)/scores
+	@echo "== alq select --strategy margin: the 100 rows the head is least sure between its top two classes"
+	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --scores $(DEMO)/scores --strategy margin --budget 100 --round 1 --out $(DEMO)/batch-margin.parquet
+	@echo "== alq select --strategy base: 100 rows near the boundaries, balanced over classes"
+	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --strategy base --budget 100 --round 1 --out $(DEMO)/batch-base.parquet
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile

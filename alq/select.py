@@ -45,6 +45,7 @@ class SelectRequest:
     round: int | None = None
     engine: str = "local"
     engine_options: dict = field(default_factory=dict)
+    scores: str | Path | None = None  # scores directory from `alq score`: reused when fresh
 
 
 def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tuple[np.ndarray, np.ndarray, int]:
@@ -66,9 +67,11 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
     return excluded, labeled, n_pending
 
 
-def check_budget(budget: int, n_unlabeled: int, *, allow_smaller: bool) -> int:
+def check_budget(budget: int, n_unlabeled: int, *, allow_smaller: bool, pool_rows: int | None = None) -> int:
     if budget < 1:
         raise BudgetError(f"--budget={budget} must be >= 1")
+    if pool_rows == 0:
+        raise BudgetError("the pool is empty: nothing to select", hint="add rows with `alq embed`")
     if n_unlabeled == 0:
         raise BudgetError("the pool has no unlabeled rows left (all labeled or pending)",
                           hint="add rows with `alq embed --append` or clear --pending")
@@ -106,8 +109,24 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
         raise BadInputError(f"--strategy {req.strategy} needs a head (--head HEAD.pt from `alq train`)",
                             hint=f"strategies that need none: {', '.join(cold)}")
     excluded, labeled, n_pending = exclusion_mask(pool, req.labels, req.pending)
+    if head is not None and req.labels is not None and strat.needs_head:
+        head.check_classes(read_labels(req.labels).classes, path=str(req.head))
     n_unlabeled = int(pool.count - np.count_nonzero(excluded))
-    budget = check_budget(int(req.budget), n_unlabeled, allow_smaller=req.allow_smaller)
+    budget = check_budget(int(req.budget), n_unlabeled, allow_smaller=req.allow_smaller, pool_rows=pool.count)
+    notes: dict = {}
+    if head is not None and head.pool_fingerprint and head.pool_fingerprint != pool.fingerprint:
+        notes["head_note"] = "head was trained on an earlier version of this pool (rows appended since)"
+    scores = None
+    if req.scores is not None:
+        from alq.scoring.store import ScoresStore
+
+        store = ScoresStore(req.scores)
+        reason = store.stale_reason(pool, head, req.options.get("aggregate"))
+        if reason is None:
+            scores = store
+            notes["scores"] = {"path": str(req.scores), "fresh": True}
+        else:
+            notes["scores"] = {"path": str(req.scores), "fresh": False, "reason": reason + "; recomputed from the head"}
     clusters = None
     if strat.needs_clusters:
         from alq.cluster.store import load_clusters
@@ -119,9 +138,9 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
 
     ctx = Context(pool=pool, budget=budget, seed=int(req.seed), excluded=excluded, labeled=labeled, head=head,
                   clusters=clusters, options=dict(req.options), engine=get_engine(req.engine, **req.engine_options),
-                  device=torch_device(), progress=progress)
+                  device=torch_device(), progress=progress, scores=scores)
     info = {"pool_rows": pool.count, "labeled": int(len(labeled)), "pending": n_pending,
-            "unlabeled": n_unlabeled, "budget_requested": int(req.budget), "budget": budget}
+            "unlabeled": n_unlabeled, "budget_requested": int(req.budget), "budget": budget, **notes}
     return ctx, info
 
 
@@ -188,6 +207,8 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
             "head_fingerprint": ctx.head.fingerprint if ctx.head is not None else None,
             "labels": str(req.labels) if req.labels else None, "pending": [str(p) for p in req.pending],
             "clusters": str(req.clusters) if req.clusters else None, "options": summary["options"],
+            "scores": str(req.scores) if req.scores else None, "scores_fresh": ctx.scores is not None,
+            "score_meaning": get_strategy(req.strategy).score_meaning,
             "alq_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if out is not None:
         write_parquet(out, table, meta)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,21 +20,23 @@ def select_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Selection Parquet to write (atomically)."),
-    head: Optional[Path] = typer.Option(None, "--head", help="Head file from `alq train` (strategies that score)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file: these rows are never selected."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Selection Parquet to write (atomically)."),
+    head: Path | None = typer.Option(None, "--head", help="Head file from `alq train` (strategies that score)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Labels file: these rows are never selected."),
     pending: list[Path] = typer.Option([], "--pending", help="Ids still out for labeling (Parquet with `id`, or "
                                        "CSV/text one per line; e.g. earlier selections). Repeatable."),
-    clusters: Optional[Path] = typer.Option(None, "--clusters", help="Cluster directory from `alq cluster`."),
+    clusters: Path | None = typer.Option(None, "--clusters", help="Cluster directory from `alq cluster`."),
+    scores: Path | None = typer.Option(None, "--scores", help="Scores directory from `alq score`: reused when "
+                                          "fresh (same pool and head), else recomputed from the head."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
-    round_: Optional[int] = typer.Option(None, "--round", help="Round number recorded in the output."),
+    round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
-    candidates_ratio: Optional[float] = typer.Option(None, "--candidates-ratio", help="cluster-margin: k_m = r x budget (default 10)."),
-    partitions: Optional[int] = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
-    aggregate: Optional[str] = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
+    candidates_ratio: float | None = typer.Option(None, "--candidates-ratio", help="cluster-margin: k_m = r x budget (default 10)."),
+    partitions: int | None = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
     option: list[str] = typer.Option([], "--option", help="Extra strategy option key=value (repeatable)."),
     engine: str = typer.Option("local", "--engine", help="local or ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
+    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -47,16 +48,41 @@ def select_cmd(
     engine_options = {"address": ray_address} if engine == "ray" and ray_address else {}
     req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=head, labels=labels,
                         pending=list(pending), clusters=clusters, options=options, allow_smaller=allow_smaller,
-                        round=round_, engine=engine, engine_options=engine_options)
+                        round=round_, engine=engine, engine_options=engine_options, scores=scores)
     with progress_bar(quiet=quiet) as progress:
         _, summary = run_select(req, out, progress=progress)
-    emit(summary, as_json=as_json, quiet=quiet)
+    emit(summary, as_json=as_json, quiet=quiet, render=_render)
+
+
+def _render(s: dict) -> None:
+    """Human summary on stdout: what was selected, then the batch's predicted-class histogram."""
+    where = f" -> {s['output']}" if s.get("output") else ""
+    typer.echo(f"{s['strategy']}: selected {s['selected']:,} of {s['unlabeled']:,} unlabeled rows "
+               f"(pool {s['pool_rows']:,}, labeled {s['labeled']:,}, pending {s['pending']:,}) "
+               f"in {s['seconds']:.2f} s{where}")
+    if s.get("budget") != s.get("budget_requested"):
+        typer.echo(f"budget lowered from {s['budget_requested']:,} to {s['budget']:,} (--allow-smaller)")
+    for key in ("scores", "head_note"):
+        if key in s:
+            typer.echo(f"{key}: {s[key]}")
+    for key, title in (("predicted_class_histogram", "predicted class of the batch"),
+                       ("base_class_histogram", "class whose turn took each row (BASE)")):
+        hist = s.get(key) or {}
+        if hist:
+            width = max(len(str(c)) for c in hist)
+            top = max(hist.values())
+            typer.echo(f"{title}:")
+            for cls, n in hist.items():
+                typer.echo(f"  {cls:>{width}} {n:6d} {'#' * max(1, round(30 * n / top))}")
 
 
 select_cmd.__doc__ = (
     "Select the next batch: BUDGET unlabeled, non-pending rows, ranked.\n\n"
     "Labeled rows (--labels) and rows still out for labeling (--pending) are never selected. "
-    "Writes a Parquet with id, rank, score, strategy, budget, seed, round and predicted class.\n\n"
+    "Writes a Parquet with id, rank, score, strategy, budget, seed, round and predicted class "
+    "(provenance in its metadata); the meaning of score depends on the strategy (below). "
+    "Ties rank the smaller pool row first. A cron job keeps earlier selections that are not yet labeled "
+    "and passes them as --pending.\n\n"
     "Example:\n\n"
     "  alq select pool/ --head head.pt --labels labels.parquet --pending sent.parquet "
     "--strategy margin --budget 10000 --out batch.parquet --json\n\n"

@@ -1,14 +1,30 @@
 """Train a head to convergence on the embeddings of labeled rows.
 
-Full-batch L-BFGS (strong-Wolfe line search) on the mean cross-entropy plus
-an L2 penalty on the weights. On embeddings the problem is small and smooth
-(convex for the linear head), so a second-order full-batch method reaches
-the optimum in tens of iterations with no learning rate to tune; the BASE
-paper's point is that an under-trained head makes every strategy look alike.
+The objective is the mean cross-entropy (softmax, or per-class binary for
+multi-label heads), optionally class-weighted, plus ``weight_decay / 2`` times
+the squared norm of the weight matrices (biases are not penalised).
+
+Optimiser (``TrainOptions.optimizer``; measured in tests/bench/bench_train.py,
+numbers in the README): ``auto`` = full-batch L-BFGS with a strong-Wolfe line
+search, except for heads with dropout, whose objective is stochastic (the
+line search needs a deterministic one), which use Adam with a cosine
+schedule. On embeddings the problem is small and smooth (convex for a linear
+head): L-BFGS reaches the optimum in tens to a few hundred iterations with no
+learning rate to tune, while Adam needs a tuned rate and many epochs to get
+as close. The BASE paper's point (Emam et al. 2021, appendix D) is that an
+under-trained head makes every strategy look alike, so "converged" matters.
+
+Early stopping (BASE appendix A.1): a stratified ``holdout`` fraction of the
+labels is set aside; the loss on it is checked every ``eval_every`` L-BFGS
+iterations (every 5 Adam epochs) and training stops after ``patience``
+checks without improvement, keeping the best weights. With fewer than
+``MIN_HOLDOUT`` held-out rows early stopping is off and every label trains.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -20,6 +36,10 @@ from alq import __version__
 from alq.errors import BadInputError
 from alq.model.head import Head, HeadNet
 
+OPTIMIZERS = ("auto", "lbfgs", "adam")
+MIN_HOLDOUT = 10
+ADAM_EVAL_EPOCHS = 5
+
 
 @dataclass
 class TrainOptions:
@@ -28,26 +48,154 @@ class TrainOptions:
     weight_decay: float = 1e-4
     normalize: str | None = None  # None | "standardize" | "l2"
     class_weighted: bool = False
-    max_iter: int = 300
+    max_iter: int = 500  # L-BFGS iterations (Adam: see epochs)
     tol: float = 1e-7
     seed: int = 0
     ensemble: int = 1
     bootstrap: bool = False
+    optimizer: str = "auto"  # auto | lbfgs | adam
+    holdout: float = 0.1  # fraction of labels held out for early stopping (0 = off)
+    patience: int = 5  # holdout checks without improvement before stopping
+    eval_every: int = 10  # L-BFGS iterations between holdout checks
+    lr: float = 1e-2  # Adam peak learning rate (cosine decay to 0)
+    epochs: int = 200  # Adam epochs
+    batch_size: int = 256  # Adam minibatch rows
 
 
-def _class_weights(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
-    counts = y.sum(axis=0) if multilabel else np.bincount(y, minlength=n_classes).astype(np.float64)
+def resolve_optimizer(opts: TrainOptions) -> str:
+    if opts.optimizer not in OPTIMIZERS:
+        raise BadInputError(f"--optimizer={opts.optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
+    if opts.optimizer == "auto":
+        return "adam" if opts.dropout > 0 else "lbfgs"
+    if opts.optimizer == "lbfgs" and opts.dropout > 0:
+        raise BadInputError("--optimizer lbfgs cannot train with --dropout (its line search needs a "
+                            "deterministic objective)", hint="use --optimizer adam or auto")
+    return opts.optimizer
+
+
+def check_options(opts: TrainOptions) -> None:
+    if opts.hidden < 0:
+        raise BadInputError(f"--hidden={opts.hidden} must be >= 0")
+    if not 0.0 <= opts.dropout < 1.0:
+        raise BadInputError(f"--dropout={opts.dropout} must be in [0, 1)")
+    if opts.weight_decay < 0:
+        raise BadInputError(f"--weight-decay={opts.weight_decay} must be >= 0")
+    if not 0.0 <= opts.holdout < 0.9:
+        raise BadInputError(f"--holdout={opts.holdout} must be in [0, 0.9)")
+    if opts.ensemble < 1:
+        raise BadInputError(f"--ensemble={opts.ensemble} must be >= 1")
+    if opts.max_iter < 1 or opts.epochs < 1 or opts.patience < 1 or opts.eval_every < 1 or opts.batch_size < 1:
+        raise BadInputError("--max-iter, epochs, patience, eval_every and batch_size must be >= 1")
+    resolve_optimizer(opts)
+
+
+def class_weights(y: np.ndarray, n_classes: int, multilabel: bool) -> np.ndarray:
+    """Multi-class: n / (C * count_c) ("balanced"; 0 for absent classes).
+    Multi-label: the BCE positive weight n_neg / n_pos per class (1 where a class has no positive)."""
+    if multilabel:
+        pos = y.sum(axis=0).astype(np.float64)
+        neg = len(y) - pos
+        w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+        return w.astype(np.float32)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
     return w.astype(np.float32)
 
 
-def fit_net(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, multilabel: bool, opts: TrainOptions,
-            generator: torch.Generator, weights: torch.Tensor | None = None,
-            init: HeadNet | None = None) -> tuple[HeadNet, dict]:
-    """Fit one HeadNet on tensors already on the target device. No validation.
+_class_weights = class_weights  # earlier name
 
-    ``init``: warm start from these weights (same shape) instead of a seeded
-    random init (``alq simulate --head-mode update``, DISTIL Sec. 4.7).
+
+def holdout_split(y: np.ndarray, fraction: float, *, multilabel: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, holdout rows): a stratified random ``fraction`` of each class, sorted.
+
+    Every class keeps at least one training row; multi-label rows are split
+    at random. Fewer than ``MIN_HOLDOUT`` held-out rows -> no holdout.
+    """
+    n = len(y)
+    everything = np.arange(n, dtype=np.int64)
+    if fraction <= 0 or n < 2:
+        return everything, everything[:0]
+    rng = np.random.default_rng([seed, 0x401D])
+    if multilabel:
+        m = int(math.floor(fraction * n))
+        held = np.sort(rng.permutation(n)[:m]) if m >= MIN_HOLDOUT else everything[:0]
+    else:
+        parts = []
+        for c in np.unique(y):
+            rows = np.flatnonzero(y == c)
+            m = min(int(math.floor(fraction * len(rows) + 0.5)), len(rows) - 1)
+            if m > 0:
+                parts.append(rng.permutation(rows)[:m])
+        held = np.sort(np.concatenate(parts)).astype(np.int64) if parts else everything[:0]
+        if len(held) < MIN_HOLDOUT:
+            held = everything[:0]
+    mask = np.ones(n, dtype=bool)
+    mask[held] = False
+    return everything[mask], held
+
+
+class _Objective:
+    """Data loss (mean, optionally weighted) + L2 penalty on weight matrices."""
+
+    def __init__(self, net: HeadNet, multilabel: bool, weights: torch.Tensor | None, weight_decay: float):
+        self.net, self.multilabel, self.weight_decay = net, multilabel, weight_decay
+        self.decay = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+        if multilabel:
+            self.data_loss = nn.BCEWithLogitsLoss(pos_weight=weights)
+        else:
+            self.data_loss = nn.CrossEntropyLoss(weight=weights)
+        # Held-out loss is never weighted: it measures fit, not the training emphasis.
+        self.plain = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.data_loss(self.net(x), y)
+        if self.weight_decay:
+            loss = loss + 0.5 * self.weight_decay * sum((w * w).sum() for w in self.decay)
+        return loss
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """(plain loss, accuracy) in eval mode; multi-label accuracy = per-label accuracy."""
+        was = self.net.training
+        self.net.eval()
+        z = self.net(x)
+        self.net.train(was)
+        loss = float(self.plain(z, y))
+        acc = float(((z > 0).float() == y).float().mean()) if self.multilabel else float((z.argmax(1) == y).float().mean())
+        return loss, acc
+
+
+class _EarlyStop:
+    def __init__(self, objective: _Objective, x_val, y_val, patience: int):
+        self.objective, self.x_val, self.y_val, self.patience = objective, x_val, y_val, patience
+        self.best = math.inf
+        self.best_state = None
+        self.best_step = 0
+        self.bad = 0
+        self.active = x_val is not None and len(x_val) > 0
+
+    def check(self, step: int) -> bool:
+        """Record the current weights if best; True when training should stop."""
+        if not self.active:
+            return False
+        loss, _ = self.objective.evaluate(self.x_val, self.y_val)
+        if self.best_state is None or loss < self.best - 1e-9 * max(1.0, abs(self.best)):
+            self.best, self.best_step, self.bad = loss, step, 0
+            self.best_state = copy.deepcopy(self.objective.net.state_dict())
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self) -> None:
+        if self.active and self.best_state is not None:
+            self.objective.net.load_state_dict(self.best_state)
+
+
+def _init_net(x: torch.Tensor, n_classes: int, opts: TrainOptions, generator: torch.Generator,
+              init: HeadNet | None = None) -> HeadNet:
+    """A seeded random init, or a warm start from ``init`` (``alq simulate --head-mode update``).
+
+    Standardisation statistics always come from the current training rows.
     """
     net = HeadNet(x.shape[1], n_classes, hidden=opts.hidden, dropout=opts.dropout, normalize=opts.normalize)
     with torch.no_grad():  # seeded init, independent of torch's global RNG
@@ -60,34 +208,97 @@ def fit_net(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, multilabel: boo
             net.load_state_dict({k: v.detach().cpu() for k, v in init.state_dict().items()})
     if opts.normalize == "standardize":
         net.mean.copy_(x.mean(0).cpu())
-        net.scale.copy_(x.std(0).clamp_min(1e-6).cpu())
-    net.to(x.device)
+        net.scale.copy_(x.std(0).clamp_min(1e-6).cpu() if len(x) > 1 else torch.ones(x.shape[1]))
+    return net.to(x.device)
+
+
+def _fit_lbfgs(objective: _Objective, x, y, stopper: _EarlyStop, opts: TrainOptions) -> dict:
+    net = objective.net
     params = [p for p in net.parameters() if p.requires_grad]
-    decay = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=None) if multilabel else nn.CrossEntropyLoss(weight=weights)
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=opts.max_iter, tolerance_grad=opts.tol,
-                            tolerance_change=opts.tol * 1e-2, history_size=20, line_search_fn="strong_wolfe")
-    state = {"evals": 0}
+    # max_eval generous: a chunk must end on max_iter or on a tolerance, never on the eval count,
+    # so that a short chunk means "converged".
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=opts.eval_every, max_eval=opts.eval_every * 25,
+                            tolerance_grad=opts.tol, tolerance_change=opts.tol * 1e-2, history_size=20,
+                            line_search_fn="strong_wolfe")
+    evals = {"n": 0}
 
     def closure():
         opt.zero_grad()
-        z = net(x)
-        if multilabel and weights is not None:
-            loss = (nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none") * weights).mean()
-        else:
-            loss = loss_fn(z, y)
-        if opts.weight_decay:
-            loss = loss + 0.5 * opts.weight_decay * sum((w * w).sum() for w in decay)
+        loss = objective(x, y)
         loss.backward()
-        state["evals"] += 1
+        evals["n"] += 1
         return loss
 
     net.train()
-    opt.step(closure)  # returns the loss at the START of the step, not the final one
-    evals = state["evals"]
-    final = float(closure().detach())
+    done, stopped = 0, "max-iter"
+    while done < opts.max_iter:
+        before = opt.state[params[0]].get("n_iter", 0) if params[0] in opt.state else 0
+        opt.step(closure)
+        after = opt.state[params[0]].get("n_iter", 0)
+        done = after
+        if stopper.check(done):
+            stopped = "early-stopped"
+            break
+        if after - before < opts.eval_every:  # L-BFGS met its tolerance inside this chunk
+            stopped = "converged"
+            break
+    return {"iterations": int(done), "evaluations": evals["n"], "stopped": stopped}
+
+
+def _fit_adam(objective: _Objective, x, y, stopper: _EarlyStop, opts: TrainOptions, generator: torch.Generator) -> dict:
+    net = objective.net
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=opts.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=opts.epochs)
+    n = len(x)
+    bs = min(opts.batch_size, n)
+    stopped = "max-iter"
+    epoch = 0
+    net.train()
+    for epoch in range(1, opts.epochs + 1):
+        order = torch.randperm(n, generator=generator).to(x.device)
+        for i in range(0, n, bs):
+            rows = order[i:i + bs]
+            opt.zero_grad()
+            objective(x[rows], y[rows]).backward()
+            opt.step()
+        sched.step()
+        if epoch % ADAM_EVAL_EPOCHS == 0 and stopper.check(epoch):
+            stopped = "early-stopped"
+            break
+    return {"iterations": epoch, "evaluations": epoch * math.ceil(n / bs), "stopped": stopped}
+
+
+def fit_net(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, multilabel: bool, opts: TrainOptions,
+            generator: torch.Generator, weights: torch.Tensor | None = None,
+            x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+            init: HeadNet | None = None) -> tuple[HeadNet, dict]:
+    """Fit one HeadNet on tensors already on the target device. No validation.
+
+    ``init``: warm start from these weights (same shape) instead of a seeded random init.
+
+    ``x``: (n, d) float32; ``y``: (n,) int64 class indices or (n, C) float
+    multi-hot. ``x_val``/``y_val``: the held-out slice for early stopping.
+    """
+    net = _init_net(x, n_classes, opts, generator, init)
+    objective = _Objective(net, multilabel, weights, opts.weight_decay)
+    stopper = _EarlyStop(objective, x_val, y_val, opts.patience)
+    optimizer = resolve_optimizer(opts)
+    if optimizer == "lbfgs":
+        fit = _fit_lbfgs(objective, x, y, stopper, opts)
+    else:
+        fit = _fit_adam(objective, x, y, stopper, opts, generator)
+    if stopper.active and fit["stopped"] != "early-stopped":
+        stopper.check(fit["iterations"])  # the final weights compete too
+    stopper.restore()
     net.eval()
-    return net, {"loss": final, "evaluations": evals}
+    with torch.no_grad():
+        final = float(objective(x, y))
+    train_loss, train_acc = objective.evaluate(x, y)
+    fit.update(optimizer=optimizer, objective=final, train_loss=train_loss, train_accuracy=train_acc)
+    if stopper.active:
+        val_loss, val_acc = objective.evaluate(x_val, y_val)
+        fit.update(holdout_loss=val_loss, holdout_accuracy=val_acc, best_iteration=int(stopper.best_step))
+    return net, fit
 
 
 def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool, opts: TrainOptions,
@@ -96,22 +307,41 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool,
 
     ``y``: class indices (n,) for multi-class, multi-hot (n, C) for multi-label.
     ``init``: a head of the same shape to warm-start from (member k from ``init.nets[k]``).
+    Member 0 trains on every training row; with ``ensemble=K`` members
+    1..K-1 differ by seed and, with ``bootstrap``, by a bootstrap resample
+    of the training rows (a linear head's optimum is unique, so without
+    bootstrap or dropout its members would coincide). Deterministic for a seed.
     """
+    check_options(opts)
+    x = np.asarray(x)
+    y = np.asarray(y)
     if len(x) == 0:
         raise BadInputError("no labeled rows to train on", hint="import labels with `alq labels`")
+    if len(classes) < 2:
+        raise BadInputError(f"labels hold a single class ({classes[0]!r} only); a classifier needs >= 2"
+                            if classes else "labels hold no classes")
     if not multilabel and len(np.unique(y)) < 2:
         raise BadInputError(f"labels hold a single class ({classes[int(y[0])]!r}); a classifier needs >= 2")
+    if not np.isfinite(x).all():
+        raise BadInputError("labeled embeddings contain NaN or Inf")
     device = device or torch.device("cpu")
     t0 = time.perf_counter()
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
-    yt = torch.as_tensor(y, device=device)
+    train_rows, held = holdout_split(y, opts.holdout, multilabel=multilabel, seed=opts.seed)
+    xt_all = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+    yt_all = torch.as_tensor(y, device=device)
     if multilabel:
-        yt = yt.float()
+        yt_all = yt_all.float()
+    tr = torch.as_tensor(train_rows, device=device)
+    xt, yt = xt_all[tr], yt_all[tr]
+    x_val = y_val = None
+    if len(held):
+        hv = torch.as_tensor(held, device=device)
+        x_val, y_val = xt_all[hv], yt_all[hv]
     w = None
     if opts.class_weighted:
-        w = torch.as_tensor(_class_weights(np.asarray(y), len(classes), multilabel), device=device)
+        w = torch.as_tensor(class_weights(y[train_rows], len(classes), multilabel), device=device)
     nets, fits = [], []
-    for k in range(max(1, opts.ensemble)):
+    for k in range(opts.ensemble):
         gen = torch.Generator().manual_seed(opts.seed * 1_000_003 + k)
         xs, ys = xt, yt
         if k > 0 and opts.bootstrap:
@@ -119,16 +349,54 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool,
             xs, ys = xt[idx], yt[idx]
         warm = init.nets[min(k, len(init.nets) - 1)] if init is not None else None
         net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=opts, generator=gen, weights=w,
-                           init=warm)
-        nets.append(net)
+                           x_val=x_val, y_val=y_val, init=warm)
+        nets.append(net.cpu())
         fits.append(fit)
-    with torch.no_grad():
-        z = nets[0](xt)
-        if multilabel:
-            train_acc = float(((z > 0).float() == yt).float().mean())
-        else:
-            train_acc = float((z.argmax(1) == yt).float().mean())
-    metrics = {"train_accuracy": train_acc, "train_loss": fits[0]["loss"], "evaluations": fits[0]["evaluations"],
-               "n_train": int(len(x)), "seconds": time.perf_counter() - t0}
+    first = fits[0]
+    metrics = {"n_labeled": int(len(x)), "n_train": int(len(train_rows)), "n_holdout": int(len(held)),
+               "classes": len(classes), "optimizer": first["optimizer"], "iterations": first["iterations"],
+               "evaluations": first["evaluations"], "stopped": first["stopped"], "objective": first["objective"],
+               "train_loss": first["train_loss"], "train_accuracy": first["train_accuracy"],
+               "holdout_loss": first.get("holdout_loss"), "holdout_accuracy": first.get("holdout_accuracy"),
+               "best_iteration": first.get("best_iteration"), "device": str(device),
+               "seconds": round(time.perf_counter() - t0, 4)}
+    if opts.ensemble > 1:
+        metrics["members"] = [{k: f.get(k) for k in ("iterations", "stopped", "train_accuracy", "holdout_accuracy")}
+                              for f in fits]
     head_meta = {"options": asdict(opts), "metrics": metrics, "alq_version": __version__, **(meta or {})}
-    return Head(nets=[n.cpu() for n in nets], classes=list(classes), multilabel=multilabel, meta=head_meta)
+    head = Head(nets=nets, classes=list(classes), multilabel=multilabel, meta=head_meta)
+    head.meta.pop("fingerprint", None)
+    head.meta["fingerprint"] = head.fingerprint
+    return head
+
+
+MULTILABEL_MODES = ("auto", "yes", "no")
+
+
+def train_on_pool(pool, labels, opts: TrainOptions, *, multilabel: str = "auto", device=None,
+                  meta: dict | None = None) -> Head:
+    """Train a head on the pool rows of a :class:`~alq.store.labels.LabelSet`.
+
+    Only the labeled rows' embeddings are read (``pool.take``), as float32.
+    ``multilabel``: ``auto`` follows the labels file, ``yes`` trains sigmoid
+    outputs (single labels become one-element sets), ``no`` refuses list labels.
+    The head records the pool fingerprint it was trained on.
+    """
+    if multilabel not in MULTILABEL_MODES:
+        raise BadInputError(f"--multilabel={multilabel!r} must be one of {', '.join(MULTILABEL_MODES)}")
+    if len(labels) == 0:
+        raise BadInputError("the labels file holds no rows", hint="import labels with `alq labels`")
+    is_ml = labels.multilabel if multilabel == "auto" else multilabel == "yes"
+    if labels.multilabel and not is_ml:
+        raise BadInputError("--multilabel no, but the labels hold lists of classes", hint="use --multilabel auto")
+    if is_ml and not labels.multilabel:
+        from alq.store.labels import LabelSet
+
+        labels = LabelSet(ids=labels.ids, labels=[(c,) for c in labels.labels], multilabel=True)
+    idx = labels.resolve(pool, source="labels")
+    order = np.argsort(idx, kind="stable")  # read rows in pool order; the fit does not depend on row order
+    classes = labels.classes
+    y = labels.targets(classes)[order]
+    x = pool.take(idx[order], dtype=np.float32)
+    info = {"pool_fingerprint": pool.fingerprint, **(meta or {})}
+    return train_head(x, y, classes, multilabel=is_ml, opts=opts, device=device, meta=info)

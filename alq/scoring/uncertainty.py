@@ -57,3 +57,68 @@ def multilabel_entropy(p: torch.Tensor) -> torch.Tensor:
 def multilabel_least_confidence(p: torch.Tensor, aggregate: str = "min") -> torch.Tensor:
     """Confidence of each binary decision max(p, 1-p) = (1 + m_ic) / 2, aggregated like margins."""
     return (1 + multilabel_margin(p, aggregate)) / 2
+
+
+# -- from logits: what the streamed passes use ---------------------------------
+# One exp per logit and no (n, C) probability matrix: with s_i = sum_c exp(z_ic - z_i(1)),
+# p_i(1) = 1 / s_i, p_i(1) - p_i(2) = (1 - exp(z_i(2) - z_i(1))) / s_i and
+# H_i = log s_i - sum_c exp(z_ic - z_i(1)) (z_ic - z_i(1)) / s_i.
+# Multi-label: m_ic = |2 sigmoid(z_ic) - 1| = |tanh(z_ic / 2)| and the binary entropy of
+# sigmoid(z) is softplus(z) - z sigmoid(z).
+
+MEASURES = ("margin", "least_confidence", "entropy")
+DESCENDING = frozenset({"entropy"})  # selected largest-first; every other measure smallest-first
+
+
+def check_aggregate(aggregate) -> str:
+    from alq.errors import BadInputError
+
+    agg = "min" if aggregate is None else str(aggregate)
+    if agg not in AGGREGATES:
+        raise BadInputError(f"--aggregate={aggregate!r} must be one of {', '.join(AGGREGATES)}")
+    return agg
+
+
+def measures_from_logits(z: torch.Tensor, *, multilabel: bool, aggregate: str = "min",
+                         which: tuple[str, ...] = MEASURES) -> dict[str, torch.Tensor]:
+    """Uncertainty measures of a logits block ``z`` (n, C) -> {name: (n,) float64}.
+
+    Computed in ``z``'s dtype (float32) and returned as float64, so the value
+    written to a scores file is exactly the one a streamed selection ranks by.
+    """
+    out: dict[str, torch.Tensor] = {}
+    if multilabel:
+        if "margin" in which or "least_confidence" in which:
+            m = torch.tanh(z * 0.5).abs()
+            agg = m.min(dim=1).values if aggregate == "min" else m.mean(dim=1)
+            if "margin" in which:
+                out["margin"] = agg.double()
+            if "least_confidence" in which:
+                out["least_confidence"] = ((1 + agg) * 0.5).double()
+        if "entropy" in which:
+            out["entropy"] = (torch.nn.functional.softplus(z) - z * torch.sigmoid(z)).sum(dim=1).double()
+        return out
+    if z.shape[1] < 2:
+        ones = torch.ones(z.shape[0], dtype=torch.float64, device=z.device)
+        return {k: (ones if k != "entropy" else ones * 0) for k in which}
+    # Five passes over the (n, C) block for margin, four for the others; no sort, no topk.
+    zmax, arg = z.max(dim=1)
+    shifted = z - zmax[:, None]  # <= 0, exactly 0 at (one) maximum
+    if "margin" in which:
+        shifted.scatter_(1, arg[:, None], float("-inf"))
+        z2 = shifted.max(dim=1).values  # z(2) - z(1): equals 0 when the maximum is tied
+        shifted.scatter_(1, arg[:, None], 0.0)
+    e = torch.exp(shifted)
+    s = e.sum(dim=1)
+    if "margin" in which:
+        out["margin"] = ((1 - torch.exp(z2)) / s).double()
+    if "least_confidence" in which:
+        out["least_confidence"] = (1 / s).double()
+    if "entropy" in which:
+        out["entropy"] = (torch.log(s) - e.mul_(shifted).sum(dim=1) / s).double()
+    return out
+
+
+def selection_key(measure: str, values):
+    """Ascending sort key of a measure: ``-entropy`` (largest first), else the value itself."""
+    return -values if measure in DESCENDING else values

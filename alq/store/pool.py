@@ -121,6 +121,16 @@ class Pool(ABC):
             for r in range(a - s0, b - s0, step):
                 r1 = min(r + step, b - s0)
                 yield Block(start=s0 + r, vectors=vectors[r:r1], shard=s, row0=r)
+            del vectors
+            self.release_shard(s)
+
+    def release_shard(self, shard: int) -> None:
+        """Forget a shard after a streamed pass over it (no-op here).
+
+        A memory-mapped shard's pages count in the process's resident set
+        while it stays mapped; dropping it after its pass keeps peak RSS at
+        about one shard whatever the pool size.
+        """
 
     def locate(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Global indices -> (shard, row within shard)."""
@@ -235,6 +245,9 @@ class ShardedPool(Pool):
     @property
     def normalize(self) -> str | None:
         return self.manifest.normalize
+
+    def release_shard(self, shard: int) -> None:
+        self._vectors.pop(shard, None)  # unmapped once the last block view is dropped
 
     def shard_vectors(self, shard: int) -> np.ndarray:
         arr = self._vectors.get(shard)

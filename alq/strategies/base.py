@@ -34,6 +34,7 @@ class Context:
     engine: Any = None  # alq.engine.Engine; None = local
     device: Any = None  # torch.device; None = auto
     progress: Callable[[str, int, int], None] | None = None  # (task, done, total)
+    scores: Any = None  # alq.scoring.store.ScoresStore, only when fresh for this pool and head (`alq score`)
 
     def rng(self, stream: int = 0) -> np.random.Generator:
         """The one random generator of this selection (``stream`` separates uses)."""

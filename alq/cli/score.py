@@ -1,0 +1,48 @@
+"""``alq score``: stream the pool through a head once, per-shard scores on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit
+
+
+def score_cmd(
+    pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
+    head: Path = typer.Option(..., "--head", help="Head file from `alq train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Scores directory to write (replaced atomically)."),
+    top_k: int = typer.Option(5, "--top-k", help="How many top classes and probabilities to keep per row."),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
+    engine: str = typer.Option("local", "--engine", help="local or ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    from alq.device import torch_device
+    from alq.engine import get_engine
+    from alq.model.head import load_head
+    from alq.scoring.store import write_scores
+    from alq.store import open_pool
+
+    pool_obj = open_pool(pool)
+    head_obj = load_head(head)
+    head_obj.check_pool(pool_obj, path=str(head))
+    engine_options = {"address": ray_address} if engine == "ray" and ray_address else {}
+    summary = write_scores(pool_obj, head_obj, out, top_k=top_k, aggregate=aggregate,
+                           engine=get_engine(engine, **engine_options), device=torch_device(), pool_path=str(pool))
+    summary["head"] = str(head)
+    emit(summary, as_json=as_json, quiet=quiet)
+
+
+score_cmd.__doc__ = (
+    "Score every pool row with a head: predicted class, top-k classes and probabilities, margin, "
+    "entropy and least-confidence, one Parquet per pool shard.\n\n"
+    "`alq select --scores DIR` reuses the file while pool and head are unchanged (fingerprints match) "
+    "and recomputes from the head when they are not.\n\n"
+    "Example:\n\n"
+    "  alq score pool/ --head head.pt --out scores/ --json\n\n"
+    "  alq select pool/ --head head.pt --scores scores/ --labels labels.parquet --strategy margin --budget 1000"
+)
+app.command("score")(score_cmd)

@@ -1,0 +1,269 @@
+"""Distances to the head's decision boundaries: MASE and BASE (Emam et al. 2021).
+
+In the feature space of the last linear layer (``HeadNet.features``; for an
+MLP head the input of its last linear layer) with logits z = W f + b, the
+distance from f to the boundary between classes a and c is
+
+    D(i, a, c) = (z_ia - z_ic) / ||w_a - w_c||        (ALGORITHMS.md)
+
+with ``1 / ||w_a - w_c||`` precomputed once as a C x C matrix ``G``.
+y-hat_i = argmax_c z_ic, ties to the smaller class index.
+
+- DDB(i) = min over c != y-hat_i of D(i, y-hat_i, c)          (MASE score)
+- DCSDB(i, c) = D(i, y-hat_i, c) if c != y-hat_i else DDB(i)    (BASE)
+
+Conventions (documented, tested): where w_a = w_c the two classes have no
+boundary in feature space and D = +inf (so a class whose weight row equals
+the predicted class's never pulls rows to itself; rows with DCSDB = +inf rank
+last for that class, by row index). Multi-label heads (an alq extension, not
+in the paper): class c's own boundary is z_ic = 0, so D(i, c) = |z_ic| / ||w_c||,
+DDB(i) = min_c D(i, c) and DCSDB(i, c) = D(i, c).
+
+Streaming: ``mase_partial`` keeps a running top-b of DDB; ``base_partial``
+keeps, per class, the k smallest (DCSDB, row) pairs (exact with ties, see
+``column_smallest``); ``round_robin`` resolves BASE's class round-robin
+exactly from those lists or reports that k was too small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from alq.scoring.stream import head_block_rows, iter_logits, resolve_device
+from alq.scoring.topk import StreamingTopK
+
+PAD = np.iinfo(np.int64).max  # index of an empty candidate slot (sorts after every real row)
+INF = float("inf")
+
+
+def inverse_pair_norms(head) -> np.ndarray:
+    """G (float32): multi-class (C, C), G[a, c] = 1/||w_a - w_c|| (+inf on the diagonal and where
+    w_a = w_c); multi-label (C,), G[c] = 1/||w_c|| (+inf where w_c = 0). Computed in float64."""
+    w = head.net.out.weight.detach().to("cpu", torch.float64)
+    if head.multilabel:
+        norms = w.norm(dim=1)
+    else:
+        norms = torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist")
+    with np.errstate(divide="ignore"):
+        g = np.where(norms.numpy() > 0, 1.0 / norms.numpy(), np.inf)
+    return g.astype(np.float32)
+
+
+def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dcsdb: bool = True,
+                       zero_pairs: bool | None = None, inplace: bool = False
+                       ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(DCSDB (n, C) or None, DDB (n,)) of a logits block ``z`` (n, C), float32.
+
+    ``g`` from :func:`inverse_pair_norms` on the same device; ``zero_pairs``
+    (computed when None): whether two classes share a weight row. With
+    ``dcsdb=False`` only DDB is returned (MASE). ``inplace`` lets the (n, C)
+    result reuse ``z``'s memory (the caller no longer needs the logits).
+    """
+    if zero_pairs is None:
+        zero_pairs = has_zero_pairs(g, multilabel=multilabel)
+    if multilabel:
+        d = torch.abs(z, out=z) if inplace else z.abs()
+        d.mul_(g[None, :])
+        if zero_pairs:
+            d = torch.nan_to_num(d, nan=INF, posinf=INF)
+        return (d if dcsdb else None), d.min(dim=1).values
+    yhat = z.argmax(dim=1)  # first maximum
+    zmax = z.gather(1, yhat[:, None])
+    d = z if inplace else torch.empty_like(z)
+    torch.sub(zmax, z, out=d)  # z_(y-hat) - z_c >= 0
+    d.scatter_(1, yhat[:, None], 1.0)  # 1 x G[a, a] = +inf keeps the predicted class out of the min
+    d.mul_(g.index_select(0, yhat))
+    if zero_pairs:
+        d = torch.nan_to_num(d, nan=INF, posinf=INF)  # tie with an identical weight row: no boundary
+    ddb = d.min(dim=1).values
+    if dcsdb:
+        d.scatter_(1, yhat[:, None], ddb[:, None])
+    return (d if dcsdb else None), ddb
+
+
+def has_zero_pairs(g: torch.Tensor, *, multilabel: bool) -> bool:
+    """Whether some D is 0 x inf: a zero weight row (multi-label) or two equal rows (multi-class)."""
+    n_inf = int(torch.isinf(g).sum())
+    return n_inf > (0 if multilabel else g.shape[0])  # the multi-class diagonal is always +inf
+
+
+def mase_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: str | None,
+                 block_rows: int | None, *, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map task: the k smallest (DDB, row) pairs of rows [lo, hi) not excluded."""
+    dev = resolve_device(device)
+    gt = torch.from_numpy(g).to(dev)
+    zero_pairs = has_zero_pairs(gt, multilabel=head.multilabel)
+    top = StreamingTopK(k)
+    rows = block_rows or head_block_rows(pool, head, extra_per_row=8 * head.n_classes)
+    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
+        keep = ~excluded[block.start - lo:block.stop - lo]
+        if not keep.any():
+            continue
+        _, ddb = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=False, zero_pairs=zero_pairs,
+                                    inplace=True)
+        top.push(ddb.double().cpu().numpy()[keep], block.indices[keep])
+    return top.result()
+
+
+def column_smallest(d: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column of ``d`` (m, C): the k smallest (value, row) pairs, exact with ties -> (C, k) values, rows.
+
+    ``torch.topk`` picks an arbitrary subset among values tied at the k-th;
+    columns where such a tie straddles the cut are redone exactly by (value, row).
+    Output columns are not sorted (``merge_columns`` sorts).
+    """
+    m, n_cols = d.shape
+    kk = min(k, m)
+    vals, pos = torch.topk(d, kk, dim=0, largest=False, sorted=False)
+    kth = vals.max(dim=0).values
+    straddle = torch.nonzero((d <= kth[None, :]).sum(dim=0) > kk).flatten().tolist()
+    idx = rows[pos]
+    for c in straddle:
+        col = d[:, c]
+        cand = torch.nonzero(col <= kth[c]).flatten()
+        cv, cr = col[cand], rows[cand]
+        o = torch.argsort(cr, stable=True)
+        cv, cr = cv[o], cr[o]
+        o = torch.argsort(cv, stable=True)[:kk]
+        vals[:, c], idx[:, c] = cv[o], cr[o]
+    return vals.t(), idx.t()
+
+
+def merge_columns(v1, i1, v2, i2, k: int):
+    """Merge two (C, *) candidate sets into the k smallest (value, row) per row of C, sorted.
+
+    Works on torch tensors or numpy arrays; pads with (+inf, PAD) to exactly k.
+    """
+    if isinstance(v1, np.ndarray):
+        v, i = np.concatenate([v1, v2], axis=1), np.concatenate([i1, i2], axis=1)
+        o = np.argsort(i, axis=1, kind="stable")
+        v, i = np.take_along_axis(v, o, 1), np.take_along_axis(i, o, 1)
+        o = np.argsort(v, axis=1, kind="stable")
+        v, i = np.take_along_axis(v, o, 1)[:, :k], np.take_along_axis(i, o, 1)[:, :k]
+        if v.shape[1] < k:
+            pad = k - v.shape[1]
+            v = np.concatenate([v, np.full((len(v), pad), np.inf, v.dtype)], axis=1)
+            i = np.concatenate([i, np.full((len(i), pad), PAD, np.int64)], axis=1)
+        return v, i
+    v, i = torch.cat([v1, v2], dim=1), torch.cat([i1, i2], dim=1)
+    o = torch.argsort(i, dim=1, stable=True)
+    v, i = v.gather(1, o), i.gather(1, o)
+    o = torch.argsort(v, dim=1, stable=True)[:, :k]
+    return v.gather(1, o), i.gather(1, o)
+
+
+def merge_sparse(run_v: torch.Tensor, run_i: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+                 rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge scattered (class, value, row) candidates into full sorted (C, k) lists.
+
+    Three stable sorts give the lexicographic (class, value, row) order; each
+    class then keeps its first k. Cost O((C k + S) log) for S candidates.
+    """
+    n_cls = run_v.shape[0]
+    all_c = torch.cat([torch.arange(n_cls, device=run_v.device).repeat_interleave(k), cols])
+    all_v = torch.cat([run_v.reshape(-1), vals])
+    all_r = torch.cat([run_i.reshape(-1), rows])
+    o = torch.argsort(all_r, stable=True)
+    o = o[torch.argsort(all_v[o], stable=True)]
+    o = o[torch.argsort(all_c[o], stable=True)]
+    counts = torch.bincount(cols, minlength=n_cls) + k
+    starts = torch.cumsum(counts, 0) - counts
+    take = o[starts[:, None] + torch.arange(k, device=run_v.device)[None, :]]
+    return all_v[take], all_r[take]
+
+
+def base_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: str | None,
+                 block_rows: int | None, *, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map task: per class c, the k smallest (DCSDB(., c), row) pairs of rows [lo, hi) not excluded.
+
+    Returns (values (C, k) float32, rows (C, k) int64), each row of C sorted by
+    (value, row) and padded with (+inf, PAD).
+
+    Once every class holds k candidates, a block only offers the entries below
+    each class's current k-th value (later rows have larger indices, so an
+    equal value never displaces a held row): one compare pass instead of a
+    column-wise top-k, with an exact sparse merge of the few survivors.
+    """
+    dev = resolve_device(device)
+    gt = torch.from_numpy(g).to(dev)
+    zero_pairs = has_zero_pairs(gt, multilabel=head.multilabel)
+    n_classes = head.n_classes
+    run_v = torch.empty((n_classes, 0), dtype=torch.float32, device=dev)
+    run_i = torch.empty((n_classes, 0), dtype=torch.int64, device=dev)
+    rows = block_rows or head_block_rows(pool, head, extra_per_row=12 * n_classes)
+    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
+        keep = ~excluded[block.start - lo:block.stop - lo]
+        if not keep.any():
+            continue
+        d, _ = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=True, zero_pairs=zero_pairs,
+                                  inplace=True)
+        idx = torch.from_numpy(block.indices).to(dev)
+        if not keep.all():
+            kt = torch.from_numpy(keep).to(dev)
+            d, idx = d[kt], idx[kt]
+        if run_v.shape[1] == k:
+            r, c = torch.nonzero(d < run_v[:, -1][None, :], as_tuple=True)
+            if len(r) == 0:
+                continue
+            if len(r) * 8 < d.numel():
+                run_v, run_i = merge_sparse(run_v, run_i, c, d[r, c], idx[r], k)
+                continue
+        cv, ci = column_smallest(d, idx, k)
+        run_v, run_i = merge_columns(run_v, run_i, cv, ci, k)
+    v, i = run_v.cpu().numpy(), run_i.cpu().numpy()
+    empty_v = np.empty((n_classes, 0), np.float32)
+    return merge_columns(v, i, empty_v, np.empty((n_classes, 0), np.int64), k)
+
+
+class NeedMoreCandidates(Exception):
+    """A class's candidate list ran out during the round-robin: rerun with a larger k."""
+
+    def __init__(self, cls: int, taken: int):
+        super().__init__(f"class {cls} ran out of candidates after {taken} picks")
+        self.cls, self.taken = cls, taken
+
+
+def round_robin(values: np.ndarray, rows: np.ndarray, budget: int, stats: dict | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BASE's exact round-robin over per-class candidate lists (Emam et al. 2021, Algorithm 2).
+
+    ``values``/``rows``: (C, k), each class's k smallest (DCSDB, row) pairs
+    among all selectable rows, sorted, padded with PAD. Classes are visited
+    0, 1, ..., C-1, 0, ...; each takes its first not-yet-taken row, until
+    ``budget`` rows are taken. Returns (rows, DCSDB values, class per pick),
+    in pick order; ``stats['depth']`` gets the deepest list position used.
+    Raises :class:`NeedMoreCandidates` when a full list (k
+    real entries) is used up: rows past its end may be that class's next
+    pick, so the answer would not be exact.
+    """
+    n_classes, k = rows.shape
+    lists = rows.tolist()
+    vals = values.tolist()
+    ptr = [0] * n_classes
+    taken: set[int] = set()
+    out_rows: list[int] = []
+    out_vals: list[float] = []
+    out_cls: list[int] = []
+    while len(out_rows) < budget:
+        for c in range(n_classes):
+            lst, p = lists[c], ptr[c]
+            while p < k and lst[p] != PAD and lst[p] in taken:
+                p += 1
+            if p >= k or lst[p] == PAD:
+                if p >= k:
+                    raise NeedMoreCandidates(c, len(out_rows))
+                # A short list holds every selectable row, so all are taken: budget > selectable rows.
+                raise ValueError(f"budget {budget} exceeds the selectable rows")
+            r = lst[p]
+            taken.add(r)
+            out_rows.append(r)
+            out_vals.append(vals[c][p])
+            out_cls.append(c)
+            ptr[c] = p + 1
+            if len(out_rows) == budget:
+                break
+    if stats is not None:
+        stats["depth"] = max(ptr)
+    return (np.asarray(out_rows, dtype=np.int64), np.asarray(out_vals, dtype=np.float64),
+            np.asarray(out_cls, dtype=np.int64))

@@ -1,0 +1,218 @@
+"""The scores store: a pool streamed through a head once, saved per shard (``alq score``).
+
+A scores directory is::
+
+    SCORES/scores.json            {"format": "alq-scores", pool_fingerprint, head_fingerprint, ...}
+    SCORES/shard-000000.parquet   one per pool shard, same rows in the same order
+
+Each shard table has ``id``, ``predicted_class`` (class name), ``top_classes``
+and ``top_probs`` (the k most probable classes, most probable first),
+``margin``, ``entropy`` and ``least_confidence`` (float64, exactly the values
+a streamed selection ranks by; multi-label: aggregated binary margins,
+``(1 + margin) / 2`` and summed binary entropies, see ALGORITHMS.md).
+
+``alq select --scores DIR`` reads the measure from here when the store is
+fresh (same pool and head fingerprints, and for multi-label heads the same
+``--aggregate``); otherwise it says why and recomputes from the head. The
+directory is built beside its target and swapped in whole, like a pool.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from alq import __version__
+from alq.errors import BadInputError, StaleError
+from alq.io import read_json, read_parquet, write_json
+from alq.scoring.stream import head_block_rows, iter_logits, resolve_device
+from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
+
+FORMAT = "alq-scores"
+VERSION = 1
+META = "scores.json"
+
+
+def shard_names(pool) -> list[str]:
+    manifest = getattr(pool, "manifest", None)
+    if manifest is not None:
+        return [s.name for s in manifest.shards]
+    return [f"shard-{s:06d}" for s in range(pool.n_shards)]
+
+
+def is_scores(path) -> bool:
+    return (Path(path) / META).is_file()
+
+
+def _class_array(classes: list) -> pa.Array:
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return pa.array(classes, type=pa.int64())
+    return pa.array([str(c) for c in classes], type=pa.string())
+
+
+def score_partial(pool, lo: int, hi: int, head, workdir: str, names: list[str], top_k: int, aggregate: str,
+                  device: str | None, block_rows: int | None) -> list[dict]:
+    """Map task: write the scores table of every shard in [lo, hi) into ``workdir``; return per-shard stats."""
+    dev = resolve_device(device)
+    classes = _class_array(head.classes)
+    kk = min(top_k, head.n_classes)
+    rows = block_rows or head_block_rows(pool, head)
+    offsets = pool.offsets
+    stats = []
+    for s in range(pool.n_shards):
+        s0, s1 = int(offsets[s]), int(offsets[s + 1])
+        if s1 <= lo or s0 >= hi:
+            continue
+        parts: dict[str, list] = {k: [] for k in ("pred", "topi", "topp", *MEASURES)}
+        for _, _, z in iter_logits(pool, head, lo=s0, hi=s1, block_rows=rows, device=dev):
+            m = measures_from_logits(z, multilabel=head.multilabel, aggregate=aggregate)
+            p = torch.sigmoid(z) if head.multilabel else torch.softmax(z, dim=1)
+            tp, ti = torch.topk(p, kk, dim=1)
+            parts["pred"].append(z.argmax(dim=1).cpu().numpy())
+            parts["topi"].append(ti.cpu().numpy())
+            parts["topp"].append(tp.float().cpu().numpy())
+            for name in MEASURES:
+                parts[name].append(m[name].cpu().numpy())
+        n = s1 - s0
+        pred = np.concatenate(parts["pred"]) if n else np.empty(0, np.int64)
+        topi = np.concatenate(parts["topi"]) if n else np.empty((0, kk), np.int64)
+        topp = np.concatenate(parts["topp"]) if n else np.empty((0, kk), np.float32)
+        off = pa.array(np.arange(0, n * kk + 1, kk, dtype=np.int32))
+        ids = pool.shard_ids(s)
+        table = pa.table({
+            "id": pa.array(ids, type=pa.int64()) if pool.id_type == "int64" else pa.array(ids.tolist(), type=pa.string()),
+            "predicted_class": classes.take(pa.array(pred.astype(np.int64))),
+            "top_classes": pa.ListArray.from_arrays(off, classes.take(pa.array(topi.reshape(-1).astype(np.int64)))),
+            "top_probs": pa.ListArray.from_arrays(off, pa.array(topp.reshape(-1))),
+            **{name: pa.array(np.concatenate(parts[name]) if n else np.empty(0)) for name in MEASURES},
+        })
+        target = Path(workdir) / f"{names[s]}.parquet"
+        pq.write_table(table, target)
+        stats.append({"shard": s, "name": names[s], "rows": n,
+                      "histogram": np.bincount(pred, minlength=head.n_classes).tolist()})
+    return stats
+
+
+def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str | None = None, engine=None,
+                 device=None, progress=None, pool_path: str | None = None) -> dict:
+    """Stream ``pool`` through ``head`` and write a scores directory at ``out`` atomically. Returns a summary."""
+    t0 = time.perf_counter()
+    aggregate = check_aggregate(aggregate)
+    if top_k < 1:
+        raise BadInputError(f"--top-k={top_k} must be >= 1")
+    head.check_pool(pool)
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (is_scores(out) or not any(out.iterdir()))):
+        raise BadInputError(f"{out}: exists and is not an alq scores directory; refusing to replace it",
+                            hint="choose another --out")
+    if pool.count == 0:
+        raise BadInputError("the pool is empty: nothing to score")
+    if engine is None:
+        from alq.engine import LocalEngine
+
+        engine = LocalEngine()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+    try:
+        names = shard_names(pool)
+        dev = str(device) if device is not None else None
+        results = engine.map_pool(score_partial, pool, head, str(work), names, int(top_k), aggregate, dev, None)
+        stats = sorted((s for part in results for s in part), key=lambda s: s["shard"])
+        hist = np.sum([s["histogram"] for s in stats], axis=0) if stats else np.zeros(head.n_classes, np.int64)
+        meta = {"format": FORMAT, "version": VERSION, "pool": pool_path, "pool_fingerprint": pool.fingerprint,
+                "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
+                "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
+                "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
+                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet"} for s in stats],
+                "alq_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        write_json(work / META, meta)
+        _publish(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    order = np.argsort(-hist, kind="stable")
+    return {"output": str(out), "rows": pool.count, "shards": len(stats), "pool_fingerprint": pool.fingerprint,
+            "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
+            "predicted_class_histogram": {str(head.classes[i]): int(hist[i]) for i in order if hist[i] > 0},
+            "seconds": round(time.perf_counter() - t0, 4)}
+
+
+def _publish(work: Path, out: Path) -> None:
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rmdir(old)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
+
+
+class ScoresStore:
+    """Read access to a scores directory (picklable: its path and metadata)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
+        meta = read_json(self.path / META, what="scores metadata")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise BadInputError(f"{self.path / META}: not an alq scores file")
+        if meta.get("version") != VERSION:
+            raise BadInputError(f"{self.path / META}: scores format version {meta.get('version')} not supported",
+                                hint="rerun `alq score`")
+        self.meta = meta
+
+    @property
+    def pool_fingerprint(self) -> str:
+        return self.meta.get("pool_fingerprint", "")
+
+    @property
+    def head_fingerprint(self) -> str:
+        return self.meta.get("head_fingerprint", "")
+
+    def stale_reason(self, pool, head, aggregate: str | None = None) -> str | None:
+        """Why this store cannot stand in for ``head`` on ``pool`` (None when fresh)."""
+        if self.pool_fingerprint != pool.fingerprint:
+            return (f"pool changed since `alq score` (fingerprint {self.pool_fingerprint} != {pool.fingerprint})")
+        if head is None:
+            return "no head given"
+        if self.head_fingerprint != head.fingerprint:
+            return f"scores were written by another head (fingerprint {self.head_fingerprint} != {head.fingerprint})"
+        if head.multilabel and check_aggregate(aggregate) != self.meta.get("aggregate"):
+            return f"scores use --aggregate {self.meta.get('aggregate')}, this selection {aggregate}"
+        shards = self.meta.get("shards", [])
+        if [s.get("rows") for s in shards] != list(pool.shard_rows):
+            return "scores shards do not line up with the pool's"
+        return None
+
+    def check_fresh(self, pool, head, aggregate: str | None = None) -> None:
+        reason = self.stale_reason(pool, head, aggregate)
+        if reason:
+            raise StaleError(f"{self.path}: stale scores: {reason}", hint="rerun `alq score`")
+
+    def usable_for(self, measure: str, aggregate: str | None, head) -> bool:
+        if measure not in MEASURES or head is None or self.head_fingerprint != head.fingerprint:
+            return False
+        return not head.multilabel or check_aggregate(aggregate) == self.meta.get("aggregate")
+
+    def read_column(self, shard: int, column: str) -> np.ndarray:
+        info = self.meta["shards"][shard]
+        f = self.path / info["file"]
+        col = read_parquet(f, columns=[column]).column(column)
+        if len(col) != info["rows"]:
+            raise BadInputError(f"{f}: {len(col)} rows but scores.json says {info['rows']}", hint="rerun `alq score`")
+        return col.to_numpy().astype(np.float64, copy=False)
+
+    def read_shard(self, shard: int, columns: list[str] | None = None) -> pa.Table:
+        return read_parquet(self.path / self.meta["shards"][shard]["file"], columns=columns)
