@@ -24,6 +24,7 @@ from alq.errors import BudgetError
 from alq.io import write_parquet
 from alq.model.train import TrainOptions, train_head
 from alq.select import SelectRequest, check_budget, run_select
+from alq.simulate.oracle import RowLabels
 from alq.store import MemoryPool, PoolWriter
 from alq.store.labels import LabelSet
 from alq.strategies import REGISTRY, Context, get_strategy, load_all
@@ -55,7 +56,7 @@ def world(tmp_path_factory):
     write_parquet(d / "pending.parquet", pa.table({"id": pa.array(pending.astype(np.int64))}))
     return SimpleNamespace(x=x, y=y, pool=MemoryPool(x, shard_rows=90), head=head, labeled=labeled, pending=pending,
                            excluded=excluded, clusters=y.astype(np.int64), dir=d,
-                           true_labels=LabelSet(ids=np.arange(N, dtype=np.int64), labels=y.tolist()))
+                           true_labels=RowLabels(classes=sorted(set(y.tolist())), y=y.astype(np.int64)))
 
 
 def make_ctx(world, budget: int, seed: int = 0, *, with_head: bool = True) -> Context:
