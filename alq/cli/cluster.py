@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,11 +12,11 @@ from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, progress_bar
 def cluster_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cluster directory to write (replaced atomically)."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Cut where the average-linkage distance "
+    threshold: float | None = typer.Option(None, "--threshold", help="Cut where the average-linkage distance "
                                               "exceeds EPS. Default: the median distance from a row to its 10th "
                                               "nearest neighbour (scale-free)."),
-    n_clusters: Optional[int] = typer.Option(None, "--n-clusters", help="Cut into K clusters instead of --threshold."),
-    normalize: Optional[str] = typer.Option(None, "--normalize", help="l2: unit-length rows first, so the "
+    n_clusters: int | None = typer.Option(None, "--n-clusters", help="Cut into K clusters instead of --threshold."),
+    normalize: str | None = typer.Option(None, "--normalize", help="l2: unit-length rows first, so the "
                                             "distance is cosine-based (sqrt(2 - 2 cos))."),
     method: str = typer.Option("auto", "--method", help="exact (N x N matrix; auto up to 20,000 rows), graph "
                                "(kNN graph with faiss; auto above), or auto."),
@@ -37,7 +36,10 @@ def cluster_cmd(
                           knn=knn, seed=seed)
     opts.validate()
     p = open_pool(pool)
-    say = (lambda msg: log(msg, quiet=quiet))
+
+    def say(msg: str) -> None:
+        log(msg, quiet=quiet)
+
     with progress_bar(quiet=quiet) as progress:
         if update and is_cluster_dir(out):
             summary = update_clusters(p, out, progress=progress, log=say)

@@ -22,8 +22,20 @@ from alq.cluster import exact as _exact
 from alq.cluster.graph import edges_from_knn, graph_average_linkage
 from alq.cluster.knn import build_index, prepare, search_partial
 from alq.cluster.linkage import size_summary
-from alq.cluster.store import (FORMAT, VERSION, check_out_dir, coverage, new_build_dir, pool_label, publish, read_summary,
-                               shard_file, shard_records, write_shard, write_summary)
+from alq.cluster.store import (
+    FORMAT,
+    VERSION,
+    check_out_dir,
+    coverage,
+    new_build_dir,
+    pool_label,
+    publish,
+    read_summary,
+    shard_file,
+    shard_records,
+    write_shard,
+    write_summary,
+)
 from alq.errors import BadInputError, StaleError
 
 METHODS = ("auto", "exact", "graph")
@@ -31,7 +43,7 @@ DEFAULT_KNN = 10
 # Default cut (no --threshold / --n-clusters): eps = AUTO_SCALE x the median distance from a row
 # to its AUTO_NEIGHBOUR-th nearest neighbour. Scale-free, so it means the same for any encoder.
 AUTO_NEIGHBOUR = 10
-AUTO_SCALE = 1.0
+AUTO_SCALE = 1.5
 
 DESCRIPTION = ("Average-linkage hierarchical agglomerative clustering of the pool's embeddings "
                "(Citovsky et al. 2021, Cluster-Margin). One cluster id per pool row, in one Parquet file per "
@@ -139,11 +151,18 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         a, b, w = edges_from_knn(nbr[:, :k], dist[:, :k])
         del nbr, dist
         seconds["knn"] = time.perf_counter() - t1
+        missing = float(w.max()) if len(w) else 0.0
         threshold_for_run = None
         if opts.n_clusters is None:
             threshold_for_run = opts.threshold if opts.threshold is not None else _auto_threshold(kth)[0]
+            if opts.threshold is None and threshold_for_run >= missing:
+                # linkages on the graph never exceed its longest edge: stay just under it
+                threshold_for_run = 0.95 * missing
+                info["auto_threshold_clamped"] = True
+            elif threshold_for_run >= missing:
+                say(f"warning: --threshold {threshold_for_run:g} is not below the kNN graph's longest edge "
+                    f"({missing:.4g}): every connected group merges; raise --knn or lower --threshold")
         t1 = time.perf_counter()
-        missing = float(w.max()) if len(w) else 0.0
         say(f"graph average linkage over {len(a)} edges")
         den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, missing=missing,
                                             device=device, progress=progress)
@@ -164,6 +183,10 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
     else:
         if opts.threshold is not None:
             eps, rule = float(opts.threshold), "given (--threshold)"
+        elif threshold_for_run is not None:
+            eps, rule = threshold_for_run, _auto_threshold(kth)[1]
+            if info.get("auto_threshold_clamped"):
+                rule += ", clamped to 0.95 x the longest kNN edge"
         else:
             eps, rule = _auto_threshold(kth)
         labels = den.cut(threshold=eps)

@@ -157,7 +157,10 @@ def graph_average_linkage(n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, *
         if progress is not None:
             progress("graph average linkage (merges)", total, max(1, n - 1))
     stats.update(rounds=rounds, merges=total)
-    cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0)
+
     den = Dendrogram.from_rep_merges(n, cat(merges_a).astype(np.int64), cat(merges_b).astype(np.int64),
                                      cat(heights).astype(np.float64))
     return den, stats

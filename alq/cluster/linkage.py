@@ -32,7 +32,7 @@ class Dendrogram:
         return len(self.height)
 
     @classmethod
-    def from_rep_merges(cls, n: int, rep_a: np.ndarray, rep_b: np.ndarray, height: np.ndarray) -> "Dendrogram":
+    def from_rep_merges(cls, n: int, rep_a: np.ndarray, rep_b: np.ndarray, height: np.ndarray) -> Dendrogram:
         """Build from merges stated as (representative leaf of A, representative leaf of B, height).
 
         The merged cluster keeps ``rep_a`` as its representative. Merges are

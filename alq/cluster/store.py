@@ -72,10 +72,10 @@ def read_summary(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / SUMMARY
     if not directory.exists():
-        raise BadInputError(f"{directory}: cluster directory not found", hint="build it with `alq cluster POOL --out DIR`")
+        raise BadInputError(f"{directory}: cluster directory not found; build it with `alq cluster POOL --out {directory}`")
     if not path.exists():
-        raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never finished)",
-                            hint="build it with `alq cluster POOL --out DIR`")
+        raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
+                            f"finished); build it with `alq cluster POOL --out {directory}`")
     summary = read_json(path, what="cluster summary")
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise BadInputError(f"{path}: not an alq cluster summary (format is "
