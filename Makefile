@@ -33,6 +33,11 @@ demo: install
 	@echo "== alq info"
 	$(ALQ) info $(DEMO)/pool
 	$(ALQ) info $(DEMO)/labels.parquet
+	@echo "== alq cluster: average-linkage HAC of the pool (once per pool, reused every round)"
+	$(ALQ) cluster $(DEMO)/pool --out $(DEMO)/clusters
+	@echo "== alq select: the Cluster-Margin batch (needs the head from alq train)"
+	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --clusters $(DEMO)/clusters \
+		--strategy cluster-margin --budget 100 --seed 0 --out $(DEMO)/batch.parquet --json
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile

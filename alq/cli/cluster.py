@@ -13,8 +13,8 @@ def cluster_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cluster directory to write (replaced atomically)."),
     threshold: float | None = typer.Option(None, "--threshold", help="Cut where the average-linkage distance "
-                                              "exceeds EPS. Default: the median distance from a row to its 10th "
-                                              "nearest neighbour (scale-free)."),
+                                              "exceeds EPS. Default: 1.25 x the median distance from a row to its "
+                                              "10th nearest neighbour (scale-free)."),
     n_clusters: int | None = typer.Option(None, "--n-clusters", help="Cut into K clusters instead of --threshold."),
     normalize: str | None = typer.Option(None, "--normalize", help="l2: unit-length rows first, so the "
                                             "distance is cosine-based (sqrt(2 - 2 cos))."),

@@ -43,7 +43,10 @@ DEFAULT_KNN = 10
 # Default cut (no --threshold / --n-clusters): eps = AUTO_SCALE x the median distance from a row
 # to its AUTO_NEIGHBOUR-th nearest neighbour. Scale-free, so it means the same for any encoder.
 AUTO_NEIGHBOUR = 10
-AUTO_SCALE = 1.5
+AUTO_SCALE = 1.25
+# The graph HAC keeps one float32 vector sum per cluster (to estimate the distances of pairs
+# without an edge): above this many bytes the rows are randomly projected to fewer dimensions.
+SUFFICIENT_BYTES_MAX = 2 * 2**30
 
 DESCRIPTION = ("Average-linkage hierarchical agglomerative clustering of the pool's embeddings "
                "(Citovsky et al. 2021, Cluster-Margin). One cluster id per pool row, in one Parquet file per "
@@ -152,6 +155,9 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         del nbr, dist
         seconds["knn"] = time.perf_counter() - t1
         missing = float(w.max()) if len(w) else 0.0
+        t_vec = time.perf_counter()
+        vectors, proj_dim = sufficient_vectors(pool, normalize, seed=opts.seed)
+        seconds["vectors"] = time.perf_counter() - t_vec
         threshold_for_run = None
         if opts.n_clusters is None:
             threshold_for_run = opts.threshold if opts.threshold is not None else _auto_threshold(kth)[0]
@@ -164,10 +170,11 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
                     f"({missing:.4g}): every connected group merges; raise --knn or lower --threshold")
         t1 = time.perf_counter()
         say(f"graph average linkage over {len(a)} edges")
-        den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, missing=missing,
+        den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, vectors=vectors,
                                             device=device, progress=progress)
-        gstats["missing_pair_distance"] = missing
-        del a, b, w
+        gstats["longest_edge"] = missing
+        gstats["projected_dim"] = proj_dim
+        del a, b, w, vectors
         seconds["linkage"] = time.perf_counter() - t1
         info["graph"] = gstats
     if opts.n_clusters is not None:
@@ -197,6 +204,34 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
     seconds["total"] = time.perf_counter() - t0
     info["seconds"] = {key: round(v, 3) for key, v in seconds.items()}
     return labels, info
+
+
+def sufficient_vectors(pool, normalize: str | None, *, seed: int = 0,
+                       max_bytes: int = SUFFICIENT_BYTES_MAX) -> tuple[np.ndarray, int | None]:
+    """The rows as float32 (N, d') for the graph HAC's cluster sums, streamed from the shards.
+
+    d' = d when N x d x 4 bytes fit in ``max_bytes``; else a seeded Gaussian
+    random projection to d' = max(32, max_bytes / 4N) dimensions, which keeps
+    squared distances in expectation (Johnson-Lindenstrauss). Returns
+    (vectors, d' or None when not projected).
+    """
+    import torch
+
+    n, d = pool.count, pool.dim
+    proj = None
+    d_out = d
+    if n * d * 4 > max_bytes:
+        d_out = max(32, int(max_bytes // (4 * n)))
+        if d_out < d:
+            gen = torch.Generator().manual_seed(int(seed) + 12345)
+            proj = (torch.randn(d, d_out, generator=gen, dtype=torch.float32) / np.sqrt(d_out)).numpy()
+        else:
+            d_out = d
+    out = np.empty((n, d_out), dtype=np.float32)
+    for block in pool.iter_blocks():
+        x = prepare(block.vectors, normalize)
+        out[block.start:block.stop] = x @ proj if proj is not None else x
+    return out, (d_out if proj is not None else None)
 
 
 def _now() -> str:
