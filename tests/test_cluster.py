@@ -184,7 +184,8 @@ def test_cluster_dir_round_trip(tmp_path):
     assert on_disk == summary
     assert on_disk["n_clusters"] == 4 and on_disk["pool_fingerprint"] == pool.fingerprint
     assert [s["name"] for s in on_disk["shards"]] == [s.name for s in pool.manifest.shards]
-    assert sum(on_disk["sizes"]["histogram"].values()) == 4 and on_disk["sizes"]["rows"] == 450
+    assert sum(c for _, c in on_disk["sizes"]["histogram"]) == 4 and on_disk["sizes"]["rows"] == 450
+    assert on_disk["headline"].startswith("4 clusters of 450 rows")
     assert on_disk["method"] == "exact" and on_disk["cut"]["by"] == "n_clusters"
 
 
@@ -248,3 +249,11 @@ def test_missing_or_corrupt_cluster_dir(tmp_path):
     (tmp_path / "c" / SUMMARY).write_text("{not json")
     with pytest.raises(BadInputError, match="not valid JSON"):
         load_clusters(tmp_path / "c", pool)
+
+
+def test_tiny_pools(tmp_path):
+    pool = _disk_pool(tmp_path / "one", np.ones((1, 3), np.float32))
+    summary = cluster_pool(pool, tmp_path / "c1", ClusterOptions())
+    assert summary["n_clusters"] == 1 and load_clusters(tmp_path / "c1", pool).tolist() == [0]
+    pool = _disk_pool(tmp_path / "dups", np.ones((5, 3), np.float32))  # identical rows: one cluster at eps 0
+    assert cluster_pool(pool, tmp_path / "c5", ClusterOptions(threshold=0.0))["n_clusters"] == 1

@@ -50,7 +50,7 @@ def cluster_cmd(
                 say(f"{out}: no clustering yet; clustering the whole pool")
             summary = cluster_pool(p, out, opts, progress=progress, log=say)
             summary["rows_updated"] = 0
-    short = {k: summary.get(k) for k in ("pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
+    short = {k: summary.get(k) for k in ("headline", "pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
                                          "rows_clustered", "rows_assigned_by_update", "rows_updated", "graph",
                                          "seconds") if summary.get(k) is not None}
     short["output"] = str(out)

@@ -234,6 +234,18 @@ def sufficient_vectors(pool, normalize: str | None, *, seed: int = 0,
     return out, (d_out if proj is not None else None)
 
 
+def headline(summary: dict) -> str:
+    """One line that says what the directory holds (for `alq info` and logs)."""
+    sizes = summary.get("sizes", {})
+    line = (f"{summary['n_clusters']} clusters of {summary['pool_rows']} rows (mean size {sizes.get('mean')}, "
+            f"largest {sizes.get('max')}, {sizes.get('singletons')} singletons); {summary['method']} average linkage")
+    if summary.get("threshold") is not None:
+        line += f", cut at distance {summary['threshold']:.4g} ({summary['cut'].get('threshold_rule')})"
+    if summary.get("rows_assigned_by_update"):
+        line += f"; {summary['rows_assigned_by_update']} appended rows assigned to their nearest neighbour's cluster"
+    return line
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -264,6 +276,7 @@ def cluster_pool(pool, out, opts: ClusterOptions, *, engine=None, device=None, p
             "normalize": opts.normalize, "normalize_applied": effective_normalize(pool, opts.normalize),
             **info, "shards": shards, "updates": [],
         }
+        summary["headline"] = headline(summary)
         write_summary(build, summary)
         publish(build, out)
     except BaseException:
@@ -334,8 +347,10 @@ def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
     new.update(updated=_now(), pool_fingerprint=pool.fingerprint, pool_rows=int(pool.count), shards=shards,
                rows_assigned_by_update=int(summary.get("rows_assigned_by_update", 0)) + n_new,
                n_clusters=int(labels.max()) + 1, sizes=size_summary(labels),
+               headline=None,
                updates=list(summary.get("updates", [])) + [{
                    "at": _now(), "rows": n_new, "shards": [r["name"] for r in shards[len(summary["shards"]):]],
                    "index": index_info, "seconds": round(time.perf_counter() - t0, 3)}])
+    new["headline"] = headline(new)
     write_summary(out, new)
     return {**new, "rows_updated": n_new}

@@ -114,11 +114,11 @@ def size_summary(labels: np.ndarray) -> dict:
     sizes = np.bincount(labels)
     sizes = sizes[sizes > 0]
     edges = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384]
-    hist = {}
+    hist = []  # [[size range, number of clusters], ...] smallest first
     for lo, hi in zip(edges, edges[1:] + [None]):
         cnt = int(np.count_nonzero((sizes >= lo) & ((sizes < hi) if hi else True)))
         if cnt:
-            hist[f"{lo}" if hi == lo + 1 else (f"{lo}-{hi - 1}" if hi else f">={lo}")] = cnt
+            hist.append([f"{lo}" if hi == lo + 1 else (f"{lo}-{hi - 1}" if hi else f">={lo}"), cnt])
     q = np.percentile(sizes, [50, 90, 99])
     return {"n_clusters": int(len(sizes)), "rows": int(labels.size), "min": int(sizes.min()),
             "max": int(sizes.max()), "mean": round(float(sizes.mean()), 3), "median": float(q[0]),
