@@ -13,7 +13,7 @@ def cluster_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cluster directory to write (replaced atomically)."),
     threshold: float | None = typer.Option(None, "--threshold", help="Cut where the average-linkage distance "
-                                              "exceeds EPS. Default: 1.25 x the median distance from a row to its "
+                                              "exceeds EPS. Default: the median distance from a row to its "
                                               "10th nearest neighbour (scale-free)."),
     n_clusters: int | None = typer.Option(None, "--n-clusters", help="Cut into K clusters instead of --threshold."),
     normalize: str | None = typer.Option(None, "--normalize", help="l2: unit-length rows first, so the "
@@ -42,6 +42,9 @@ def cluster_cmd(
 
     with progress_bar(quiet=quiet) as progress:
         if update and is_cluster_dir(out):
+            if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
+                say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "
+                    "apply only to a full run (without --update)")
             summary = update_clusters(p, out, progress=progress, log=say)
             if summary["rows_updated"] == 0:
                 say(f"{out}: clusters already cover all {p.count} pool rows; nothing to update")

@@ -12,9 +12,10 @@ how the pairs without an edge count is the ``mode``:
   L(A, B) = (S_AB + m sqrt((Q_AB - S2_AB) / m)) / (|A| |B|), m = |A| |B| - n_AB.
   It is exact whenever every pair is an edge, and in high dimension the
   mean and the RMS of a set of distances nearly coincide (concentration).
-  Measured agreement with exact HAC (ARI): 0.98 on a 3,000-point mixture,
-  0.89 on sklearn's digits at the default cut (0.1 and 0.5 for the two
-  modes below).
+  Measured agreement with exact HAC (ARI) at the default cut: 0.97 on a
+  3,000-point mixture, 0.94 on sklearn's digits (``constant`` below:
+  0.1 and 0.5; ``observed``: 0.6 and 0.1, with one giant cluster at
+  coarser cuts).
 - ``constant``: unobserved pairs are at distance D (the longest edge):
   exactly UPGMA on that matrix, i.e. the similarity-graph average linkage
   of Dhulipala et al. 2021 ("Hierarchical Agglomerative Graph Clustering
