@@ -257,3 +257,11 @@ def test_tiny_pools(tmp_path):
     assert summary["n_clusters"] == 1 and load_clusters(tmp_path / "c1", pool).tolist() == [0]
     pool = _disk_pool(tmp_path / "dups", np.ones((5, 3), np.float32))  # identical rows: one cluster at eps 0
     assert cluster_pool(pool, tmp_path / "c5", ClusterOptions(threshold=0.0))["n_clusters"] == 1
+
+
+def test_zero_row_with_normalize_names_the_row(tmp_path, cli):
+    x = np.ones((30, 3), np.float32)
+    x[17] = 0
+    _disk_pool(tmp_path / "pool", x)
+    code, _, err = cli("cluster", tmp_path / "pool", "--out", tmp_path / "c", "--normalize", "l2")
+    assert code == 2 and "pool row 17 is all zeros" in err and not (tmp_path / "c").exists()

@@ -127,7 +127,7 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
     if method == "exact":
         _exact.check_exact_fits(n)
         say(f"exact average linkage on {n} rows ({_exact.matrix_bytes(n) / 2**20:.0f} MiB distance matrix)")
-        x = prepare(pool.take(np.arange(n), dtype=np.float32), normalize)
+        x = prepare(pool.take(np.arange(n), dtype=np.float32), normalize, 0)
         d = _exact.pairwise_distances(x)
         del x
         kth = np.partition(d, k_auto - 1, axis=1)[:, k_auto - 1].astype(np.float64)
@@ -232,8 +232,13 @@ def sufficient_vectors(pool, normalize: str | None, *, seed: int = 0,
             d_out = d
     out = np.empty((n, d_out), dtype=np.float32)
     for block in pool.iter_blocks():
-        x = prepare(block.vectors, normalize)
+        x = prepare(block.vectors, normalize, block.start)
         out[block.start:block.stop] = x @ proj if proj is not None else x
+    # distances do not change under a shift; centring keeps |x|^2 near d^2, so the float32 sums
+    # and dot products of the squared-distance identity lose no precision to a shared offset
+    mean = out.mean(axis=0, dtype=np.float64).astype(np.float32)
+    for lo in range(0, n, 1 << 16):
+        out[lo:lo + (1 << 16)] -= mean
     return out, (d_out if proj is not None else None)
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from alq.cluster.linkage import Dendrogram
+from alq.config import rows_per_block
 
 
 def edges_from_knn(nbr: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,8 +215,13 @@ def _linkage(mode, link, dirty, ea, eb, s1, s2, cnt, size, big_d, vs, qn) -> tor
     if mode == "constant":
         link[idx] = (s1[idx] + n_missing * big_d) / pairs
         return link
-    # sum over all |A||B| pairs of squared distances, from vector sums and squared norms
-    dot = (vs[a].double() * vs[b].double()).sum(1)
+    # sum over all |A||B| pairs of squared distances, from vector sums and squared norms;
+    # the dot products in chunks of edges so the (edges, d) gathers stay within the working memory
+    dot = torch.empty(len(idx), dtype=torch.float64, device=vs.device)
+    step = rows_per_block(vs.shape[1] * 24)
+    for lo in range(0, len(idx), step):
+        hi = min(lo + step, len(idx))
+        dot[lo:hi] = (vs[a[lo:hi]] * vs[b[lo:hi]]).double().sum(1)
     sq_all = size[b] * qn[a] + size[a] * qn[b] - 2.0 * dot
     rms = torch.sqrt(torch.clamp((sq_all - s2[idx]) / n_missing.clamp_min(1.0), min=0.0))
     link[idx] = (s1[idx] + n_missing * rms) / pairs

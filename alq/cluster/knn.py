@@ -38,13 +38,19 @@ def _faiss():
     return faiss
 
 
-def prepare(vectors: np.ndarray, normalize: str | None) -> np.ndarray:
-    """float32, C-contiguous, l2-normalised when asked: what faiss and the distances see. Shape (n, d)."""
+def prepare(vectors: np.ndarray, normalize: str | None, row0: int | None = None) -> np.ndarray:
+    """float32, C-contiguous, l2-normalised when asked: what faiss and the distances see. Shape (n, d).
+
+    ``row0`` (the pool index of the first row) lets an error name the offending row.
+    """
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if normalize == "l2":
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         if (norms == 0).any():
-            raise BadInputError("--normalize l2: a pool row is all zeros and has no direction")
+            bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
+            where = f"pool row {row0 + bad}" if row0 is not None else "a pool row"
+            raise BadInputError(f"--normalize l2: {where} is all zeros and has no direction",
+                                hint="drop --normalize or remove that row")
         x = x / norms
     return x
 
@@ -135,7 +141,7 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
     step = block_rows_for(pool, 0)
     done = 0
     for block in pool.iter_blocks(block_rows=step, lo=0, hi=n):
-        index.add(prepare(block.vectors, normalize))
+        index.add(prepare(block.vectors, normalize, block.start))
         done += len(block.vectors)
         if progress is not None:
             progress("index", done, n)
