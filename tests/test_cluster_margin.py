@@ -52,7 +52,8 @@ def test_round_robin_matches_brute_force(seed):
     clusters = rng.integers(0, int(rng.integers(1, 40)), size=m).astype(np.int64)
     budget = int(rng.integers(1, m + 1))
     keys = np.random.default_rng([seed, 1]).random(m)
-    got, passes = round_robin(rows, clusters, budget, keys)
+    got, passes, n_clusters = round_robin(rows, clusters, budget, keys)
+    assert n_clusters == len(np.unique(clusters))
     np.testing.assert_array_equal(got, reference_round_robin(rows, clusters, budget, keys))
     assert (np.diff(passes) >= 0).all()
 
@@ -63,7 +64,7 @@ def test_first_picks_are_in_distinct_clusters(cluster_list, budget, seed):
     clusters = np.asarray(cluster_list, dtype=np.int64)
     budget = min(budget, len(clusters))
     rows = np.arange(len(clusters), dtype=np.int64)
-    pick, _ = round_robin(rows, clusters, budget, np.random.default_rng(seed).random(len(clusters)))
+    pick, _, _ = round_robin(rows, clusters, budget, np.random.default_rng(seed).random(len(clusters)))
     n_first = min(budget, len(np.unique(clusters)))
     assert len(np.unique(clusters[pick[:n_first]])) == n_first
     assert len(np.unique(pick)) == budget
@@ -78,7 +79,7 @@ def test_each_member_is_equally_likely():
     clusters = np.array([0, 0, 0, 1, 1, 1])
     counts = np.zeros(6)
     for s in range(3000):
-        pick, _ = round_robin(rows, clusters, 2, np.random.default_rng(s).random(6))
+        pick, _, _ = round_robin(rows, clusters, 2, np.random.default_rng(s).random(6))
         counts[pick] += 1
     assert np.all(np.abs(counts / 3000 - 1 / 3) < 0.04)
 
@@ -206,3 +207,19 @@ def test_cli_cluster_help_and_bad_args(setup, cli):
     assert code == 2 and "--method" in err
     code, _, err = cli("cluster", tmp / "nope", "--out", tmp / "c3")
     assert code == 2 and "nope" in err
+
+
+@pytest.mark.parametrize("k", [1, 5, 37, 200])
+def test_lowest_k_is_exact_with_ties(k):
+    from alq.strategies.cluster_margin import LowestK
+
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 6, size=500).astype(np.float64)  # many ties
+    rows = np.arange(500, dtype=np.int64)
+    top = LowestK(k)
+    for lo in range(0, 500, 23):
+        top.push(scores[lo:lo + 23], rows[lo:lo + 23])
+    got_rows, got_scores = top.result()
+    want = np.sort(np.lexsort((rows, scores))[:k])
+    np.testing.assert_array_equal(got_rows, want)
+    np.testing.assert_array_equal(got_scores, scores[want])

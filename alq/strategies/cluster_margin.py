@@ -7,6 +7,7 @@ Cluster-Margin):
    default 10; all unlabeled rows when k_m exceeds them). Margins are a map
    over shards (:func:`lowest_margin_partial`) with an exact streaming top-k
    reduce; multi-label heads use the aggregated binary margin.
+   The set M is kept without sorting by margin (:class:`LowestK`).
 2. Group M by the pool's clusters (``alq cluster``), order the clusters by
    their size within M, smallest first, ties by cluster id.
 3. Round-robin: visit the clusters in that order, take one uniformly random
@@ -29,15 +30,70 @@ import torch
 
 from alq.errors import BadInputError
 from alq.scoring.stream import iter_logits, probabilities
-from alq.scoring.topk import StreamingTopK
 from alq.scoring.uncertainty import AGGREGATES, margin, multilabel_margin
 from alq.strategies.base import Context, Selection, Strategy, register
 
 DEFAULT_CANDIDATES_RATIO = 10.0
 
 
+class LowestK:
+    """The k smallest (score, row) pairs of a stream, kept in row order; exact, ties by smaller row.
+
+    Like :class:`~alq.scoring.topk.StreamingTopK` but never sorts by score:
+    Cluster-Margin only needs the *set* M (its members are used in row
+    order), and k_m = r x b can be most of the pool, where sorting would
+    dominate. Rows must arrive in increasing order (blocks, then ranges).
+    Memory: at most 2k pairs plus the incoming block.
+    """
+
+    def __init__(self, k: int):
+        self.k = int(k)
+        self.scores: list[np.ndarray] = []
+        self.rows: list[np.ndarray] = []
+        self.n = 0
+
+    def push(self, scores: np.ndarray, rows: np.ndarray) -> None:
+        if len(scores) == 0 or self.k <= 0:
+            return
+        self.scores.append(np.asarray(scores, dtype=np.float64))
+        self.rows.append(np.asarray(rows, dtype=np.int64))
+        self.n += len(scores)
+        if self.n > 2 * self.k:
+            self._compact()
+
+    def _compact(self) -> None:
+        s = np.concatenate(self.scores)
+        r = np.concatenate(self.rows)
+        if len(s) > self.k:
+            keep = smallest_mask(s, self.k)
+            s, r = s[keep], r[keep]
+        self.scores, self.rows, self.n = [s], [r], len(s)
+
+    def merge(self, other: LowestK) -> LowestK:
+        for s, r in zip(other.scores, other.rows):
+            self.push(s, r)
+        return self
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows ascending, their scores)."""
+        if not self.scores:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+        self._compact()
+        return self.rows[0], self.scores[0]
+
+
+def smallest_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the k smallest scores; ties at the k-th value go to the earliest positions."""
+    kth = np.partition(scores, k - 1)[k - 1]
+    mask = scores < kth
+    need = k - int(np.count_nonzero(mask))
+    if need > 0:
+        mask[np.flatnonzero(scores == kth)[:need]] = True
+    return mask
+
+
 def lowest_margin_partial(pool, lo: int, hi: int, head, k: int, aggregate: str, *,
-                          excluded: np.ndarray) -> StreamingTopK:
+                          excluded: np.ndarray) -> LowestK:
     """Map task: the k lowest (margin, row) among not-excluded rows [lo, hi).
 
     ``excluded`` is this range's slice of the pool mask. Multi-label heads
@@ -45,7 +101,7 @@ def lowest_margin_partial(pool, lo: int, hi: int, head, k: int, aggregate: str, 
     """
     from alq.device import torch_device
 
-    top = StreamingTopK(k)
+    top = LowestK(k)
     for block, _, logits in iter_logits(pool, head, lo=lo, hi=hi, device=torch_device()):
         p = probabilities(head, logits)
         m = multilabel_margin(p, aggregate) if head.multilabel else margin(p)
@@ -56,43 +112,52 @@ def lowest_margin_partial(pool, lo: int, hi: int, head, k: int, aggregate: str, 
 
 
 def lowest_margin_rows(ctx: Context, k: int, aggregate: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, margins) of the k lowest-margin unlabeled rows, sorted by (margin, row)."""
+    """(rows ascending, margins) of the k lowest-margin unlabeled rows (ties: smaller row)."""
     from alq.engine import LocalEngine
 
     engine = ctx.engine or LocalEngine()
     parts = engine.map_pool(lowest_margin_partial, ctx.pool, ctx.head, k, aggregate,
                             row_arrays={"excluded": ctx.excluded})
-    top = StreamingTopK(k)
+    top = LowestK(k)
     for part in parts:
         top.merge(part)
     return top.result()
 
 
 def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster-Margin's round-robin over the candidates; returns (positions into rows, pass number).
+                ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cluster-Margin's round-robin over the candidates.
 
-    rows : int64 (m,) candidate pool rows; clusters : int64 (m,) their cluster
-    ids; keys : float64 (m,) uniform random keys. Clusters are visited
-    smallest (within the candidates) first, ties by cluster id; within a
-    cluster members come in increasing key order (ties by row).
+    rows : int64 (m,) candidate pool rows, ascending; clusters : int64 (m,)
+    their cluster ids; keys : float64 (m,) uniform random keys. Clusters are
+    visited smallest (within the candidates) first, ties by cluster id;
+    within a cluster members come in increasing key order (ties by row).
+    Returns (positions into rows in pick order, pass of each pick, number of
+    clusters among the candidates). O(m log m) in a few sorts, no Python loop.
     """
     m = len(rows)
     if budget > m:
         raise BadInputError(f"round-robin needs budget={budget} <= {m} candidates")
     uniq, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    # visiting order of clusters: (size within M, cluster id)
-    order = np.lexsort((uniq, counts))
-    cluster_rank = np.empty(len(uniq), dtype=np.int64)
-    cluster_rank[order] = np.arange(len(uniq), dtype=np.int64)
-    # position of each candidate within its cluster's random order = its pass
-    within = np.lexsort((rows, keys, inverse))
+    n_clusters = len(uniq)
+    # visiting order of clusters: (size within M, cluster id); uniq is sorted by id already
+    cluster_rank = np.empty(n_clusters, dtype=np.int64)
+    cluster_rank[np.argsort(counts, kind="stable")] = np.arange(n_clusters, dtype=np.int64)
+    # members of each cluster in (key, row) order: stable sorts, rows are ascending on input
+    by_key = np.argsort(keys, kind="stable")
+    within = by_key[np.argsort(inverse[by_key], kind="stable")]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     passes = np.empty(m, dtype=np.int64)
     passes[within] = np.arange(m, dtype=np.int64) - starts[inverse[within]]
-    pick = np.lexsort((cluster_rank[inverse], passes))[:budget]
-    return pick, passes[pick]
+    # pick order = (pass, cluster rank): one int64 key, partial selection of the first `budget`
+    order_key = passes * n_clusters + cluster_rank[inverse]
+    if budget < m:
+        first = np.argpartition(order_key, budget - 1)[:budget]
+    else:
+        first = np.arange(m)
+    pick = first[np.argsort(order_key[first], kind="stable")]
+    return pick, passes[pick], n_clusters
 
 
 @register
@@ -117,17 +182,15 @@ class ClusterMarginStrategy(Strategy):
             raise BadInputError("cluster-margin needs one cluster id per pool row (--clusters from `alq cluster`)")
         b = int(ctx.budget)
         k_m = int(min(ctx.n_unlabeled, math.ceil(ratio * b)))
+        # M in pool-row order: the random keys do not depend on margin ties or block sizes
         rows, margins = lowest_margin_rows(ctx, k_m, aggregate)
         ctx.report("cluster-margin: margins", 1, 1)
-        # candidates in pool-row order: the keys do not depend on margin ties or block sizes
-        by_row = np.argsort(rows, kind="stable")
-        rows, margins = rows[by_row], margins[by_row]
         clusters = np.asarray(ctx.clusters, dtype=np.int64)[rows]
         keys = ctx.rng().random(len(rows))
-        pick, passes = round_robin(rows, clusters, b, keys)
+        pick, passes, n_cand_clusters = round_robin(rows, clusters, b, keys)
         chosen_clusters = clusters[pick]
         summary = {
-            "candidates": int(k_m), "candidates_ratio": ratio, "candidate_clusters": int(len(np.unique(clusters))),
+            "candidates": int(k_m), "candidates_ratio": ratio, "candidate_clusters": int(n_cand_clusters),
             "clusters_covered": int(len(np.unique(chosen_clusters))),
             "round_robin_passes": int(passes.max()) + 1 if len(passes) else 0,
             "candidate_margin_max": float(margins.max()) if len(margins) else None,
