@@ -220,6 +220,7 @@ def test_update_assigns_nearest_clustered_neighbour(tmp_path, index, monkeypatch
         monkeypatch.setattr("alq.cluster.knn.FLAT_MAX_ROWS", 100)
     out = update_clusters(pool, tmp_path / "c")
     assert out["rows_updated"] == 130 and out["rows_assigned_by_update"] == 130
+    assert "re-cluster" in out["note"]  # 130 of 530 rows never formed clusters of their own
     after = load_clusters(tmp_path / "c", pool)
     np.testing.assert_array_equal(after[:400], before)  # existing ids never change
     d2 = ((extra[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1)

@@ -54,8 +54,8 @@ def cluster_cmd(
             summary = cluster_pool(p, out, opts, progress=progress, log=say)
             summary["rows_updated"] = 0
     short = {k: summary.get(k) for k in ("headline", "pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
-                                         "rows_clustered", "rows_assigned_by_update", "rows_updated", "graph",
-                                         "seconds") if summary.get(k) is not None}
+                                         "rows_clustered", "rows_assigned_by_update", "rows_updated", "note",
+                                         "graph", "seconds") if summary.get(k) is not None}
     short["output"] = str(out)
     emit(short, as_json=as_json, quiet=quiet)
 

@@ -361,4 +361,9 @@ def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
                    "index": index_info, "seconds": round(time.perf_counter() - t0, 3)}])
     new["headline"] = headline(new)
     write_summary(out, new)
-    return {**new, "rows_updated": n_new}
+    result = {**new, "rows_updated": n_new}
+    if new["rows_assigned_by_update"] > 0.25 * max(1, int(new.get("rows_clustered", covered))):
+        result["note"] = (f"{new['rows_assigned_by_update']} of {new['pool_rows']} rows were assigned by --update "
+                          "and never form clusters of their own; re-cluster (without --update) when convenient")
+        say(f"note: {result['note']}")
+    return result
