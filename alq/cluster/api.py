@@ -130,7 +130,8 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         x = prepare(pool.take(np.arange(n), dtype=np.float32), normalize, 0)
         d = _exact.pairwise_distances(x)
         del x
-        kth = np.partition(d, k_auto - 1, axis=1)[:, k_auto - 1].astype(np.float64)
+        kth = np.concatenate([np.partition(d[i:i + 1024], k_auto - 1, axis=1)[:, k_auto - 1]
+                              for i in range(0, n, 1024)]).astype(np.float64)  # no N x N copy
         seconds["distances"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         den = _exact.nn_chain_average(d, progress=progress)
