@@ -168,7 +168,9 @@ def exact_knn(pool, queries: np.ndarray, k: int, *, hi: int, normalize: str | No
     qn = (q * q).sum(1, keepdim=True)
     best_d = torch.full((len(q), k), float("inf"))
     best_i = torch.full((len(q), k), -1, dtype=torch.int64)
-    for block in pool.iter_blocks(block_rows=block_rows_for(pool, k), lo=0, hi=hi):
+    # the (queries, block) distance matrix and its concatenation dominate: size blocks by them
+    rows = pool.block_rows(pool.dim * (pool.dtype.itemsize + 4) + len(q) * 8 * 3)
+    for block in pool.iter_blocks(block_rows=rows, lo=0, hi=hi):
         x = torch.from_numpy(np.array(prepare(block.vectors, normalize), copy=True))
         d2 = qn + (x * x).sum(1)[None, :] - 2 * q @ x.T
         idx = torch.arange(block.start, block.stop, dtype=torch.int64)
