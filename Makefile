@@ -42,6 +42,11 @@ demo: install
 	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --scores $(DEMO)/scores --strategy margin --budget 100 --round 1 --out $(DEMO)/batch-margin.parquet
 	@echo "== alq select --strategy base: 100 rows near the boundaries, balanced over classes"
 	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --strategy base --budget 100 --round 1 --out $(DEMO)/batch-base.parquet
+	@echo "== alq cluster: average-linkage HAC of the pool (once per pool, reused every round)"
+	$(ALQ) cluster $(DEMO)/pool --out $(DEMO)/clusters
+	@echo "== alq select: the Cluster-Margin batch (needs the head from alq train)"
+	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --clusters $(DEMO)/clusters \
+		--strategy cluster-margin --budget 100 --seed 0 --round 1 --out $(DEMO)/batch-cluster-margin.parquet
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile

@@ -1,0 +1,74 @@
+"""``alq cluster``: average-linkage HAC of a pool, once per pool, reused every round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, progress_bar
+
+
+def cluster_cmd(
+    pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cluster directory to write (replaced atomically)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="Cut where the average-linkage distance "
+                                              "exceeds EPS. Default: the median distance from a row to its "
+                                              "10th nearest neighbour (scale-free)."),
+    n_clusters: int | None = typer.Option(None, "--n-clusters", help="Cut into K clusters instead of --threshold."),
+    normalize: str | None = typer.Option(None, "--normalize", help="l2: unit-length rows first, so the "
+                                            "distance is cosine-based (sqrt(2 - 2 cos))."),
+    method: str = typer.Option("auto", "--method", help="exact (N x N matrix; auto up to 20,000 rows), graph "
+                               "(kNN graph with faiss; auto above), or auto."),
+    knn: int = typer.Option(10, "--knn", help="Neighbours per row in the kNN graph (graph method)."),
+    update: bool = typer.Option(False, "--update", help="Only give rows appended since (`alq embed --append`) "
+                                "the cluster of their nearest clustered neighbour; clusters from scratch if "
+                                "--out holds none yet."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the kNN index's training sample."),
+    as_json: bool = JSON_OPTION,
+    quiet: bool = QUIET_OPTION,
+) -> None:
+    from alq.cluster.api import ClusterOptions, cluster_pool, update_clusters
+    from alq.cluster.store import is_cluster_dir
+    from alq.store import open_pool
+
+    opts = ClusterOptions(threshold=threshold, n_clusters=n_clusters, normalize=normalize, method=method,
+                          knn=knn, seed=seed)
+    opts.validate()
+    p = open_pool(pool)
+
+    def say(msg: str) -> None:
+        log(msg, quiet=quiet)
+
+    with progress_bar(quiet=quiet) as progress:
+        if update and is_cluster_dir(out):
+            if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
+                say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "
+                    "apply only to a full run (without --update)")
+            summary = update_clusters(p, out, progress=progress, log=say)
+            if summary["rows_updated"] == 0:
+                say(f"{out}: clusters already cover all {p.count} pool rows; nothing to update")
+        else:
+            if update:
+                say(f"{out}: no clustering yet; clustering the whole pool")
+            summary = cluster_pool(p, out, opts, progress=progress, log=say)
+            summary["rows_updated"] = 0
+    short = {k: summary.get(k) for k in ("headline", "pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
+                                         "rows_clustered", "rows_assigned_by_update", "rows_updated", "note",
+                                         "graph", "seconds") if summary.get(k) is not None}
+    short["output"] = str(out)
+    emit(short, as_json=as_json, quiet=quiet)
+
+
+cluster_cmd.__doc__ = (
+    "Cluster the pool's embeddings by average-linkage HAC (for --strategy cluster-margin).\n\n"
+    "Run once per pool; the clusters are reused every round. Up to 20,000 rows the exact algorithm runs "
+    "(NN-chain on the full distance matrix); above, average linkage runs on a k-nearest-neighbour graph built "
+    "with faiss (GPU when present). Writes DIR/clusters.json (summary) and one Parquet of (id, cluster) per pool "
+    "shard. After `alq embed --append`, --update assigns the new rows without re-clustering; "
+    "`alq select` refuses stale clusters and says which command to run.\n\n"
+    "Example:\n\n"
+    "  alq cluster pool/ --out clusters/ --json\n\n"
+    "  alq embed more.npy --out pool/ --append && alq cluster pool/ --out clusters/ --update"
+)
+app.command("cluster")(cluster_cmd)

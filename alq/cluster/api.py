@@ -1,0 +1,370 @@
+"""``alq cluster`` as library calls: cluster a pool once, assign appended rows, write the directory.
+
+:func:`compute_clusters` is the pure computation (any :class:`~alq.store.Pool`,
+no files); :func:`cluster_pool` writes a cluster directory atomically;
+:func:`update_clusters` gives rows appended since (``alq embed --append``)
+the cluster of their nearest clustered neighbour without re-clustering.
+Average linkage follows Citovsky et al. 2021 ("Batch Active Learning at
+Scale"), which clusters the pool once and reuses the clusters every round.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from alq import __version__
+from alq.cluster import exact as _exact
+from alq.cluster.graph import edges_from_knn, graph_average_linkage
+from alq.cluster.knn import build_index, prepare, search_partial
+from alq.cluster.linkage import size_summary
+from alq.cluster.store import (
+    FORMAT,
+    VERSION,
+    check_out_dir,
+    coverage,
+    new_build_dir,
+    pool_label,
+    publish,
+    read_summary,
+    shard_file,
+    shard_records,
+    write_shard,
+    write_summary,
+)
+from alq.errors import BadInputError, StaleError
+
+METHODS = ("auto", "exact", "graph")
+DEFAULT_KNN = 10
+# Default cut (no --threshold / --n-clusters): eps = AUTO_SCALE x the median distance from a row
+# to its AUTO_NEIGHBOUR-th nearest neighbour. Scale-free, so it means the same for any encoder.
+# Measured (tests/bench/bench_cluster.py, sklearn digits): scales 0.75/1.0/1.25/1.5/2.0 give mean
+# cluster sizes 1.5/3.3/8.7/25/259 with class purity 1.000/0.998/0.989/0.981/0.419, and 1.0 gave
+# Cluster-Margin its best learning curve of the five: small, nearly pure groups of near-duplicates.
+AUTO_NEIGHBOUR = 10
+AUTO_SCALE = 1.0
+# The graph HAC keeps one float32 vector sum per cluster (to estimate the distances of pairs
+# without an edge): above this many bytes the rows are randomly projected to fewer dimensions.
+SUFFICIENT_BYTES_MAX = 2 * 2**30
+
+DESCRIPTION = ("Average-linkage hierarchical agglomerative clustering of the pool's embeddings "
+               "(Citovsky et al. 2021, Cluster-Margin). One cluster id per pool row, in one Parquet file per "
+               "pool shard (columns id, cluster; same rows, same order). Used by "
+               "`alq select --strategy cluster-margin --clusters DIR`.")
+
+
+@dataclass
+class ClusterOptions:
+    threshold: float | None = None
+    n_clusters: int | None = None
+    normalize: str | None = None
+    method: str = "auto"
+    knn: int = DEFAULT_KNN
+    seed: int = 0
+    index: str = "auto"  # kNN index: auto | flat | ivf
+
+    def validate(self) -> None:
+        if self.threshold is not None and self.n_clusters is not None:
+            raise BadInputError("give --threshold or --n-clusters, not both")
+        if self.threshold is not None and not (np.isfinite(self.threshold) and self.threshold >= 0):
+            raise BadInputError(f"--threshold={self.threshold} must be a finite distance >= 0")
+        if self.n_clusters is not None and self.n_clusters < 1:
+            raise BadInputError(f"--n-clusters={self.n_clusters} must be >= 1")
+        if self.normalize not in (None, "l2"):
+            raise BadInputError(f"--normalize={self.normalize!r} must be 'l2' or omitted")
+        if self.method not in METHODS:
+            raise BadInputError(f"--method={self.method!r} must be one of {', '.join(METHODS)}")
+        if self.knn < 1:
+            raise BadInputError(f"--knn={self.knn} must be >= 1")
+
+
+def choose_method(method: str, n: int) -> str:
+    if method == "auto":
+        return "exact" if n <= _exact.EXACT_AUTO_MAX_ROWS else "graph"
+    return method
+
+
+def effective_normalize(pool, normalize: str | None) -> str | None:
+    """l2-normalise only when asked and the pool is not stored normalised already."""
+    return "l2" if normalize == "l2" and getattr(pool, "normalize", None) != "l2" else None
+
+
+def _auto_threshold(kth: np.ndarray) -> tuple[float, str]:
+    kth = kth[np.isfinite(kth)]
+    if kth.size == 0:
+        return 0.0, "auto: no neighbours (every row alone)"
+    eps = float(AUTO_SCALE * np.median(kth))
+    return eps, f"auto: {AUTO_SCALE:g} x the median distance from a row to its {AUTO_NEIGHBOUR}th nearest neighbour"
+
+
+def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, progress=None,
+                     log=None) -> tuple[np.ndarray, dict]:
+    """Cluster every row of ``pool``. Returns (labels int64 (N,), info for clusters.json)."""
+    opts.validate()
+    n = pool.count
+    if n == 0:
+        raise BadInputError("the pool has no rows to cluster")
+    method = choose_method(opts.method, n)
+    normalize = effective_normalize(pool, opts.normalize)
+    k = max(1, min(opts.knn, n - 1))
+    k_auto = max(1, min(AUTO_NEIGHBOUR, n - 1))
+    say = log or (lambda msg: None)
+    info: dict = {"method": method, "parameters": {"method_requested": opts.method, "knn": opts.knn,
+                                                    "seed": opts.seed,
+                                                    "exact_auto_max_rows": _exact.EXACT_AUTO_MAX_ROWS}}
+    seconds: dict = {}
+    t0 = time.perf_counter()
+    if n == 1:
+        labels = np.zeros(1, dtype=np.int64)
+        info["cut"] = {"by": "single row", "threshold": opts.threshold, "n_clusters_requested": opts.n_clusters}
+        info["threshold"] = opts.threshold
+        info["seconds"] = {"total": 0.0}
+        return labels, info
+    if method == "exact":
+        _exact.check_exact_fits(n)
+        say(f"exact average linkage on {n} rows ({_exact.matrix_bytes(n) / 2**20:.0f} MiB distance matrix)")
+        x = prepare(pool.take(np.arange(n), dtype=np.float32), normalize, 0)
+        d = _exact.pairwise_distances(x)
+        del x
+        kth = np.concatenate([np.partition(d[i:i + 1024], k_auto - 1, axis=1)[:, k_auto - 1]
+                              for i in range(0, n, 1024)]).astype(np.float64)  # no N x N copy
+        seconds["distances"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        den = _exact.nn_chain_average(d, progress=progress)
+        del d
+        seconds["linkage"] = time.perf_counter() - t1
+        threshold_for_run = None
+    else:
+        from alq.engine import LocalEngine
+
+        engine = engine or LocalEngine()
+        kq = max(k, k_auto)
+        say(f"kNN graph (k={kq}) over {n} rows with faiss")
+        ref, index_info = build_index(pool, normalize=normalize, kind=opts.index, seed=opts.seed,
+                                      k_for_recall=kq, progress=progress)
+        info["parameters"]["index"] = index_info
+        seconds["index"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        parts = engine.map_pool(search_partial, pool, ref, kq, normalize, True)
+        del ref
+        nbr = np.concatenate([p[0] for p in parts])
+        dist = np.concatenate([p[1] for p in parts])
+        del parts
+        kth = dist[:, k_auto - 1].astype(np.float64)
+        a, b, w = edges_from_knn(nbr[:, :k], dist[:, :k])
+        del nbr, dist
+        seconds["knn"] = time.perf_counter() - t1
+        missing = float(w.max()) if len(w) else 0.0
+        t_vec = time.perf_counter()
+        vectors, proj_dim = sufficient_vectors(pool, normalize, seed=opts.seed)
+        seconds["vectors"] = time.perf_counter() - t_vec
+        threshold_for_run = None
+        if opts.n_clusters is None:
+            threshold_for_run = opts.threshold if opts.threshold is not None else _auto_threshold(kth)[0]
+            if opts.threshold is None and threshold_for_run >= missing:
+                # linkages on the graph never exceed its longest edge: stay just under it
+                threshold_for_run = 0.95 * missing
+                info["auto_threshold_clamped"] = True
+            elif threshold_for_run >= missing:
+                say(f"warning: --threshold {threshold_for_run:g} is not below the kNN graph's longest edge "
+                    f"({missing:.4g}): every connected group merges; raise --knn or lower --threshold")
+        t1 = time.perf_counter()
+        say(f"graph average linkage over {len(a)} edges")
+        den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, vectors=vectors,
+                                            device=device, progress=progress)
+        gstats["longest_edge"] = missing
+        gstats["projected_dim"] = proj_dim
+        del a, b, w, vectors
+        seconds["linkage"] = time.perf_counter() - t1
+        info["graph"] = gstats
+    if opts.n_clusters is not None:
+        labels = den.cut(n_clusters=opts.n_clusters)
+        applied = min(den.n_merges, max(0, n - opts.n_clusters))
+        eps = float(den.height[applied - 1]) if applied else 0.0
+        cut = {"by": "n_clusters", "n_clusters_requested": int(opts.n_clusters), "threshold": eps,
+               "threshold_rule": "height of the last merge made"}
+        if labels.max() + 1 > opts.n_clusters:
+            cut["note"] = (f"the kNN graph has {int(labels.max()) + 1} connected components, so no fewer "
+                           f"clusters can be formed; raise --knn to connect it")
+            say(f"warning: {cut['note']}")
+    else:
+        if opts.threshold is not None:
+            eps, rule = float(opts.threshold), "given (--threshold)"
+        elif threshold_for_run is not None:
+            eps, rule = threshold_for_run, _auto_threshold(kth)[1]
+            if info.get("auto_threshold_clamped"):
+                rule += ", clamped to 0.95 x the longest kNN edge"
+        else:
+            eps, rule = _auto_threshold(kth)
+        labels = den.cut(threshold=eps)
+        cut = {"by": "threshold", "threshold": eps, "threshold_rule": rule, "n_clusters_requested": None}
+    info["cut"] = cut
+    info["threshold"] = cut["threshold"]
+    info["knn_distance_median"] = float(np.median(kth[np.isfinite(kth)])) if np.isfinite(kth).any() else None
+    seconds["total"] = time.perf_counter() - t0
+    info["seconds"] = {key: round(v, 3) for key, v in seconds.items()}
+    return labels, info
+
+
+def sufficient_vectors(pool, normalize: str | None, *, seed: int = 0,
+                       max_bytes: int = SUFFICIENT_BYTES_MAX) -> tuple[np.ndarray, int | None]:
+    """The rows as float32 (N, d') for the graph HAC's cluster sums, streamed from the shards.
+
+    d' = d when N x d x 4 bytes fit in ``max_bytes``; else a seeded Gaussian
+    random projection to d' = max(32, max_bytes / 4N) dimensions, which keeps
+    squared distances in expectation (Johnson-Lindenstrauss). Returns
+    (vectors, d' or None when not projected).
+    """
+    import torch
+
+    n, d = pool.count, pool.dim
+    proj = None
+    d_out = d
+    if n * d * 4 > max_bytes:
+        d_out = max(32, int(max_bytes // (4 * n)))
+        if d_out < d:
+            gen = torch.Generator().manual_seed(int(seed) + 12345)
+            proj = (torch.randn(d, d_out, generator=gen, dtype=torch.float32) / np.sqrt(d_out)).numpy()
+        else:
+            d_out = d
+    out = np.empty((n, d_out), dtype=np.float32)
+    for block in pool.iter_blocks():
+        x = prepare(block.vectors, normalize, block.start)
+        out[block.start:block.stop] = x @ proj if proj is not None else x
+    # distances do not change under a shift; centring keeps |x|^2 near d^2, so the float32 sums
+    # and dot products of the squared-distance identity lose no precision to a shared offset
+    mean = out.mean(axis=0, dtype=np.float64).astype(np.float32)
+    for lo in range(0, n, 1 << 16):
+        out[lo:lo + (1 << 16)] -= mean
+    return out, (d_out if proj is not None else None)
+
+
+def headline(summary: dict) -> str:
+    """One line that says what the directory holds (for `alq info` and logs)."""
+    sizes = summary.get("sizes", {})
+    line = (f"{summary['n_clusters']} clusters of {summary['pool_rows']} rows (mean size {sizes.get('mean')}, "
+            f"largest {sizes.get('max')}, {sizes.get('singletons')} singletons); {summary['method']} average linkage")
+    if summary.get("threshold") is not None:
+        line += f", cut at distance {summary['threshold']:.4g} ({summary['cut'].get('threshold_rule')})"
+    if summary.get("rows_assigned_by_update"):
+        line += f"; {summary['rows_assigned_by_update']} appended rows assigned to their nearest neighbour's cluster"
+    return line
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def cluster_pool(pool, out, opts: ClusterOptions, *, engine=None, device=None, progress=None, log=None) -> dict:
+    """Cluster the pool and write ``out`` atomically (the previous directory survives a crash)."""
+    opts.validate()
+    from pathlib import Path
+
+    out = Path(out)
+    check_out_dir(out)  # refuse a foreign --out before spending the time
+    labels, info = compute_clusters(pool, opts, engine=engine, device=device, progress=progress, log=log)
+    build = new_build_dir(out)
+    try:
+        shards = []
+        offsets = pool.offsets
+        for s, rec in enumerate(shard_records(pool)):
+            lab = labels[offsets[s]:offsets[s + 1]]
+            rec.update(write_shard(build, rec["name"], pool.shard_ids(s), lab, id_type=pool.id_type, how="hac"))
+            shards.append(rec)
+        summary = {
+            "format": FORMAT, "version": VERSION, "alq_version": __version__, "created": _now(), "updated": None,
+            "description": DESCRIPTION,
+            "pool": pool_label(pool), "pool_fingerprint": pool.fingerprint, "pool_rows": int(pool.count),
+            "dim": int(pool.dim), "rows_clustered": int(pool.count), "rows_assigned_by_update": 0,
+            "n_clusters": int(labels.max()) + 1, "sizes": size_summary(labels),
+            "linkage": "average", "metric": "euclidean",
+            "normalize": opts.normalize, "normalize_applied": effective_normalize(pool, opts.normalize),
+            **info, "shards": shards, "updates": [],
+        }
+        summary["headline"] = headline(summary)
+        write_summary(build, summary)
+        publish(build, out)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return summary
+
+
+def _read_labels(out, summary: dict) -> np.ndarray:
+    from alq.io import read_parquet
+
+    parts = []
+    for rec in summary["shards"]:
+        f = out / rec.get("file", shard_file(rec["name"]))
+        col = read_parquet(f, columns=["cluster"]).column("cluster")
+        if len(col) != int(rec["rows"]):
+            raise BadInputError(f"{f}: {len(col)} cluster ids but shard {rec['name']} has {rec['rows']} rows")
+        parts.append(col.to_numpy().astype(np.int64, copy=False))
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
+    """Assign rows appended since clustering to their nearest clustered neighbour's cluster.
+
+    The clustering itself is not recomputed; existing ids never change. New
+    shard files are written first, ``clusters.json`` last, so a crash leaves
+    the previous (stale but consistent) directory.
+    """
+    from pathlib import Path
+
+    from alq.engine import LocalEngine
+
+    out = Path(out)
+    summary = read_summary(out)
+    state, detail = coverage(summary, pool)
+    if state == "changed":
+        raise StaleError(f"{out}: cannot --update: {detail}; re-cluster with "
+                         f"`alq cluster {pool_label(pool)} --out {out}` (without --update)")
+    if state == "current":
+        return {**summary, "rows_updated": 0}
+    say = log or (lambda msg: None)
+    t0 = time.perf_counter()
+    covered = sum(int(r["rows"]) for r in summary["shards"])
+    old = _read_labels(out, summary)
+    normalize = summary.get("normalize_applied")
+    seed = int(summary.get("parameters", {}).get("seed", 0))
+    say(f"assigning {pool.count - covered} new rows to the clusters of their nearest neighbours among {covered}")
+    ref, index_info = build_index(pool, hi=covered, normalize=normalize, seed=seed, k_for_recall=1,
+                                  progress=progress)
+    engine = engine or LocalEngine()
+    parts = engine.map_pool(search_partial, pool, ref, 1, normalize, False, covered)
+    nearest = np.concatenate([p[0][:, 0] for p in parts])
+    if (nearest < 0).any():  # pragma: no cover - faiss always finds one neighbour in a non-empty index
+        raise BadInputError(f"{out}: no clustered neighbour found for some appended rows")
+    new_labels = old[nearest]
+    labels = np.concatenate([old, new_labels])
+    recs = shard_records(pool)
+    offsets = pool.offsets
+    shards = list(summary["shards"])
+    for s in range(len(shards), len(recs)):
+        rec = dict(recs[s])
+        lab = labels[offsets[s]:offsets[s + 1]]
+        rec.update(write_shard(out, rec["name"], pool.shard_ids(s), lab, id_type=pool.id_type,
+                               how="nearest-neighbour"))
+        shards.append(rec)
+    n_new = int(pool.count - covered)
+    new = dict(summary)
+    new.update(updated=_now(), pool_fingerprint=pool.fingerprint, pool_rows=int(pool.count), shards=shards,
+               rows_assigned_by_update=int(summary.get("rows_assigned_by_update", 0)) + n_new,
+               n_clusters=int(labels.max()) + 1, sizes=size_summary(labels),
+               headline=None,
+               updates=list(summary.get("updates", [])) + [{
+                   "at": _now(), "rows": n_new, "shards": [r["name"] for r in shards[len(summary["shards"]):]],
+                   "index": index_info, "seconds": round(time.perf_counter() - t0, 3)}])
+    new["headline"] = headline(new)
+    write_summary(out, new)
+    result = {**new, "rows_updated": n_new}
+    if new["rows_assigned_by_update"] > 0.25 * max(1, int(new.get("rows_clustered", covered))):
+        result["note"] = (f"{new['rows_assigned_by_update']} of {new['pool_rows']} rows were assigned by --update "
+                          "and never form clusters of their own; re-cluster (without --update) when convenient")
+        say(f"note: {result['note']}")
+    return result

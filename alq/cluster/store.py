@@ -1,0 +1,180 @@
+"""The cluster directory: one cluster id per pool row, aligned with the pool's shards.
+
+Layout::
+
+    DIR/clusters.json                    summary + provenance (written last, atomically)
+    DIR/shard-000000.clusters.parquet    columns ``id`` (the pool id) and ``cluster`` (int64),
+    DIR/shard-000001.clusters.parquet    one file per pool shard, same rows in the same order
+    ...
+
+``clusters.json`` records the pool fingerprint and every covered pool shard
+(name, rows, checksums), so :func:`load_clusters` can tell "rows were
+appended since" (run ``alq cluster POOL --update --out DIR``) from "the pool
+changed under the clustering" (re-cluster). Cluster ids are 0..K-1,
+numbered by the first pool row of each cluster; rows added by ``--update``
+take their nearest clustered neighbour's id, so ids never change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from alq.errors import BadInputError, StaleError
+from alq.io import read_json, read_parquet, sha256_file, write_json, write_parquet
+
+FORMAT = "alq-clusters"
+VERSION = 1
+SUMMARY = "clusters.json"
+
+
+def shard_file(shard_name: str) -> str:
+    return f"{shard_name}.clusters.parquet"
+
+
+def shard_records(pool) -> list[dict]:
+    """What identifies each pool shard: name, rows, checksums (from the manifest when on disk)."""
+    manifest = getattr(pool, "manifest", None)
+    if manifest is not None:
+        return [{"name": s.name, "rows": s.rows, "sha256": s.sha256, "ids_sha256": s.ids_sha256}
+                for s in manifest.shards]
+    out = []
+    for s in range(pool.n_shards):  # in-memory pools: hash the virtual shards
+        v = np.ascontiguousarray(pool.shard_vectors(s))
+        ids = pool.shard_ids(s)
+        out.append({"name": f"shard-{s:06d}", "rows": int(len(v)), "sha256": hashlib.sha256(v.tobytes()).hexdigest(),
+                    "ids_sha256": hashlib.sha256(repr(ids.tolist()).encode()).hexdigest()})
+    return out
+
+
+def pool_label(pool) -> str:
+    path = getattr(pool, "path", None)
+    return str(path) if path is not None else "POOL"
+
+
+def write_shard(directory: Path, shard_name: str, ids: np.ndarray, labels: np.ndarray, *, id_type: str,
+                how: str) -> dict:
+    """Write one shard's cluster ids atomically; return its record for clusters.json."""
+    id_arr = pa.array(ids, type=pa.int64()) if id_type == "int64" else pa.array(list(ids), type=pa.string())
+    table = pa.table({"id": id_arr, "cluster": pa.array(np.asarray(labels, dtype=np.int64))})
+    path = Path(directory) / shard_file(shard_name)
+    write_parquet(path, table, {"kind": "clusters-shard", "shard": shard_name, "assigned_by": how})
+    return {"file": path.name, "file_sha256": sha256_file(path), "assigned_by": how}
+
+
+def read_summary(directory: str | Path) -> dict:
+    directory = Path(directory)
+    path = directory / SUMMARY
+    if not directory.exists():
+        raise BadInputError(f"{directory}: cluster directory not found; build it with `alq cluster POOL --out {directory}`")
+    if not path.exists():
+        raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
+                            f"finished); build it with `alq cluster POOL --out {directory}`")
+    summary = read_json(path, what="cluster summary")
+    if not isinstance(summary, dict) or summary.get("format") != FORMAT:
+        raise BadInputError(f"{path}: not an alq cluster summary (format is "
+                            f"{summary.get('format') if isinstance(summary, dict) else None!r})")
+    if summary.get("version") != VERSION:
+        raise BadInputError(f"{path}: cluster format version {summary.get('version')} is not supported "
+                            f"(this alq reads {VERSION})", hint="upgrade alq, or re-run `alq cluster`")
+    if not isinstance(summary.get("shards"), list):
+        raise BadInputError(f"{path}: malformed cluster summary (no shard list)")
+    return summary
+
+
+def coverage(summary: dict, pool) -> tuple[str, str]:
+    """("current" | "appended" | "changed", detail) of a clustering against the pool as it is now."""
+    have = summary["shards"]
+    now = shard_records(pool)
+    for i, rec in enumerate(have):
+        if i >= len(now):
+            return "changed", f"the clustering covers shard {rec.get('name')!r}, which the pool no longer has"
+        cur = now[i]
+        for key in ("name", "rows", "sha256", "ids_sha256"):
+            if rec.get(key) != cur[key]:
+                return "changed", f"pool shard {cur['name']!r} differs from the one clustered ({key} changed)"
+    if len(now) > len(have):
+        covered = sum(int(r["rows"]) for r in have)
+        return "appended", (f"the clustering covers {covered} of the pool's {pool.count} rows "
+                            f"({pool.count - covered} rows were appended since)")
+    return "current", ""
+
+
+def load_clusters(path: str | Path, pool) -> np.ndarray:
+    """Cluster id of every pool row: int64 array of shape (pool.count,).
+
+    Raises StaleError (exit 2) naming the command to run when rows were
+    appended since clustering (``alq cluster POOL --update --out DIR``) or
+    the clustered shards no longer match the pool (re-cluster).
+    """
+    directory = Path(path)
+    summary = read_summary(directory)
+    state, detail = coverage(summary, pool)
+    where = pool_label(pool)
+    if state == "appended":
+        raise StaleError(f"{directory}: clusters are stale: {detail}; "
+                         f"run `alq cluster {where} --update --out {directory}` to assign the new rows")
+    if state == "changed":
+        raise StaleError(f"{directory}: clusters were computed for a different pool: {detail}; "
+                         f"re-cluster with `alq cluster {where} --out {directory}`")
+    parts = []
+    for rec in summary["shards"]:
+        f = directory / rec.get("file", shard_file(rec["name"]))
+        col = read_parquet(f, columns=["cluster"]).column("cluster")
+        if len(col) != int(rec["rows"]):
+            raise BadInputError(f"{f}: {len(col)} cluster ids but shard {rec['name']} has {rec['rows']} rows",
+                                hint=f"re-cluster with `alq cluster {where} --out {directory}`")
+        if col.null_count:
+            raise BadInputError(f"{f}: cluster column has nulls")
+        parts.append(col.to_numpy().astype(np.int64, copy=False))
+    labels = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    if len(labels) != pool.count:  # pragma: no cover - coverage() guarantees it
+        raise StaleError(f"{directory}: {len(labels)} cluster ids for {pool.count} pool rows")
+    if labels.size and labels.min() < 0:
+        raise BadInputError(f"{directory}: negative cluster id in the cluster files")
+    return labels
+
+
+def write_summary(directory: str | Path, summary: dict) -> None:
+    write_json(Path(directory) / SUMMARY, summary)
+
+
+def is_cluster_dir(path: str | Path) -> bool:
+    return (Path(path) / SUMMARY).is_file()
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an --out that exists and is something other than a cluster directory (never delete user data)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not is_cluster_dir(out):
+        raise BadInputError(f"--out {out}: exists, is not empty and holds no {SUMMARY}; refusing to replace it",
+                            hint="choose another --out, or remove that directory")
+
+
+def new_build_dir(out: Path) -> Path:
+    """A temporary sibling directory to build a fresh clustering in (published by :func:`publish`)."""
+    out = Path(out)
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+
+
+def publish(build: Path, out: Path) -> None:
+    """Swap the finished build directory into place; the previous clustering survives any crash before."""
+    out = Path(out)
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.rmdir(old)
+        os.replace(out, old)
+        os.replace(build, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(build, out)

@@ -1,0 +1,266 @@
+"""Benchmarks for `alq cluster` and `--strategy cluster-margin` (run by `make bench`).
+
+Figures are printed as ratios to a baseline measured in the same run:
+clustering time / one streamed pass over the embeddings (the floor of any
+pool-wide stage), and cluster-margin selection time / margin top-b
+selection on the same pool and head. Absolute seconds and peak RSS are
+printed too. Sizes: ALQ_BENCH_CLUSTER_SIZES (default "100000,1000000").
+
+The synthetic pool is a mixture of 2,000 Gaussian components in d=128 with
+uneven scales (float16 shards of 262,144 rows): clustered enough that
+average linkage has structure to find, noisy enough that kNN search is
+not trivial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.bench
+
+REPO = Path(__file__).resolve().parents[2]
+D = 128
+SIZES = [int(s) for s in os.environ.get("ALQ_BENCH_CLUSTER_SIZES", "100000,1000000").split(",") if s]
+WORK = Path(os.environ.get("ALQ_BENCH_DIR", "/tmp/alq-bench-cluster"))
+
+
+def mixture(n: int, d: int = D, c: int = 2000, seed: int = 0, chunk: int = 200_000):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d)).astype(np.float32)
+    scale = rng.uniform(0.3, 0.9, size=c).astype(np.float32)
+    for lo in range(0, n, chunk):
+        m = min(chunk, n - lo)
+        y = rng.integers(0, c, size=m)
+        yield (centres[y] + rng.normal(size=(m, d)).astype(np.float32) * scale[y, None]), y
+
+
+def make_pool(n: int) -> Path:
+    from alq.store import PoolWriter
+
+    path = WORK / f"pool-{n}"
+    if (path / "manifest.json").exists():
+        return path
+    w = PoolWriter(path, dtype="float16", overwrite=True)
+    for x, _ in mixture(n):
+        w.add(x)
+    w.close()
+    return path
+
+
+def floor_pass_seconds(path: Path) -> float:
+    """One streamed pass over the embeddings (float32 conversion + row norms): the floor."""
+    from alq.store import open_pool
+
+    pool = open_pool(path)
+    t0 = time.perf_counter()
+    total = 0.0
+    for block in pool.iter_blocks():
+        x = np.asarray(block.vectors, dtype=np.float32)
+        total += float(np.einsum("ij,ij->", x, x))
+    return time.perf_counter() - t0
+
+
+def run_cli_measured(*args) -> tuple[float, float, dict]:
+    """`alq ARGS --json` in a child process: (wall seconds, peak RSS GiB, parsed JSON)."""
+    code = ("import resource, sys, time; from alq.cli import run; t=time.perf_counter(); c=run(sys.argv[1:]); "
+            "sys.stderr.write('\\nBENCH %f %d\\n' % (time.perf_counter()-t, "
+            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)); sys.exit(c)")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("BENCH ")][-1].split()
+    return float(line[1]), int(line[2]) / 2**20, json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_bench_cluster_time_and_rss(n):
+    path = make_pool(n)
+    floor = statistics.median(floor_pass_seconds(path) for _ in range(3))
+    repeats = 3 if n <= 200_000 else 1
+    runs = [run_cli_measured("cluster", path, "--out", WORK / f"clusters-{n}", "--json", "-q") for _ in range(repeats)]
+    wall = statistics.median(r[0] for r in runs)
+    rss = max(r[1] for r in runs)
+    info = runs[-1][2]
+    print(f"\n[cluster N={n} d={D}] {wall:.1f} s (median of {repeats}), peak RSS {rss:.2f} GiB, "
+          f"{wall / floor:.0f}x one embedding pass ({floor:.2f} s); method={info['method']} "
+          f"clusters={info['n_clusters']} threshold={info['threshold']:.4g} seconds={info['seconds']} "
+          f"graph={info.get('graph')}")
+
+
+def test_bench_graph_vs_exact_ari_20k():
+    from sklearn.metrics import adjusted_rand_score
+
+    from alq.cluster.api import ClusterOptions, compute_clusters
+    from alq.store import MemoryPool
+
+    x, y = next(mixture(20_000, seed=3, chunk=20_000))
+    pool = MemoryPool(x.astype(np.float16).astype(np.float32), shard_rows=5000)
+    t0 = time.perf_counter()
+    ex, ex_info = compute_clusters(pool, ClusterOptions(method="exact"))
+    t_exact = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gr, gr_info = compute_clusters(pool, ClusterOptions(method="graph"))
+    t_graph = time.perf_counter() - t0
+    line = (f"\n[ARI graph vs exact, N=20000 d={D}] default cut (eps={ex_info['threshold']:.4g}): "
+            f"ARI={adjusted_rand_score(ex, gr):.3f} (exact {ex.max() + 1} clusters, graph {gr.max() + 1}); "
+            f"exact {t_exact:.1f} s, graph {t_graph:.1f} s ({t_exact / t_graph:.1f}x faster)")
+    for k in (2000, 200):
+        ek, _ = compute_clusters(pool, ClusterOptions(method="exact", n_clusters=k))
+        gk, _ = compute_clusters(pool, ClusterOptions(method="graph", n_clusters=k))
+        line += f"; K={k}: ARI={adjusted_rand_score(ek, gk):.3f} (vs mixture: exact {adjusted_rand_score(y, ek):.3f}, graph {adjusted_rand_score(y, gk):.3f})"
+    print(line)
+
+
+def _head(dim: int, n_classes: int = 10, seed: int = 0):
+    import torch
+
+    from alq.model.head import Head, HeadNet
+
+    torch.manual_seed(seed)
+    net = HeadNet(dim, n_classes)
+    with torch.no_grad():
+        net.out.weight.mul_(3.0)
+    return Head(nets=[net], classes=list(range(n_classes)))
+
+
+def _margin_top_b(ctx, b):
+    """The margin strategy's work: the same streamed head pass, exact top-b by (margin, row), sorted."""
+    from alq.scoring.stream import iter_logits, probabilities
+    from alq.scoring.topk import StreamingTopK
+    from alq.scoring.uncertainty import margin
+
+    top = StreamingTopK(b)
+    for block, _, logits in iter_logits(ctx.pool, ctx.head):
+        m = margin(probabilities(ctx.head, logits)).numpy()
+        keep = ~ctx.excluded[block.start:block.stop]
+        top.push(m[keep], block.indices[keep])
+    return top.result()
+
+
+def test_bench_select_cluster_margin_vs_margin():
+    from alq.cluster.api import ClusterOptions, cluster_pool
+    from alq.cluster.store import load_clusters
+    from alq.engine import LocalEngine
+    from alq.store import open_pool
+    from alq.strategies import Context, get_strategy, load_all
+
+    n = max(SIZES)
+    b = min(100_000, n // 10)
+    path = make_pool(n)
+    pool = open_pool(path)
+    cdir = WORK / f"clusters-{n}"
+    if not (cdir / "clusters.json").exists():
+        cluster_pool(pool, cdir, ClusterOptions())
+    clusters = load_clusters(cdir, pool)
+    head = _head(pool.dim)
+    excluded = np.zeros(pool.count, dtype=bool)
+    excluded[:: 97] = True
+    margin_strategy = get_strategy("margin") if "margin" in load_all() else None
+
+    def ctx():
+        return Context(pool=pool, budget=b, seed=0, excluded=excluded, labeled=np.flatnonzero(excluded), head=head,
+                       clusters=clusters, engine=LocalEngine())
+
+    def t_margin():
+        t0 = time.perf_counter()
+        if margin_strategy is not None:
+            margin_strategy.select(ctx())
+        else:
+            _margin_top_b(ctx(), b)
+        return time.perf_counter() - t0
+
+    cm = get_strategy("cluster-margin")
+
+    def t_cm():
+        t0 = time.perf_counter()
+        sel = cm.select(ctx())
+        t_cm.summary = sel.summary
+        return time.perf_counter() - t0
+
+    t_margin(), t_cm()  # warm the page cache
+    tm = statistics.median(t_margin() for _ in range(3))
+    tc = statistics.median(t_cm() for _ in range(3))
+    which = ("--strategy margin" if margin_strategy is not None
+             else "a margin top-b pass (iter_logits + StreamingTopK; margin strategy not in this branch)")
+    print(f"\n[select N={n} b={b}] cluster-margin {tc:.2f} s vs {which} {tm:.2f} s: ratio {tc / tm:.2f}x "
+          f"(target <= 1.5x); {t_cm.summary}")
+
+
+def test_bench_default_cut_digits_active_learning():
+    """Why the default cut: Cluster-Margin on sklearn's digits with clusters cut at several scales.
+
+    Pool = 1,297 digits, test = 500; 20 random seed labels, 5 rounds of b=60, r=5; linear head
+    (L-BFGS, standardised inputs); 8 seeds. Prints, per cut scale (x the median 10th-NN
+    distance), the clusters it gives (count, class purity) and the mean test accuracy per
+    round, next to margin and random on the same seeds.
+    """
+    import torch
+    from sklearn.datasets import load_digits
+
+    import alq.cluster.api as api
+    from alq.cluster.api import ClusterOptions, compute_clusters
+    from alq.engine import LocalEngine
+    from alq.model.train import TrainOptions, train_head
+    from alq.store import MemoryPool
+    from alq.strategies import Context
+    from alq.strategies.cluster_margin import ClusterMarginStrategy, lowest_margin_rows
+
+    x_all, y_all = load_digits(return_X_y=True)
+    x_all = x_all.astype(np.float32)
+    split = np.random.default_rng(0).permutation(len(x_all))
+    pool_idx, test_idx = split[:1297], split[1297:]
+    x, y = x_all[pool_idx], y_all[pool_idx]
+    xt, yt = torch.from_numpy(x_all[test_idx]), y_all[test_idx]
+    pool = MemoryPool(x)
+    classes = list(range(10))
+    scales = (0.75, 1.0, 1.25, 1.5, 2.0)
+    clusterings = {}
+    for s in scales:
+        api.AUTO_SCALE = s
+        lab, _ = compute_clusters(pool, ClusterOptions(method="exact"))
+        purity = sum(np.bincount(y[lab == c]).max() for c in np.unique(lab)) / len(lab)
+        clusterings[s] = (lab, purity)
+    api.AUTO_SCALE = 1.25
+    b, r, rounds, seeds = 60, 5, 5, 8
+    curves: dict[str, list[list[float]]] = {}
+    for seed in range(seeds):
+        start = np.random.default_rng(seed).choice(len(x), 20, replace=False)
+        for name in ["random", "margin"] + [f"cluster-margin@{s}" for s in scales]:
+            labeled = start.copy()
+            accs = []
+            for rnd in range(rounds + 1):
+                head = train_head(x[labeled], y[labeled], classes, multilabel=False,
+                                  opts=TrainOptions(normalize="standardize", seed=seed))
+                accs.append(float((head.logits(xt).argmax(1).numpy() == yt).mean()))
+                if rnd == rounds:
+                    break
+                excluded = np.zeros(len(x), bool)
+                excluded[labeled] = True
+                ctx = Context(pool=pool, budget=b, seed=seed * 100 + rnd, excluded=excluded, labeled=labeled,
+                              head=head, engine=LocalEngine(), options={"candidates_ratio": r})
+                if name == "random":
+                    pick = np.random.default_rng([seed, rnd]).choice(np.flatnonzero(~excluded), b, replace=False)
+                elif name == "margin":
+                    pick = lowest_margin_rows(ctx, b, "min")[0]
+                else:
+                    ctx.clusters = clusterings[float(name.split("@")[1])][0]
+                    pick = ClusterMarginStrategy().select(ctx).indices
+                labeled = np.concatenate([labeled, pick])
+            curves.setdefault(name, []).append(accs)
+    print(f"\n[default cut: digits AL, b={b}, r={r}, {seeds} seeds; accuracy by round (labels 20..{20 + rounds * b})]")
+    for name, runs in curves.items():
+        mean = np.mean(runs, axis=0)
+        extra = ""
+        if name.startswith("cluster-margin@"):
+            lab, purity = clusterings[float(name.split("@")[1])]
+            extra = f"  clusters={lab.max() + 1} mean size={len(lab) / (lab.max() + 1):.1f} purity={purity:.3f}"
+        print(f"  {name:22s} " + " ".join(f"{a:.3f}" for a in mean) + f"  mean={mean[1:].mean():.4f}" + extra)
