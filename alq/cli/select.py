@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -21,21 +20,21 @@ def select_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Selection Parquet to write (atomically)."),
-    head: Optional[Path] = typer.Option(None, "--head", help="Head file from `alq train` (strategies that score)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels file: these rows are never selected."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Selection Parquet to write (atomically)."),
+    head: Path | None = typer.Option(None, "--head", help="Head file from `alq train` (strategies that score)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Labels file: these rows are never selected."),
     pending: list[Path] = typer.Option([], "--pending", help="Ids still out for labeling (Parquet with `id`, or "
                                        "CSV/text one per line; e.g. earlier selections). Repeatable."),
-    clusters: Optional[Path] = typer.Option(None, "--clusters", help="Cluster directory from `alq cluster`."),
+    clusters: Path | None = typer.Option(None, "--clusters", help="Cluster directory from `alq cluster`."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
-    round_: Optional[int] = typer.Option(None, "--round", help="Round number recorded in the output."),
+    round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
-    candidates_ratio: Optional[float] = typer.Option(None, "--candidates-ratio", help="cluster-margin: k_m = r x budget (default 10)."),
-    partitions: Optional[int] = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
-    aggregate: Optional[str] = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
+    candidates_ratio: float | None = typer.Option(None, "--candidates-ratio", help="cluster-margin: k_m = r x budget (default 10)."),
+    partitions: int | None = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
+    aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
     option: list[str] = typer.Option([], "--option", help="Extra strategy option key=value (repeatable)."),
     engine: str = typer.Option("local", "--engine", help="local or ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
+    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:

@@ -88,7 +88,7 @@ class Head:
     def fingerprint(self) -> str:
         return self.meta.get("fingerprint", "")
 
-    def to(self, device) -> "Head":
+    def to(self, device) -> Head:
         for n in self.nets:
             n.to(device)
         return self

@@ -7,7 +7,7 @@ the float32 copy of the embeddings and the C-wide outputs per row.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch

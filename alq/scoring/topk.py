@@ -57,7 +57,7 @@ class StreamingTopK:
         idx, sc = smallest_k(np.concatenate(self._scores), np.concatenate(self._index), self.k)
         self._scores, self._index, self._n = [sc], [idx], len(sc)
 
-    def merge(self, other: "StreamingTopK") -> "StreamingTopK":
+    def merge(self, other: StreamingTopK) -> StreamingTopK:
         for s, i in zip(other._scores, other._index):
             self.push(s, i)
         return self

@@ -75,7 +75,7 @@ class Manifest:
         return d
 
     @classmethod
-    def from_json(cls, d: dict, *, path: Path) -> "Manifest":
+    def from_json(cls, d: dict, *, path: Path) -> Manifest:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise StoreError(f"{path}: not an alq pool manifest (format is {d.get('format') if isinstance(d, dict) else None!r})")
         if d.get("version") != VERSION:

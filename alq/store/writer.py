@@ -246,7 +246,7 @@ class PoolWriter:
                     except FileNotFoundError:
                         pass
 
-    def __enter__(self) -> "PoolWriter":
+    def __enter__(self) -> PoolWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
