@@ -119,7 +119,7 @@ class RowTable:
     def _raw_blocks(self) -> Iterator[tuple[int, int, torch.Tensor]]:
         """(p0, p1, float32 tensor of rows[p0:p1] after the transform), from the pool."""
         for p0, p1, vec in iter_pool_rows(self.pool, self.rows, self.block):
-            x = torch.from_numpy(np.ascontiguousarray(vec)).to(self.device, torch.float32)
+            x = self._to_dev(vec)
             if self.transform is not None:
                 with torch.no_grad():
                     x = self.transform(x).to(torch.float32)
@@ -161,7 +161,10 @@ class RowTable:
 
     # -- access -------------------------------------------------------------
     def _to_dev(self, arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(arr)).to(self.device, torch.float32)
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not arr.flags.writeable:  # a read-only memory map: torch wants its own copy
+            arr = arr.copy()
+        return torch.from_numpy(arr).to(self.device)
 
     def blocks(self, positions: torch.Tensor | None = None) -> Iterator[tuple[slice | torch.Tensor, torch.Tensor]]:
         """Yield ``(pos, x)``: float32 vectors ``x`` of the rows at positions ``pos``.

@@ -3,9 +3,10 @@
 Hacohen, Dekel & Weinshall, "Active Learning on a Budget: Opposite
 Strategies Suit High and Low Budgets" (ICML 2022). faiss k-means (seeded)
 of the pool's embeddings into K = b + (labeled and pending rows) clusters
-(the paper's |L| + b; exactly b with no labels), fitted on a seeded sample
-of at most 256 rows per cluster and assigned exactly over the whole pool
-(a streamed map). Clusters are visited uncovered first (no labeled or
+(the paper's |L| + b; exactly b with no labels; ``--option clusters=K``),
+fitted on a seeded sample of at most 256 rows per cluster (and at most
+``ALQ_WORKING_MEMORY`` of rows, but >= 40 per cluster) and assigned exactly
+over the whole pool (a streamed map). Clusters are visited uncovered first (no labeled or
 pending row), then by size (largest first), then by id; each visit takes
 the unlabeled row of highest typicality in that cluster, round-robin
 until b rows are taken. Typicality(x) = 1 / (mean L2 distance to its k
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from alq.config import working_memory_bytes
 from alq.diversity.knn import build_index, kmeans, nearest_centroid
 from alq.engine import LocalEngine
 from alq.errors import BadInputError
@@ -84,8 +86,9 @@ def pick_typical(labels: np.ndarray, excluded: np.ndarray, budget: int, vectors,
                 free = ~excluded[mem]
                 cand, typ = mem[free], typ[free]
                 rank = np.lexsort((cand, -typ))  # most typical first, ties: smaller row
-                queues[c] = (cand[rank], typ[rank])
-                queues[c] = (queues[c][0], queues[c][1])
+                rest = np.setdiff1d(members[starts[c]:starts[c + 1]], mem)
+                rest = rest[~excluded[rest]]  # unsampled members: eligible after the sampled ones
+                queues[c] = (np.concatenate([cand[rank], rest]), np.concatenate([typ[rank], np.zeros(len(rest))]))
             cand, typ = queues[c]
             if len(cand):
                 rows.append(int(cand[0]))
@@ -115,7 +118,8 @@ class TypiClustStrategy(Strategy):
         if n_clusters > pool.count:
             raise BadInputError(f"--option clusters={n_clusters} exceeds the {pool.count} pool rows")
         rng = ctx.rng(5)
-        n_fit = min(pool.count, POINTS_PER_CENTROID * n_clusters)
+        cap = max(40 * n_clusters, working_memory_bytes() // (4 * pool.dim))
+        n_fit = min(pool.count, POINTS_PER_CENTROID * n_clusters, cap)
         fit_rows = np.sort(rng.choice(pool.count, n_fit, replace=False))
         centroids = kmeans(pool.take(fit_rows, dtype=np.float32), n_clusters, seed=ctx.seed)
         engine = ctx.engine or LocalEngine()
