@@ -94,7 +94,7 @@ def model_samples(ctx: Context):
         if not isinstance(t, (int, np.integer)) or t < 2:
             raise BadInputError(f"--option mc_samples={t!r} must be a whole number >= 2")
         return dropout_masks(net.hidden, net.dropout_p, int(t), ctx.seed)
-    raise BadInputError("--strategy bald needs model samples, but this head is one linear network without "
+    raise BadInputError("--strategy bald needs model samples, but this head is a single network without "
                         "dropout: train with `alq train --ensemble K` (K >= 2), or an MLP head with "
                         "`alq train --hidden H --dropout 0.2`")
 
