@@ -1,9 +1,10 @@
 """One nearest-centre distance per row, updated as centres are added.
 
-k-center greedy and k-means++ seeding both keep, for every candidate row,
-the squared distance ``d2`` to its nearest centre and lower it as centres
-come in. Doing that naively reads all N rows per new centre. Most rows
-cannot move, and the triangle inequality says which (Elkan, ICML 2003):
+k-means++ seeding (BADGE) keeps, for every candidate row, the squared
+distance ``d2`` to its nearest centre and lowers it as centres come in; D^2
+sampling needs every row's exact value after every pick (k-center greedy
+only needs the maximum and is lazier: see ``kcenter``). Done naively, that
+reads all N rows per new centre. Most rows cannot move, and the triangle inequality says which (Elkan, ICML 2003):
 if row i's nearest centre is ``a`` and the new centre ``c`` has
 ``||c - a|| >= 2 sqrt(d2_i)``, then ``||x_i - c|| >= sqrt(d2_i)`` and row i
 keeps its distance. So each row also remembers *which* centre is nearest
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from alq.diversity.rows import RowTable, serial
@@ -73,27 +73,6 @@ class NearestCentre:
         return ids
 
     # -- updates ------------------------------------------------------------
-    def add_table(self, centres: RowTable) -> None:
-        """Add every row of ``centres`` as a centre (the labeled set): blocked, never N x |centres|."""
-        if centres.n == 0 or self.table.n == 0:
-            return
-        w = self.table.width
-        mem = self.table.memory
-        k_step = max(1, min(centres.n, mem // (16 * (w + 1))))
-        r_step = max(1, mem // (16 * k_step))
-        for c0 in range(0, centres.n, k_step):
-            c = centres.take(np.arange(c0, min(c0 + k_step, centres.n)))
-            c_sq = self.metric.sq_norms(c)
-            ids = self._bank(c, c_sq)
-            for pos, x in self.table.blocks():
-                p0 = pos.start
-                for r0 in range(0, len(x), r_step):
-                    xr = x[r0:r0 + r_step]
-                    sl = slice(p0 + r0, p0 + r0 + len(xr))
-                    best, arg = self.metric.sq_dists(xr, self.sq[sl], c, c_sq).min(dim=1)
-                    self._lower(sl, best, ids[arg])
-            self.rows_read += self.table.n
-
     def _lower(self, pos, new: torch.Tensor, ids: torch.Tensor) -> None:
         old = self.d2[pos]
         closer = new < old
