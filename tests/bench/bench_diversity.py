@@ -4,7 +4,8 @@ Same synthetic embeddings (class clusters with low-rank within-class
 variation, as real encoder embeddings have) and the same linear head (alq's
 ``train_head`` on 1,000 labeled rows; its weights are given to the peers).
 Every contender runs as a subprocess on the same files, its strategy call
-timed inside the process, its peak RSS from ``getrusage(RUSAGE_SELF)``;
+timed inside the process, its peak RSS from ``VmHWM`` (its own high-water
+mark; ``ru_maxrss`` would count the forking parent's RSS too);
 peers under an address-space limit (``ALQ_BENCH_PEER_GB``, default 12 GB:
 the machine has 24 GB and is shared) and a 15 minute timeout. A peer that
 runs out of memory or time counts as such. alq runs ``ALQ_BENCH_REPEATS``
@@ -53,8 +54,15 @@ PARTITIONED = [
 ]
 
 # -- the contenders: each prints one JSON line last -------------------------
-_COMMON = r"""
-import json, resource, sys, time
+_HWM = r"""
+def peak_mib():  # this process's own high-water RSS (ru_maxrss would include the forking parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+_COMMON = _HWM + r"""
+import json, sys, time
 import numpy as np
 d, budget = sys.argv[1], int(sys.argv[2])
 x = np.load(d + "/x.npy"); lab = np.load(d + "/labeled.npy"); y = np.load(d + "/y.npy")
@@ -62,7 +70,7 @@ W = np.load(d + "/W.npy"); bias = np.load(d + "/b.npy")
 unl = np.ones(len(x), bool); unl[lab] = False
 def done(idx, t0):
     print(json.dumps({"seconds": time.perf_counter() - t0, "picked": len(set(int(i) for i in idx)),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": peak_mib()}))
 """
 
 _DISTIL = _COMMON + r"""
@@ -113,8 +121,8 @@ else:
 done(idx, t0)
 """
 
-_ALQ = r"""
-import json, resource, sys, time
+_ALQ = _HWM + r"""
+import json, sys, time
 import numpy as np
 from alq.model.head import load_head
 from alq.store import open_pool
@@ -127,12 +135,11 @@ ctx = Context(pool=pool, budget=budget, seed=0, excluded=excluded, labeled=lab, 
 t0 = time.perf_counter()
 sel = get_strategy(strategy).select(ctx)
 print(json.dumps({"seconds": time.perf_counter() - t0, "picked": len(np.unique(sel.indices)),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "summary": sel.summary}, default=str))
+                  "peak_rss_mib": peak_mib(), "summary": sel.summary}, default=str))
 """
 
-_FLOOR = r"""
-import json, resource, sys, time
+_FLOOR = _HWM + r"""
+import json, sys, time
 import numpy as np, torch
 from alq.model.head import load_head
 from alq.scoring.stream import iter_logits
@@ -142,8 +149,7 @@ t0 = time.perf_counter()
 s = 0.0
 for _, _, z in iter_logits(pool, head):
     s += float(z[:, 0].sum())
-print(json.dumps({"seconds": time.perf_counter() - t0,
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mib": peak_mib()}))
 """
 
 
