@@ -38,8 +38,23 @@ def run_part(kind: str, pool, unlabeled: np.ndarray, centres: np.ndarray, budget
     if budget == 0:
         return np.empty(0, np.int64), np.empty(0, np.float64), {}
     if kind == "coreset":
-        return kcenter_rows(pool, unlabeled, centres, budget, head=head, device=device, rng=rng)
-    return badge_rows(pool, unlabeled, budget, head=head, device=device, rng=rng)
+        idx, scores, stats = kcenter_rows(pool, unlabeled, centres, budget, head=head, device=device, rng=rng)
+    else:
+        idx, scores, stats = badge_rows(pool, unlabeled, budget, head=head, device=device, rng=rng)
+    stats["process_peak_rss_mib"] = _peak_rss_mib()
+    return idx, scores, stats
+
+
+def _peak_rss_mib() -> float | None:
+    """This process's high-water RSS (Linux), so a run can report its workers' memory."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def interleave(results: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,7 +93,9 @@ class _Partitioned(Strategy):
         results = engine.map(run_part, tasks)
         ctx.report(self.name, parts, parts)
         idx, scores, part = interleave([(r[0], r[1]) for r in results])
+        peaks = [r[2].get("process_peak_rss_mib") for r in results if r[2].get("process_peak_rss_mib")]
         summary = {"partitions": parts, "processes": getattr(engine, "processes", None),
+                   "max_process_peak_rss_mib": round(max(peaks), 1) if peaks else None,
                    "part_budgets": [int(t[2]) for t in tasks_plan],
                    "part_rows": [int(len(t[0])) for t in tasks_plan]}
         return Selection(indices=idx, scores=scores, columns={"partition": part}, summary={self.name: summary})
