@@ -8,7 +8,7 @@ import os
 from alq.errors import BadInputError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torch_device(preferred: str | None = None):
     import torch
 

@@ -14,7 +14,8 @@ so nothing pool-sized travels through the driver.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,17 +64,57 @@ class Engine:
 
 
 class LocalEngine(Engine):
-    """In-process, in order: one task over the whole pool (no split overhead)."""
+    """In this machine. ``processes=1`` (default): in-process, in order, one task over the whole pool.
+
+    ``processes=N``: tasks run in a pool of N spawned worker processes (each
+    with ``CPUs // N`` torch threads); results still come back in task order.
+    Task functions and arguments must pickle (module-level functions; pools
+    pickle as their path). Used for partitioned strategies, whose parts are
+    independent.
+    """
 
     name = "local"
 
+    def __init__(self, processes: int = 1):
+        if int(processes) < 1:
+            raise BadInputError(f"processes={processes!r} must be >= 1")
+        self.processes = int(processes)
+
+    def default_tasks(self, pool) -> int:
+        return self.processes
+
     def map(self, fn, tasks):
-        return [fn(*args) for args in tasks]
+        tasks = list(tasks)
+        if self.processes <= 1 or len(tasks) <= 1:
+            return [fn(*args) for args in tasks]
+        import multiprocessing as mp
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        workers = min(self.processes, len(tasks))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            return list(pool.map(_star, [(fn, args) for args in tasks]))
+
+
+def _init_worker(threads: int) -> None:
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _star(fn_args):
+    fn, args = fn_args
+    return fn(*args)
 
 
 def get_engine(name: str = "local", **kwargs) -> Engine:
     if name == "local":
-        return LocalEngine()
+        return LocalEngine(**kwargs)
     if name == "ray":
         from alq.engine import ray_engine  # optional extra
 
