@@ -124,7 +124,7 @@ class Pool(ABC):
             del vectors
             self.release_shard(s)
 
-    def release_shard(self, shard: int) -> None:
+    def release_shard(self, shard: int) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Forget a shard after a streamed pass over it (no-op here).
 
         A memory-mapped shard's pages count in the process's resident set
@@ -246,7 +246,7 @@ class ShardedPool(Pool):
     def normalize(self) -> str | None:
         return self.manifest.normalize
 
-    def release_shard(self, shard: int) -> None:
+    def release_shard(self, shard: int) -> None:  # noqa: B027 - optional hook, a no-op by default
         self._vectors.pop(shard, None)  # unmapped once the last block view is dropped
 
     def shard_vectors(self, shard: int) -> np.ndarray:
