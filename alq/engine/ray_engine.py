@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from alq.engine import Engine
+from alq.engine import Engine, shard_ranges
 from alq.errors import AlqError, MissingFeatureError
 
 INSTALL_HINT = "install the extra: pip install 'alq[ray]'"
@@ -57,18 +57,41 @@ class RayEngine(Engine):
     def default_tasks(self, pool) -> int:
         return min(pool.n_shards, self.max_tasks)
 
-    def map(self, fn: Callable[..., Any], tasks) -> list[Any]:
-        ray = self.ray
-        remote = ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-                            max_retries=self.max_retries, retry_exceptions=False)(fn)
-        refs = [remote.remote(*args) for args in tasks]
+    def _remote(self, fn):
+        return self.ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
+                               max_retries=self.max_retries, retry_exceptions=False)(fn)
+
+    def _gather(self, refs) -> list[Any]:
         try:
-            return ray.get(refs)
-        except ray.exceptions.RayTaskError as exc:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, AlqError):
                 raise cause from None
             raise
+
+    def map(self, fn: Callable[..., Any], tasks) -> list[Any]:
+        remote = self._remote(fn)
+        return self._gather([remote.remote(*args) for args in tasks])
+
+    def map_pool(self, fn, pool, *args, row_arrays=None, tasks=None) -> list[Any]:
+        """Like :meth:`Engine.map_pool`, with the pool and the shared arguments (a head, a
+        faiss index...) put in the object store once, not serialised again for every task."""
+        ranges = shard_ranges(pool, tasks or self.default_tasks(pool))
+        row_arrays = row_arrays or {}
+        for name, arr in row_arrays.items():
+            if len(arr) != pool.count:
+                raise ValueError(f"row array {name!r} has length {len(arr)}, pool has {pool.count} rows")
+        put = self.ray.put
+        pool_ref = put(pool)
+        shared = [put(a) for a in args]  # top-level ObjectRef arguments are resolved by Ray in the worker
+        remote = self._remote(_range_task)
+        return self._gather([remote.remote(fn, pool_ref, lo, hi, {k: v[lo:hi] for k, v in row_arrays.items()},
+                                           *shared) for lo, hi in ranges])
+
+
+def _range_task(fn, pool, lo, hi, slices, *args):
+    return fn(pool, lo, hi, *args, **slices)
 
 
 def shutdown() -> None:
