@@ -138,7 +138,7 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
 
     ctx = Context(pool=pool, budget=budget, seed=int(req.seed), excluded=excluded, labeled=labeled, head=head,
                   clusters=clusters, options=dict(req.options), engine=get_engine(req.engine, **req.engine_options),
-                  device=torch_device(), progress=progress, scores=scores)
+                  device=None if req.engine == "ray" else torch_device(), progress=progress, scores=scores)
     info = {"pool_rows": pool.count, "labeled": int(len(labeled)), "pending": n_pending,
             "unlabeled": n_unlabeled, "budget_requested": int(req.budget), "budget": budget, **notes}
     return ctx, info

@@ -39,6 +39,18 @@ app = typer.Typer(
 stderr = Console(stderr=True, highlight=False)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
+ENGINE_OPTION = typer.Option("local", "--engine", help="local (in-process) or ray (the per-shard map runs as Ray "
+                             "tasks; needs `pip install 'alq[ray]'`).")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                  help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
+RAY_GPUS_OPTION = typer.Option(0.0, "--ray-gpus-per-task", help="GPUs per Ray task; workers then use CUDA.")
+
+
+def engine_options(engine: str, ray_address: str | None, ray_gpus: float) -> dict:
+    """Keyword arguments for :func:`alq.engine.get_engine` from the shared CLI options."""
+    if engine != "ray":
+        return {}
+    return {k: v for k, v in {"address": ray_address, "gpus_per_task": ray_gpus or None}.items() if v}
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on stderr.")
 
 

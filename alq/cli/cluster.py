@@ -6,7 +6,18 @@ from pathlib import Path
 
 import typer
 
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, progress_bar
+from alq.cli.app import (
+    ENGINE_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    RAY_ADDRESS_OPTION,
+    RAY_GPUS_OPTION,
+    app,
+    emit,
+    engine_options,
+    log,
+    progress_bar,
+)
 
 
 def cluster_cmd(
@@ -25,6 +36,9 @@ def cluster_cmd(
                                 "the cluster of their nearest clustered neighbour; clusters from scratch if "
                                 "--out holds none yet."),
     seed: int = typer.Option(0, "--seed", help="Seed for the kNN index's training sample."),
+    engine: str = ENGINE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    ray_gpus_per_task: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -36,6 +50,9 @@ def cluster_cmd(
                           knn=knn, seed=seed)
     opts.validate()
     p = open_pool(pool)
+    from alq.engine import get_engine
+
+    eng = get_engine(engine, **engine_options(engine, ray_address, ray_gpus_per_task))
 
     def say(msg: str) -> None:
         log(msg, quiet=quiet)
@@ -45,13 +62,13 @@ def cluster_cmd(
             if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
                 say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "
                     "apply only to a full run (without --update)")
-            summary = update_clusters(p, out, progress=progress, log=say)
+            summary = update_clusters(p, out, engine=eng, progress=progress, log=say)
             if summary["rows_updated"] == 0:
                 say(f"{out}: clusters already cover all {p.count} pool rows; nothing to update")
         else:
             if update:
                 say(f"{out}: no clustering yet; clustering the whole pool")
-            summary = cluster_pool(p, out, opts, progress=progress, log=say)
+            summary = cluster_pool(p, out, opts, engine=eng, progress=progress, log=say)
             summary["rows_updated"] = 0
     short = {k: summary.get(k) for k in ("headline", "pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
                                          "rows_clustered", "rows_assigned_by_update", "rows_updated", "note",
@@ -69,6 +86,8 @@ cluster_cmd.__doc__ = (
     "`alq select` refuses stale clusters and says which command to run.\n\n"
     "Example:\n\n"
     "  alq cluster pool/ --out clusters/ --json\n\n"
-    "  alq embed more.npy --out pool/ --append && alq cluster pool/ --out clusters/ --update"
+    "  alq embed more.npy --out pool/ --append && alq cluster pool/ --out clusters/ --update\n\n"
+    "With --engine ray the kNN-graph searches and --update assignments run as Ray tasks over shards; "
+    "the index build and the HAC merge run on the driver."
 )
 app.command("cluster")(cluster_cmd)

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit
+from alq.cli.app import (
+    ENGINE_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    RAY_ADDRESS_OPTION,
+    RAY_GPUS_OPTION,
+    app,
+    emit,
+    engine_options,
+)
 
 
 def score_cmd(
@@ -15,8 +24,9 @@ def score_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Scores directory to write (replaced atomically)."),
     top_k: int = typer.Option(5, "--top-k", help="How many top classes and probabilities to keep per row."),
     aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
-    engine: str = typer.Option("local", "--engine", help="local or ray."),
-    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
+    engine: str = ENGINE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    ray_gpus_per_task: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -29,9 +39,10 @@ def score_cmd(
     pool_obj = open_pool(pool)
     head_obj = load_head(head)
     head_obj.check_pool(pool_obj, path=str(head))
-    engine_options = {"address": ray_address} if engine == "ray" and ray_address else {}
+    # with Ray, each worker picks its own device (CUDA on GPU workers)
     summary = write_scores(pool_obj, head_obj, out, top_k=top_k, aggregate=aggregate,
-                           engine=get_engine(engine, **engine_options), device=torch_device(), pool_path=str(pool))
+                           engine=get_engine(engine, **engine_options(engine, ray_address, ray_gpus_per_task)),
+                           device=None if engine == "ray" else torch_device(), pool_path=str(pool))
     summary["head"] = str(head)
     emit(summary, as_json=as_json, quiet=quiet)
 
@@ -43,6 +54,7 @@ score_cmd.__doc__ = (
     "and recomputes from the head when they are not.\n\n"
     "Example:\n\n"
     "  alq score pool/ --head head.pt --out scores/ --json\n\n"
+    "  alq score pool/ --head head.pt --out scores/ --engine ray --ray-address auto\n\n"
     "  alq select pool/ --head head.pt --scores scores/ --labels labels.parquet --strategy margin --budget 1000"
 )
 app.command("score")(score_cmd)

@@ -6,12 +6,31 @@ from pathlib import Path
 
 import typer
 
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, parse_options, progress_bar
+from alq.cli.app import (  # noqa: I001
+    ENGINE_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    RAY_ADDRESS_OPTION,
+    RAY_GPUS_OPTION,
+    app,
+    emit,
+    engine_options,
+    parse_options,
+    progress_bar,
+)
 from alq.strategies import load_all
 
 
+_ON_RAY = {
+    "sharded": "ray: per-shard tasks",
+    "partitioned": "ray: one task per partition",
+    "driver": "ray: not distributed; runs on the driver after any distributed scoring pass",
+}
+
+
 def _strategy_help() -> str:
-    lines = [f"[bold]{name}[/]: {cls.help}" + (" [dim](simulation only)[/]" if cls.simulation_only else "")
+    lines = [f"[bold]{name}[/]: {cls.help} [dim]({_ON_RAY.get(cls.distributed, 'ray: driver')}"
+             + ("; simulation only" if cls.simulation_only else "") + ")[/]"
              for name, cls in sorted(load_all().items())]
     return "\n\n".join(lines)
 
@@ -35,8 +54,9 @@ def select_cmd(
     partitions: int | None = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
     aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
     option: list[str] = typer.Option([], "--option", help="Extra strategy option key=value (repeatable)."),
-    engine: str = typer.Option("local", "--engine", help="local or ray."),
-    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster address."),
+    engine: str = ENGINE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    ray_gpus_per_task: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -45,10 +65,10 @@ def select_cmd(
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})
-    engine_options = {"address": ray_address} if engine == "ray" and ray_address else {}
     req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=head, labels=labels,
                         pending=list(pending), clusters=clusters, options=options, allow_smaller=allow_smaller,
-                        round=round_, engine=engine, engine_options=engine_options, scores=scores)
+                        round=round_, engine=engine,
+                        engine_options=engine_options(engine, ray_address, ray_gpus_per_task), scores=scores)
     with progress_bar(quiet=quiet) as progress:
         _, summary = run_select(req, out, progress=progress)
     emit(summary, as_json=as_json, quiet=quiet, render=_render)

@@ -13,7 +13,7 @@ class RandomStrategy(Strategy):
     help = "uniform random sample of unlabeled rows (baseline; no head needed)"
     needs_head = False
     score_meaning = "uniform random key (lower ranks first)"
-    distributed = "sharded"
+    distributed = "driver"  # draws keys only; reads no pool rows
 
     def select(self, ctx: Context) -> Selection:
         # One uniform key per pool row from a seeded generator, then the b
