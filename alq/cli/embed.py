@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
+from alq.errors import BadInputError, MissingFeatureError
 from alq.store.writer import DEFAULT_SHARD_ROWS
 
 
@@ -27,11 +28,20 @@ def embed_cmd(
     normalize: str | None = typer.Option(None, "--normalize", help="`l2`: store unit-length vectors."),
     append: bool = typer.Option(False, "--append", help="Add new shards to an existing pool (ids stay unique)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool at --out."),
+    engine: str = typer.Option("local", "--engine", help="local. (ray is not available for embed yet: see README, "
+                               "Scale-out.)"),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.embed import EmbedRequest, embed
 
+    if engine == "ray":
+        raise MissingFeatureError(
+            "alq embed --engine ray is not there yet: encoding runs on this machine (on its GPU when present)",
+            hint="score, cluster and select take --engine ray; to spread encoding, run `alq embed --encoder` on "
+                 "separate machines into separate pools and join them with `alq embed partA/ partB/ --out pool/`")
+    if engine != "local":
+        raise BadInputError(f"--engine {engine!r} is not known; choose from: local, ray")
     req = EmbedRequest(inputs=list(inputs), out=out, ids=list(ids), id_column=id_column,
                        vector_column=vector_column, encoder=encoder, batch_size=batch_size, shard_rows=shard_rows,
                        dtype=dtype, normalize=normalize, append=append, overwrite=overwrite)
