@@ -5,12 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import gaussian_pool
 from test_uncertainty import _ctx, _ThreeTasks, _world, ref_features
 
 from alq.model.head import Head, HeadNet
-from alq.scoring.boundary import (PAD, NeedMoreCandidates, column_smallest, inverse_pair_norms, merge_columns,
-                                  round_robin)
+from alq.scoring.boundary import (
+    PAD,
+    NeedMoreCandidates,
+    column_smallest,
+    inverse_pair_norms,
+    merge_columns,
+    round_robin,
+)
 from alq.store import MemoryPool
 from alq.strategies import get_strategy
 

@@ -37,6 +37,7 @@ from alq.scoring.boundary import NeedMoreCandidates, base_partial, inverse_pair_
 from alq.scoring.passes import _device_arg, _engine
 from alq.strategies.base import Context, Selection, Strategy, register
 
+
 def initial_candidates(budget: int, n_classes: int, n_selectable: int) -> int:
     return int(min(n_selectable, 3 * math.ceil(budget / n_classes) + 256))
 
