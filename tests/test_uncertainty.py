@@ -222,3 +222,23 @@ def test_bad_aggregate_refused(multilabel_world):
     x, _, head, excluded, labeled = multilabel_world
     with pytest.raises(BadInputError, match="--aggregate='max'"):
         get_strategy("margin").select(_ctx(MemoryPool(x), head, excluded, labeled, 3, options={"aggregate": "max"}))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(hidden=16), dict(normalize="l2"), dict(normalize="standardize", hidden=8)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_reused_buffers_give_bitwise_the_head_outputs(kw, dtype):
+    """The streamed passes write logits into reused scratch memory: same kernels, same bits as net(x)."""
+    from alq.model.head import HeadNet
+    from alq.scoring.stream import Buffers, forward_into
+
+    net = HeadNet(12, 5, **kw).eval()
+    with torch.no_grad():
+        net.mean.normal_(generator=torch.Generator().manual_seed(0))
+        net.scale.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(1))
+    buffers = Buffers(torch.device("cpu"))
+    for n in (64, 300, 37, 128):  # shrinking and growing blocks reuse the buffers
+        x = np.random.default_rng(n).normal(size=(n, 12)).astype(dtype)
+        feats, z = forward_into(net, x, buffers)
+        with torch.no_grad():
+            xt = torch.from_numpy(x).float()
+            assert torch.equal(z, net(xt)) and torch.equal(feats, net.features(xt))

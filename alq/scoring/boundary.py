@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from alq.scoring.stream import head_block_rows, iter_logits, resolve_device
+from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.topk import StreamingTopK
 
 PAD = np.iinfo(np.int64).max  # index of an empty candidate slot (sorts after every real row)
@@ -51,7 +51,7 @@ def inverse_pair_norms(head) -> np.ndarray:
 
 
 def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dcsdb: bool = True,
-                       zero_pairs: bool | None = None, inplace: bool = False
+                       zero_pairs: bool | None = None, inplace: bool = False, work: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(DCSDB (n, C) or None, DDB (n,)) of a logits block ``z`` (n, C), float32.
 
@@ -73,7 +73,7 @@ def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dc
     d = z if inplace else torch.empty_like(z)
     torch.sub(zmax, z, out=d)  # z_(y-hat) - z_c >= 0
     d.scatter_(1, yhat[:, None], 1.0)  # 1 x G[a, a] = +inf keeps the predicted class out of the min
-    d.mul_(g.index_select(0, yhat))
+    d.mul_(torch.index_select(g, 0, yhat, out=work) if work is not None else g.index_select(0, yhat))
     if zero_pairs:
         d = torch.nan_to_num(d, nan=INF, posinf=INF)  # tie with an identical weight row: no boundary
     ddb = d.min(dim=1).values
@@ -96,12 +96,13 @@ def mase_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: st
     zero_pairs = has_zero_pairs(gt, multilabel=head.multilabel)
     top = StreamingTopK(k)
     rows = block_rows or head_block_rows(pool, head, extra_per_row=8 * head.n_classes)
-    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
+    buffers = Buffers(dev)
+    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev, buffers=buffers):
         keep = ~excluded[block.start - lo:block.stop - lo]
         if not keep.any():
             continue
         _, ddb = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=False, zero_pairs=zero_pairs,
-                                    inplace=True)
+                                    inplace=True, work=buffers.get("g", len(z), tuple(z.shape[1:])))
         top.push(ddb.double().cpu().numpy()[keep], block.indices[keep])
     return top.result()
 
@@ -155,22 +156,27 @@ def merge_columns(v1, i1, v2, i2, k: int):
 
 def merge_sparse(run_v: torch.Tensor, run_i: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
                  rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge scattered (class, value, row) candidates into full sorted (C, k) lists.
+    """Merge scattered (class, value, row) candidates into full sorted (C, k) lists, in place.
 
-    Three stable sorts give the lexicographic (class, value, row) order; each
-    class then keeps its first k. Cost O((C k + S) log) for S candidates.
+    Only the classes that received candidates are re-sorted: three stable
+    sorts give the lexicographic (class, value, row) order over their k held
+    entries plus the new ones, and each keeps its first k.
     """
-    n_cls = run_v.shape[0]
-    all_c = torch.cat([torch.arange(n_cls, device=run_v.device).repeat_interleave(k), cols])
-    all_v = torch.cat([run_v.reshape(-1), vals])
-    all_r = torch.cat([run_i.reshape(-1), rows])
+    ucols, inv = torch.unique(cols, return_inverse=True)
+    n_u = len(ucols)
+    dev = run_v.device
+    all_c = torch.cat([torch.arange(n_u, device=dev).repeat_interleave(k), inv])
+    all_v = torch.cat([run_v[ucols].reshape(-1), vals])
+    all_r = torch.cat([run_i[ucols].reshape(-1), rows])
     o = torch.argsort(all_r, stable=True)
     o = o[torch.argsort(all_v[o], stable=True)]
     o = o[torch.argsort(all_c[o], stable=True)]
-    counts = torch.bincount(cols, minlength=n_cls) + k
+    counts = torch.bincount(inv, minlength=n_u) + k
     starts = torch.cumsum(counts, 0) - counts
-    take = o[starts[:, None] + torch.arange(k, device=run_v.device)[None, :]]
-    return all_v[take], all_r[take]
+    take = o[starts[:, None] + torch.arange(k, device=dev)[None, :]]
+    run_v[ucols] = all_v[take]
+    run_i[ucols] = all_r[take]
+    return run_v, run_i
 
 
 def base_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: str | None,
@@ -192,23 +198,29 @@ def base_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: st
     run_v = torch.empty((n_classes, 0), dtype=torch.float32, device=dev)
     run_i = torch.empty((n_classes, 0), dtype=torch.int64, device=dev)
     rows = block_rows or head_block_rows(pool, head, extra_per_row=12 * n_classes)
-    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
+    buffers = Buffers(dev)
+    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev, buffers=buffers):
         keep = ~excluded[block.start - lo:block.stop - lo]
         if not keep.any():
             continue
+        n = len(z)
         d, _ = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=True, zero_pairs=zero_pairs,
-                                  inplace=True)
+                                  inplace=True, work=buffers.get("g", n, (n_classes,)))
         idx = torch.from_numpy(block.indices).to(dev)
-        if not keep.all():
-            kt = torch.from_numpy(keep).to(dev)
-            d, idx = d[kt], idx[kt]
+        kt = None if keep.all() else torch.from_numpy(keep).to(dev)
         if run_v.shape[1] == k:
-            r, c = torch.nonzero(d < run_v[:, -1][None, :], as_tuple=True)
+            below = torch.lt(d, run_v[:, -1][None, :], out=buffers.get("below", n, (n_classes,), torch.bool))
+            r, c = torch.nonzero(below, as_tuple=True)
+            if kt is not None:
+                ok = kt[r]
+                r, c = r[ok], c[ok]
             if len(r) == 0:
                 continue
             if len(r) * 8 < d.numel():
                 run_v, run_i = merge_sparse(run_v, run_i, c, d[r, c], idx[r], k)
                 continue
+        if kt is not None:
+            d, idx = d[kt], idx[kt]
         cv, ci = column_smallest(d, idx, k)
         run_v, run_i = merge_columns(run_v, run_i, cv, ci, k)
     v, i = run_v.cpu().numpy(), run_i.cpu().numpy()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from alq.scoring.stream import head_block_rows, iter_logits, resolve_device
+from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.topk import StreamingTopK
 from alq.scoring.uncertainty import DESCENDING, MEASURES, check_aggregate, measures_from_logits
 
@@ -46,11 +46,14 @@ def uncertainty_partial(pool, lo: int, hi: int, head, measure: str, aggregate: s
     dev = resolve_device(device)
     top = StreamingTopK(k)
     rows = block_rows or head_block_rows(pool, head)
-    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev):
+    buffers = Buffers(dev)
+    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev, buffers=buffers):
         keep = ~excluded[block.start - lo:block.stop - lo]
         if not keep.any():
             continue
-        values = measures_from_logits(z, multilabel=head.multilabel, aggregate=aggregate, which=(measure,))[measure]
+        work = buffers.get("work", len(z), tuple(z.shape[1:])) if measure == "entropy" else None
+        values = measures_from_logits(z, multilabel=head.multilabel, aggregate=aggregate, which=(measure,),
+                                      inplace=True, work=work)[measure]
         key = (-values if measure in DESCENDING else values).cpu().numpy()
         top.push(key[keep], block.indices[keep])
     return top.result()

@@ -34,7 +34,7 @@ import torch
 from alq import __version__
 from alq.errors import BadInputError, StaleError
 from alq.io import read_json, read_parquet, write_json
-from alq.scoring.stream import head_block_rows, iter_logits, resolve_device
+from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
 
 FORMAT = "alq-scores"
@@ -73,11 +73,14 @@ def score_partial(pool, lo: int, hi: int, head, workdir: str, names: list[str], 
         if s1 <= lo or s0 >= hi:
             continue
         parts: dict[str, list] = {k: [] for k in ("pred", "topi", "topp", *MEASURES)}
-        for _, _, z in iter_logits(pool, head, lo=s0, hi=s1, block_rows=rows, device=dev):
-            m = measures_from_logits(z, multilabel=head.multilabel, aggregate=aggregate)
-            p = torch.sigmoid(z) if head.multilabel else torch.softmax(z, dim=1)
-            tp, ti = torch.topk(p, kk, dim=1)
+        buffers = Buffers(dev)
+        for _, _, z in iter_logits(pool, head, lo=s0, hi=s1, block_rows=rows, device=dev, buffers=buffers):
+            tz, ti = torch.topk(z, kk, dim=1)  # top logits = top probabilities
             parts["pred"].append(z.argmax(dim=1).cpu().numpy())
+            m = measures_from_logits(z, multilabel=head.multilabel, aggregate=aggregate, inplace=True,
+                                     work=buffers.get("work", len(z), tuple(z.shape[1:])))
+            # softmax: p_j = exp(z_j - z_max) / s and least-confidence = 1 / s
+            tp = torch.sigmoid(tz) if head.multilabel else torch.exp(tz - tz[:, :1]) * m["least_confidence"][:, None]
             parts["topi"].append(ti.cpu().numpy())
             parts["topp"].append(tp.float().cpu().numpy())
             for name in MEASURES:

@@ -80,11 +80,15 @@ def check_aggregate(aggregate) -> str:
 
 
 def measures_from_logits(z: torch.Tensor, *, multilabel: bool, aggregate: str = "min",
-                         which: tuple[str, ...] = MEASURES) -> dict[str, torch.Tensor]:
+                         which: tuple[str, ...] = MEASURES, inplace: bool = False,
+                         work: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Uncertainty measures of a logits block ``z`` (n, C) -> {name: (n,) float64}.
 
     Computed in ``z``'s dtype (float32) and returned as float64, so the value
-    written to a scores file is exactly the one a streamed selection ranks by.
+    written to a scores file is exactly the one a streamed selection ranks by
+    (the same operations whatever ``which``, ``inplace`` or ``work``).
+    ``inplace`` lets the computation overwrite ``z``; ``work`` is an (n, C)
+    scratch tensor for the entropy (see ``alq.scoring.stream.Buffers``).
     """
     out: dict[str, torch.Tensor] = {}
     if multilabel:
@@ -101,22 +105,28 @@ def measures_from_logits(z: torch.Tensor, *, multilabel: bool, aggregate: str = 
     if z.shape[1] < 2:
         ones = torch.ones(z.shape[0], dtype=torch.float64, device=z.device)
         return {k: (ones if k != "entropy" else ones * 0) for k in which}
-    # Five passes over the (n, C) block for margin, four for the others; no sort, no topk.
-    zmax, arg = z.max(dim=1)
-    shifted = z - zmax[:, None]  # <= 0, exactly 0 at (one) maximum
+    # Passes over the (n, C) block: margin 6, entropy 5, least-confidence 4; no sort, no topk.
     if "margin" in which:
+        zmax, arg = z.max(dim=1)
+    else:
+        zmax, arg = z.amax(dim=1), None
+    shifted = z if inplace else z.clone()
+    shifted.sub_(zmax[:, None])  # <= 0, exactly 0 at the maximum
+    if arg is not None:
         shifted.scatter_(1, arg[:, None], float("-inf"))
-        z2 = shifted.max(dim=1).values  # z(2) - z(1): equals 0 when the maximum is tied
+        z2 = shifted.amax(dim=1)  # z(2) - z(1): 0 when the maximum is tied
         shifted.scatter_(1, arg[:, None], 0.0)
-    e = torch.exp(shifted)
-    s = e.sum(dim=1)
-    if "margin" in which:
+    if "entropy" in which:
+        e = torch.exp(shifted, out=work) if work is not None else torch.exp(shifted)
+        s = e.sum(dim=1)
+        out["entropy"] = (torch.log(s) - e.mul_(shifted).sum(dim=1) / s).double()
+    else:
+        s = shifted.exp_().sum(dim=1)
+    if arg is not None:
         out["margin"] = ((1 - torch.exp(z2)) / s).double()
     if "least_confidence" in which:
         out["least_confidence"] = (1 / s).double()
-    if "entropy" in which:
-        out["entropy"] = (torch.log(s) - e.mul_(shifted).sum(dim=1) / s).double()
-    return out
+    return {k: out[k] for k in which if k in out}
 
 
 def selection_key(measure: str, values):

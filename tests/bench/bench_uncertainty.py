@@ -113,41 +113,54 @@ def strategy_seconds(pool, head, excluded, name: str, budget: int) -> tuple[floa
     return time.perf_counter() - t0, sel
 
 
-def median_of(fn, runs=RUNS):
-    out = [fn() for _ in range(runs)]
-    return statistics.median(o if isinstance(o, float) else o[0] for o in out), out[-1]
+
+
+C100 = ("margin", "entropy", "least-confidence", "mase", "base")
+C1000 = ("margin", "mase", "base")
 
 
 def time_strategies(n: int) -> dict:
+    """RUNS rounds; each round times the floor and every strategy back to back, so ratios are
+    taken within a round (the machine's load drifts between rounds) and then the median is reported."""
     pool = open_pool(make_pool(n))
     excluded = exclusion(n)
-    h100, h1000 = make_head(100), make_head(1000)
-    floor_seconds(pool, h100, BUDGET)  # warm the page cache
+    heads = {100: make_head(100), 1000: make_head(1000)}
+    floor_seconds(pool, heads[100], BUDGET)  # warm the page cache
+    rounds, sels = [], {}
+    for _ in range(RUNS):
+        t: dict = {}
+        for c, names in ((100, C100), (1000, C1000)):
+            t[f"floor_c{c}"] = floor_seconds(pool, heads[c], BUDGET)
+            for name in names:
+                t[f"{name}_c{c}"], sels[f"{name}_c{c}"] = strategy_seconds(pool, heads[c], excluded, name, BUDGET)
+        rounds.append(t)
+    med = lambda f: statistics.median(f(t) for t in rounds)  # noqa: E731
     res: dict = {"n": n, "budget": BUDGET, "threads": torch.get_num_threads()}
-    res["floor_c100"], _ = median_of(lambda: floor_seconds(pool, h100, BUDGET))
-    res["floor_c1000"], _ = median_of(lambda: floor_seconds(pool, h1000, BUDGET))
-    sels = {}
-    for name in ("margin", "entropy", "least-confidence", "mase", "base"):
-        res[f"{name}_c100"], sels[name] = median_of(lambda name=name: strategy_seconds(pool, h100, excluded, name, BUDGET))
-    for name in ("margin", "mase", "base"):
-        res[f"{name}_c1000"], sels[f"{name}_c1000"] = median_of(
-            lambda name=name: strategy_seconds(pool, h1000, excluded, name, BUDGET))
-    res["base_passes_c100"] = sels["base"][1].summary["base_passes"]
-    res["base_passes_c1000"] = sels["base_c1000"][1].summary["base_passes"]
+    for key in rounds[0]:
+        res[key] = med(lambda t, key=key: t[key])
+    for c, names in ((100, C100), (1000, C1000)):
+        for name in names:
+            res[f"{name}_c{c}_vs_floor"] = med(lambda t, k=f"{name}_c{c}", f=f"floor_c{c}": t[k] / t[f])
+    for name in ("mase", "base"):
+        res[f"{name}_c1000_vs_margin"] = med(lambda t, k=f"{name}_c1000": t[k] / t["margin_c1000"])
+    res["base_passes_c100"] = sels["base_c100"].summary["base_passes"]
+    res["base_passes_c1000"] = sels["base_c1000"].summary["base_passes"]
+    res["base_depth_c1000"] = sels["base_c1000"].summary["base_deepest_candidate"]
     for name in ("margin", "entropy"):
-        res[f"{name}_rows"] = sels[name][1].indices
+        res[f"{name}_rows"] = sels[f"{name}_c100"].indices
     return res
 
 
 def print_strategy_ratios(res: dict) -> None:
-    print(f"\nN={res['n']:,} d={D} b={res['budget']:,} torch threads={res['threads']} (median of {RUNS})")
+    print(f"\nN={res['n']:,} d={D} b={res['budget']:,} torch threads={res['threads']} "
+          f"(median of {RUNS} rounds; ratios taken within a round)")
     print(f"floor C=100: {res['floor_c100']:.2f} s   floor C=1000: {res['floor_c1000']:.2f} s")
-    for name in ("margin", "entropy", "least-confidence", "mase", "base"):
-        print(f"  {name:<17} C=100   {res[f'{name}_c100']:7.2f} s   {res[f'{name}_c100'] / res['floor_c100']:5.2f} x floor")
-    for name in ("margin", "mase", "base"):
-        print(f"  {name:<17} C=1000  {res[f'{name}_c1000']:7.2f} s   {res[f'{name}_c1000'] / res['floor_c1000']:5.2f} x floor"
-              + ("" if name == "margin" else f"   {res[f'{name}_c1000'] / res['margin_c1000']:5.2f} x margin"))
-    print(f"  BASE passes: C=100 {res['base_passes_c100']}, C=1000 {res['base_passes_c1000']}")
+    for c, names in ((100, C100), (1000, C1000)):
+        for name in names:
+            extra = "" if c == 100 or name == "margin" else f"   {res[f'{name}_c1000_vs_margin']:5.2f} x margin"
+            print(f"  {name:<17} C={c:<5} {res[f'{name}_c{c}']:7.2f} s   {res[f'{name}_c{c}_vs_floor']:5.2f} x floor{extra}")
+    print(f"  BASE passes: C=100 {res['base_passes_c100']}, C=1000 {res['base_passes_c1000']} "
+          f"(deepest candidate used at C=1000: {res['base_depth_c1000']})")
 
 
 # -- peers -----------------------------------------------------------------------------------
