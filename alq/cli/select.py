@@ -20,7 +20,6 @@ from alq.cli.app import (  # noqa: I001
 )
 from alq.strategies import load_all
 
-
 _ON_RAY = {
     "sharded": "ray: per-shard tasks",
     "partitioned": "ray: one task per partition",
