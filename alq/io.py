@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,25 @@ def apply_umask(path: PathLike) -> None:
     """Give a mkstemp/mkdtemp result (0600/0700) the permissions a plain open/mkdir would have."""
     mode = 0o777 if os.path.isdir(path) else 0o666
     os.chmod(path, mode & ~_umask())
+
+
+def replace_dir(build: PathLike, target: PathLike) -> None:
+    """Move a finished ``build`` directory to ``target``, replacing any directory there.
+
+    The old directory is first renamed aside (one ``os.replace``), then the
+    new one renamed in (another), then the old one deleted: a crash leaves
+    either the old or the new directory at ``target`` (or, between the two
+    renames, the old one beside it under a ``.old`` name), never a mixture.
+    """
+    build, target = Path(build), Path(target)
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.rmdir(old)
+        os.replace(target, old)
+        os.replace(build, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(build, target)
 
 
 def _fsync(path: Path) -> None:

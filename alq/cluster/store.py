@@ -18,8 +18,6 @@ take their nearest clustered neighbour's id, so ids never change.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, sha256_file, write_json, write_parquet
+from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json, write_parquet
 
 FORMAT = "alq-clusters"
 VERSION = 1
@@ -169,12 +167,4 @@ def new_build_dir(out: Path) -> Path:
 
 def publish(build: Path, out: Path) -> None:
     """Swap the finished build directory into place; the previous clustering survives any crash before."""
-    out = Path(out)
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.rmdir(old)
-        os.replace(out, old)
-        os.replace(build, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build, out)
+    replace_dir(build, out)

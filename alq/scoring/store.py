@@ -20,7 +20,6 @@ directory is built beside its target and swapped in whole, like a pool.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import shutil
 import tempfile
 import time
@@ -33,7 +32,7 @@ import torch
 
 from alq import __version__
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, write_json
+from alq.io import read_json, read_parquet, replace_dir, write_json
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
 
@@ -151,14 +150,7 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
 
 
 def _publish(work: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.rmdir(old)
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
+    replace_dir(work, out)
 
 
 class ScoresStore:

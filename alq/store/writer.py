@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alq.errors import BadInputError, StoreError
-from alq.io import apply_umask, atomic_path, sha256_file
+from alq.io import apply_umask, atomic_path, replace_dir, sha256_file
 from alq.store import lock
 from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
@@ -430,14 +430,7 @@ class PoolWriter:
         return out
 
     def _publish_dir(self) -> None:
-        if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".old", dir=self.path.parent))
-            os.rmdir(old)
-            os.replace(self.path, old)
-            os.replace(self.workdir, self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.workdir, self.path)
+        replace_dir(self.workdir, self.path)
 
     def abort(self) -> None:
         """Drop everything written by this writer; the existing pool is untouched."""
