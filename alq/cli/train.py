@@ -52,7 +52,7 @@ def train_cmd(
     label_set = read_labels(labels)
     device = torch_device()
     log(f"training on {len(label_set)} labels ({device})", quiet=quiet or as_json)
-    head = train_on_pool(pool_obj, label_set, opts, multilabel=multilabel, device=device,
+    head = train_on_pool(pool_obj, label_set, opts, multilabel=multilabel, device=device, source=str(labels),
                          meta={"pool": str(pool), "labels": str(labels), "labels_sha256": sha256_file(labels)[:16]})
     head.save(out)
     summary = {"output": str(out), "fingerprint": head.fingerprint, "pool_fingerprint": pool_obj.fingerprint,

@@ -4,15 +4,20 @@ The objective is the mean cross-entropy (softmax, or per-class binary for
 multi-label heads), optionally class-weighted, plus ``weight_decay / 2`` times
 the squared norm of the weight matrices (biases are not penalised).
 
-Optimiser (``TrainOptions.optimizer``; measured in tests/bench/bench_train.py,
-numbers in the README): ``auto`` = full-batch L-BFGS with a strong-Wolfe line
-search, except for heads with dropout, whose objective is stochastic (the
-line search needs a deterministic one), which use Adam with a cosine
-schedule. On embeddings the problem is small and smooth (convex for a linear
-head): L-BFGS reaches the optimum in tens to a few hundred iterations with no
-learning rate to tune, while Adam needs a tuned rate and many epochs to get
-as close. The BASE paper's point (Emam et al. 2021, appendix D) is that an
-under-trained head makes every strategy look alike, so "converged" matters.
+Optimiser (``TrainOptions.optimizer``): ``auto`` = full-batch L-BFGS with a
+strong-Wolfe line search, except for heads with dropout, whose objective is
+stochastic (the line search needs a deterministic one): those use Adam with
+a cosine schedule. Measured (tests/bench/bench_train.py, same objective, one
+thread, median of 3): on digits (300 and 1200 labels) and a d=256, C=100
+mixture (5k and 20k labels), linear L-BFGS reached the lowest objective every
+time in 0.17-2.7 s, while Adam (lr 1e-2, batch 256) after 100 epochs was
+still 2e-5..0.3 above it and took 0.75-4.5x as long; 300 epochs closed most
+of the gap at 2.3-8.9x the time, and lr 1e-3 did worse. For the 256-unit MLP
+L-BFGS also reached the lowest objective, but Adam came within 3e-3..9e-3
+(test accuracy 0-1 point lower) in 0.27-0.29x the time: ``--optimizer adam`` is the
+faster choice there. The BASE paper's point (Emam et al. 2021, appendix D)
+is that an under-trained head makes every strategy look alike, so the
+default goes for the optimum.
 
 Early stopping (BASE appendix A.1): a stratified ``holdout`` fraction of the
 labels is set aside; the loss on it is checked every ``eval_every`` L-BFGS
@@ -374,7 +379,7 @@ MULTILABEL_MODES = ("auto", "yes", "no")
 
 
 def train_on_pool(pool, labels, opts: TrainOptions, *, multilabel: str = "auto", device=None,
-                  meta: dict | None = None) -> Head:
+                  meta: dict | None = None, source: str = "labels") -> Head:
     """Train a head on the pool rows of a :class:`~alq.store.labels.LabelSet`.
 
     Only the labeled rows' embeddings are read (``pool.take``), as float32.
@@ -385,15 +390,15 @@ def train_on_pool(pool, labels, opts: TrainOptions, *, multilabel: str = "auto",
     if multilabel not in MULTILABEL_MODES:
         raise BadInputError(f"--multilabel={multilabel!r} must be one of {', '.join(MULTILABEL_MODES)}")
     if len(labels) == 0:
-        raise BadInputError("the labels file holds no rows", hint="import labels with `alq labels`")
+        raise BadInputError(f"{source}: the labels file holds no rows", hint="import labels with `alq labels`")
     is_ml = labels.multilabel if multilabel == "auto" else multilabel == "yes"
     if labels.multilabel and not is_ml:
-        raise BadInputError("--multilabel no, but the labels hold lists of classes", hint="use --multilabel auto")
+        raise BadInputError(f"--multilabel no, but {source} holds lists of classes", hint="use --multilabel auto")
     if is_ml and not labels.multilabel:
         from alq.store.labels import LabelSet
 
         labels = LabelSet(ids=labels.ids, labels=[(c,) for c in labels.labels], multilabel=True)
-    idx = labels.resolve(pool, source="labels")
+    idx = labels.resolve(pool, source=source)
     order = np.argsort(idx, kind="stable")  # read rows in pool order; the fit does not depend on row order
     classes = labels.classes
     y = labels.targets(classes)[order]

@@ -134,6 +134,7 @@ def time_strategies(n: int) -> dict:
             for name in names:
                 t[f"{name}_c{c}"], sels[f"{name}_c{c}"] = strategy_seconds(pool, heads[c], excluded, name, BUDGET)
         rounds.append(t)
+        print(f"  round {len(rounds)}: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()), file=sys.stderr, flush=True)
     med = lambda f: statistics.median(f(t) for t in rounds)  # noqa: E731
     res: dict = {"n": n, "budget": BUDGET, "threads": torch.get_num_threads()}
     for key in rounds[0]:
@@ -272,7 +273,7 @@ def rss_child(n: int, strategy: str, n_classes: int) -> None:
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": secs}))
 
 
-def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 1000))) -> list[dict]:
+def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 100))) -> list[dict]:
     out = []
     for n in sizes:
         make_pool(n)
