@@ -242,3 +242,15 @@ def test_reused_buffers_give_bitwise_the_head_outputs(kw, dtype):
         with torch.no_grad():
             xt = torch.from_numpy(x).float()
             assert torch.equal(z, net(xt)) and torch.equal(feats, net.features(xt))
+
+
+def test_extreme_logits_stay_finite_and_ordered():
+    """Gaps far beyond float32's exp range (clamped at -87 to avoid denormals) give finite, ordered values."""
+    z = torch.tensor([[0.0, -200.0, -300.0], [0.0, -90.0, -1.0], [0.0, -50.0, -60.0], [0.0, 0.0, -500.0]])
+    m = measures_from_logits(z.clone(), multilabel=False, inplace=True)
+    assert torch.isfinite(m["entropy"]).all() and (m["entropy"] >= 0).all()
+    assert m["margin"][0] == 1.0 and m["least_confidence"][0] == 1.0 and m["entropy"][0] < 1e-30
+    assert m["margin"][3] == 0.0  # tied maximum
+    assert m["entropy"][1] > m["entropy"][2] > m["entropy"][0]
+    ml = measures_from_logits(torch.tensor([[200.0, -200.0, 0.5]]), multilabel=True)
+    assert torch.isfinite(ml["entropy"]).all() and ml["margin"][0] == pytest.approx(np.tanh(0.25))
