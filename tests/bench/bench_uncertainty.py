@@ -223,8 +223,14 @@ else:
     qs = UncertaintySampling(method="margin_sampling" if measure == "margin" else "entropy", random_state=0)
     idx = qs.query(X, y, clf, fit_clf=False, batch_size=budget)
 t_query = time.perf_counter() - t1
+def peak_rss_mib():
+    # VmHWM restarts at exec; ru_maxrss would still hold the forking parent's resident set
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"load_seconds": t_load, "query_seconds": t_query, "rows": rows[np.asarray(idx)].tolist(),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mib": peak_rss_mib()}))
 """
 
 
@@ -266,14 +272,28 @@ def print_peers(rows: list[dict]) -> None:
 
 
 # -- peak RSS ----------------------------------------------------------------------------------
+def peak_rss_mib() -> float:
+    """This process's peak resident set (MiB). ``VmHWM`` restarts at exec, unlike ``ru_maxrss``,
+    which in a child started by fork + exec still holds the parent's resident set at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_child(n: int, strategy: str, n_classes: int) -> None:
-    """Child process: one selection on the cached pool; prints its peak RSS (MiB)."""
+    """Child process: one selection on the cached pool; prints its peak RSS (MiB) after and before it."""
     pool = open_pool(pool_path(n))
-    secs, sel = strategy_seconds(pool, make_head(n_classes), exclusion(n), strategy, BUDGET)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": secs}))
+    head, excluded = make_head(n_classes), exclusion(n)
+    before = peak_rss_mib()
+    secs, sel = strategy_seconds(pool, head, excluded, strategy, BUDGET)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "before_mib": before, "seconds": secs}))
 
 
-def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 100))) -> list[dict]:
+def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 100), ("base", 1000))) -> list[dict]:
     out = []
     for n in sizes:
         make_pool(n)
@@ -289,13 +309,14 @@ def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 1
 
 def print_rss(rows: list[dict]) -> None:
     print("\npeak RSS of one selection (child process):")
-    base = {r["strategy"]: r["peak_rss_mib"] for r in rows if r["n"] == rows[0]["n"] and "peak_rss_mib" in r}
+    base = {(r["strategy"], r["classes"]): r["peak_rss_mib"] for r in rows if r["n"] == rows[0]["n"] and "peak_rss_mib" in r}
     for r in rows:
         if "peak_rss_mib" not in r:
             print(f"  N={r['n']:>9,} {r['strategy']:<7} error {r['error']}")
             continue
         print(f"  N={r['n']:>9,} {r['strategy']:<7} C={r['classes']:<5} {r['peak_rss_mib']:7.0f} MiB   "
-              f"{r['peak_rss_mib'] / base[r['strategy']]:.2f} x N={rows[0]['n']:,}   ({r['seconds']:.1f} s)")
+              f"{r['peak_rss_mib'] / base[(r['strategy'], r['classes'])]:.2f} x N={rows[0]['n']:,}   "
+              f"(process before selecting: {r['before_mib']:.0f} MiB; {r['seconds']:.1f} s)")
 
 
 @pytest.mark.bench
@@ -313,9 +334,13 @@ def main(argv=None) -> None:
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--rss-sizes", default="1000000,4000000")
     ap.add_argument("--rss-child", nargs=3)
+    ap.add_argument("--only-rss", action="store_true")
     args = ap.parse_args(argv)
     if args.rss_child:
         rss_child(int(args.rss_child[0]), args.rss_child[1], int(args.rss_child[2]))
+        return
+    if args.only_rss:
+        print_rss(measure_rss(tuple(int(s) for s in args.rss_sizes.split(","))))
         return
     res = time_strategies(args.n)
     print_strategy_ratios(res)
