@@ -234,7 +234,21 @@ print(json.dumps({"load_seconds": t_load, "query_seconds": t_query, "rows": rows
 """
 
 
-def run_peers(n: int, res: dict) -> list[dict]:
+def alq_uncertainty_for_peers(n: int, budget: int) -> dict:
+    """alq's margin and entropy times (median of RUNS) and picks at (n, budget), C=100."""
+    pool = open_pool(make_pool(n))
+    excluded, head = exclusion(n), make_head(100)
+    res: dict = {}
+    for name in ("margin", "entropy"):
+        times = []
+        for _ in range(RUNS):
+            secs, sel = strategy_seconds(pool, head, excluded, name, budget)
+            times.append(secs)
+        res[f"{name}_c100"], res[f"{name}_rows"] = statistics.median(times), sel.indices
+    return res
+
+
+def run_peers(n: int, res: dict, budget: int = BUDGET) -> list[dict]:
     from tests.bench.peers import run_peer
 
     head = make_head(100)
@@ -245,12 +259,12 @@ def run_peers(n: int, res: dict) -> list[dict]:
     out = []
     for lib in ("modal", "skactiveml"):
         for measure in ("margin", "entropy"):
-            r = run_peer(PEER_SCRIPT, pool_path(n), npz, excl, BUDGET, lib, measure, timeout=1800)
+            r = run_peer(PEER_SCRIPT, pool_path(n), npz, excl, budget, lib, measure, timeout=1800)
             row = {"lib": lib, "measure": measure, "status": r.get("status")}
             if r.get("status") == "ok":
                 total = r["load_seconds"] + r["query_seconds"]
                 ours = res[f"{measure}_c100"]
-                overlap = len(set(r["rows"]) & set(res[f"{measure}_rows"].tolist())) / BUDGET
+                overlap = len(set(r["rows"]) & set(res[f"{measure}_rows"].tolist())) / budget
                 row.update(peer_seconds=total, peer_query_seconds=r["query_seconds"], alq_over_peer=ours / total,
                            alq_over_peer_query=ours / r["query_seconds"], overlap=overlap,
                            peer_peak_rss_mib=r["peak_rss_mib"])
@@ -260,8 +274,8 @@ def run_peers(n: int, res: dict) -> list[dict]:
     return out
 
 
-def print_peers(rows: list[dict]) -> None:
-    print("\npeers on the same rows and head outputs (C=100); alq time / peer time (lower = alq faster):")
+def print_peers(rows: list[dict], title: str = "") -> None:
+    print(f"\npeers on the same rows and head outputs (C=100{title}); alq time / peer time (lower = alq faster):")
     for r in rows:
         if r["status"] != "ok":
             print(f"  {r['lib']:<11} {r['measure']:<8} {r['status']}: {r}")
@@ -323,7 +337,9 @@ def print_rss(rows: list[dict]) -> None:
 def test_uncertainty_benchmark():
     res = time_strategies(1_000_000)
     print_strategy_ratios(res)
-    print_peers(run_peers(1_000_000, res))
+    print_peers(run_peers(1_000_000, res), ", N=1M, b=10,000")
+    small = alq_uncertainty_for_peers(100_000, 1_000)  # where scikit-activeml's (b x N) float64 array fits
+    print_peers(run_peers(100_000, small, budget=1_000), ", N=100k, b=1,000")
     print_rss(measure_rss())
 
 
@@ -335,9 +351,14 @@ def main(argv=None) -> None:
     ap.add_argument("--rss-sizes", default="1000000,4000000")
     ap.add_argument("--rss-child", nargs=3)
     ap.add_argument("--only-rss", action="store_true")
+    ap.add_argument("--only-small-peers", action="store_true")
     args = ap.parse_args(argv)
     if args.rss_child:
         rss_child(int(args.rss_child[0]), args.rss_child[1], int(args.rss_child[2]))
+        return
+    if args.only_small_peers:
+        small = alq_uncertainty_for_peers(100_000, 1_000)
+        print_peers(run_peers(100_000, small, budget=1_000), ", N=100k, b=1,000")
         return
     if args.only_rss:
         print_rss(measure_rss(tuple(int(s) for s in args.rss_sizes.split(","))))
@@ -345,7 +366,9 @@ def main(argv=None) -> None:
     res = time_strategies(args.n)
     print_strategy_ratios(res)
     if not args.no_peers:
-        print_peers(run_peers(args.n, res))
+        print_peers(run_peers(args.n, res), f", N={args.n:,}, b={BUDGET:,}")
+        small = alq_uncertainty_for_peers(100_000, 1_000)
+        print_peers(run_peers(100_000, small, budget=1_000), ", N=100k, b=1,000")
     if not args.no_rss:
         print_rss(measure_rss(tuple(int(s) for s in args.rss_sizes.split(","))))
 
