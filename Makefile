@@ -52,7 +52,7 @@ test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: install bench-peers
-	$(PY) -m pytest -q -m bench -s tests/bench -p no:xdist
+	$(PY) -m pytest -q -m bench -s tests/bench/bench_*.py -p no:xdist
 
 lint: install
 	$(VENV)/bin/ruff check alq tests

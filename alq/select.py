@@ -115,7 +115,8 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
     budget = check_budget(int(req.budget), n_unlabeled, allow_smaller=req.allow_smaller, pool_rows=pool.count)
     notes: dict = {}
     if head is not None and head.pool_fingerprint and head.pool_fingerprint != pool.fingerprint:
-        notes["head_note"] = "head was trained on an earlier version of this pool (rows appended since)"
+        notes["head_note"] = (f"head was trained on pool {head.pool_fingerprint}, this pool is {pool.fingerprint} "
+                              "(rows appended since, or another pool of the same dim)")
     scores = None
     if req.scores is not None:
         from alq.scoring.store import ScoresStore

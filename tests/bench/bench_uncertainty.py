@@ -223,12 +223,32 @@ else:
     qs = UncertaintySampling(method="margin_sampling" if measure == "margin" else "entropy", random_state=0)
     idx = qs.query(X, y, clf, fit_clf=False, batch_size=budget)
 t_query = time.perf_counter() - t1
+def peak_rss_mib():
+    # VmHWM restarts at exec; ru_maxrss would still hold the forking parent's resident set
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"load_seconds": t_load, "query_seconds": t_query, "rows": rows[np.asarray(idx)].tolist(),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mib": peak_rss_mib()}))
 """
 
 
-def run_peers(n: int, res: dict) -> list[dict]:
+def alq_uncertainty_for_peers(n: int, budget: int) -> dict:
+    """alq's margin and entropy times (median of RUNS) and picks at (n, budget), C=100."""
+    pool = open_pool(make_pool(n))
+    excluded, head = exclusion(n), make_head(100)
+    res: dict = {}
+    for name in ("margin", "entropy"):
+        times = []
+        for _ in range(RUNS):
+            secs, sel = strategy_seconds(pool, head, excluded, name, budget)
+            times.append(secs)
+        res[f"{name}_c100"], res[f"{name}_rows"] = statistics.median(times), sel.indices
+    return res
+
+
+def run_peers(n: int, res: dict, budget: int = BUDGET) -> list[dict]:
     from tests.bench.peers import run_peer
 
     head = make_head(100)
@@ -239,12 +259,12 @@ def run_peers(n: int, res: dict) -> list[dict]:
     out = []
     for lib in ("modal", "skactiveml"):
         for measure in ("margin", "entropy"):
-            r = run_peer(PEER_SCRIPT, pool_path(n), npz, excl, BUDGET, lib, measure, timeout=1800)
+            r = run_peer(PEER_SCRIPT, pool_path(n), npz, excl, budget, lib, measure, timeout=1800)
             row = {"lib": lib, "measure": measure, "status": r.get("status")}
             if r.get("status") == "ok":
                 total = r["load_seconds"] + r["query_seconds"]
                 ours = res[f"{measure}_c100"]
-                overlap = len(set(r["rows"]) & set(res[f"{measure}_rows"].tolist())) / BUDGET
+                overlap = len(set(r["rows"]) & set(res[f"{measure}_rows"].tolist())) / budget
                 row.update(peer_seconds=total, peer_query_seconds=r["query_seconds"], alq_over_peer=ours / total,
                            alq_over_peer_query=ours / r["query_seconds"], overlap=overlap,
                            peer_peak_rss_mib=r["peak_rss_mib"])
@@ -254,8 +274,8 @@ def run_peers(n: int, res: dict) -> list[dict]:
     return out
 
 
-def print_peers(rows: list[dict]) -> None:
-    print("\npeers on the same rows and head outputs (C=100); alq time / peer time (lower = alq faster):")
+def print_peers(rows: list[dict], title: str = "") -> None:
+    print(f"\npeers on the same rows and head outputs (C=100{title}); alq time / peer time (lower = alq faster):")
     for r in rows:
         if r["status"] != "ok":
             print(f"  {r['lib']:<11} {r['measure']:<8} {r['status']}: {r}")
@@ -266,14 +286,28 @@ def print_peers(rows: list[dict]) -> None:
 
 
 # -- peak RSS ----------------------------------------------------------------------------------
+def peak_rss_mib() -> float:
+    """This process's peak resident set (MiB). ``VmHWM`` restarts at exec, unlike ``ru_maxrss``,
+    which in a child started by fork + exec still holds the parent's resident set at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_child(n: int, strategy: str, n_classes: int) -> None:
-    """Child process: one selection on the cached pool; prints its peak RSS (MiB)."""
+    """Child process: one selection on the cached pool; prints its peak RSS (MiB) after and before it."""
     pool = open_pool(pool_path(n))
-    secs, sel = strategy_seconds(pool, make_head(n_classes), exclusion(n), strategy, BUDGET)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": secs}))
+    head, excluded = make_head(n_classes), exclusion(n)
+    before = peak_rss_mib()
+    secs, sel = strategy_seconds(pool, head, excluded, strategy, BUDGET)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib(), "before_mib": before, "seconds": secs}))
 
 
-def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 100))) -> list[dict]:
+def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 100), ("base", 1000))) -> list[dict]:
     out = []
     for n in sizes:
         make_pool(n)
@@ -289,20 +323,23 @@ def measure_rss(sizes=(1_000_000, 4_000_000), cases=(("margin", 100), ("base", 1
 
 def print_rss(rows: list[dict]) -> None:
     print("\npeak RSS of one selection (child process):")
-    base = {r["strategy"]: r["peak_rss_mib"] for r in rows if r["n"] == rows[0]["n"] and "peak_rss_mib" in r}
+    base = {(r["strategy"], r["classes"]): r["peak_rss_mib"] for r in rows if r["n"] == rows[0]["n"] and "peak_rss_mib" in r}
     for r in rows:
         if "peak_rss_mib" not in r:
             print(f"  N={r['n']:>9,} {r['strategy']:<7} error {r['error']}")
             continue
         print(f"  N={r['n']:>9,} {r['strategy']:<7} C={r['classes']:<5} {r['peak_rss_mib']:7.0f} MiB   "
-              f"{r['peak_rss_mib'] / base[r['strategy']]:.2f} x N={rows[0]['n']:,}   ({r['seconds']:.1f} s)")
+              f"{r['peak_rss_mib'] / base[(r['strategy'], r['classes'])]:.2f} x N={rows[0]['n']:,}   "
+              f"(process before selecting: {r['before_mib']:.0f} MiB; {r['seconds']:.1f} s)")
 
 
 @pytest.mark.bench
 def test_uncertainty_benchmark():
     res = time_strategies(1_000_000)
     print_strategy_ratios(res)
-    print_peers(run_peers(1_000_000, res))
+    print_peers(run_peers(1_000_000, res), ", N=1M, b=10,000")
+    small = alq_uncertainty_for_peers(100_000, 1_000)  # where scikit-activeml's (b x N) float64 array fits
+    print_peers(run_peers(100_000, small, budget=1_000), ", N=100k, b=1,000")
     print_rss(measure_rss())
 
 
@@ -313,14 +350,25 @@ def main(argv=None) -> None:
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--rss-sizes", default="1000000,4000000")
     ap.add_argument("--rss-child", nargs=3)
+    ap.add_argument("--only-rss", action="store_true")
+    ap.add_argument("--only-small-peers", action="store_true")
     args = ap.parse_args(argv)
     if args.rss_child:
         rss_child(int(args.rss_child[0]), args.rss_child[1], int(args.rss_child[2]))
         return
+    if args.only_small_peers:
+        small = alq_uncertainty_for_peers(100_000, 1_000)
+        print_peers(run_peers(100_000, small, budget=1_000), ", N=100k, b=1,000")
+        return
+    if args.only_rss:
+        print_rss(measure_rss(tuple(int(s) for s in args.rss_sizes.split(","))))
+        return
     res = time_strategies(args.n)
     print_strategy_ratios(res)
     if not args.no_peers:
-        print_peers(run_peers(args.n, res))
+        print_peers(run_peers(args.n, res), f", N={args.n:,}, b={BUDGET:,}")
+        small = alq_uncertainty_for_peers(100_000, 1_000)
+        print_peers(run_peers(100_000, small, budget=1_000), ", N=100k, b=1,000")
     if not args.no_rss:
         print_rss(measure_rss(tuple(int(s) for s in args.rss_sizes.split(","))))
 
