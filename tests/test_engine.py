@@ -67,6 +67,15 @@ def test_ray_missing_says_how_to_install(monkeypatch):
     assert "pip install 'alq[ray]'" in info.value.line()
 
 
+def test_embed_engine_ray_is_refused_clearly(cli, tmp_path):
+    """Not built yet: says so in one line, exit 2, writes nothing (with or without Ray installed)."""
+    from conftest import REPO
+
+    code, _, err = cli("embed", REPO / "sample_data" / "pool.parquet", "--out", tmp_path / "p", "--engine", "ray")
+    assert code == 2 and "not there yet" in err
+    assert not (tmp_path / "p").exists()
+
+
 ray = pytest.importorskip("ray")
 # Ray workers cannot import this test module: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -114,8 +114,3 @@ def test_cluster_graph_and_update_same_on_ray(world, engine, tmp_path):
     np.testing.assert_array_equal(got, load_clusters(tmp_path / "local", pool2))
     assert len(got) == N + 100
 
-
-def test_embed_engine_ray_is_refused_clearly(cli, tmp_path):
-    code, _, err = cli("embed", "sample_data/pool.parquet", "--out", tmp_path / "p", "--engine", "ray")
-    assert code == 2 and "not there yet" in err
-    assert not (tmp_path / "p").exists()
