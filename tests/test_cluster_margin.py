@@ -21,16 +21,19 @@ from alq.strategies.cluster_margin import round_robin
 from tests.conftest import gaussian_pool
 
 
-def reference_round_robin(rows, clusters, budget, keys):
-    """The paper's loop, literally: clusters by (size in M, id); each visit takes one random member.
+def reference_round_robin(rows, clusters, budget, keys, cluster_keys=None):
+    """The paper's loop, literally: clusters by (size in M, random tie key); each visit takes one random member.
 
     "Random member" = the remaining member with the smallest key (ties by row), the keys being
-    the same uniform draws the strategy uses.
+    the same uniform draws the strategy uses; ``cluster_keys[j]`` is the tie key of the j-th
+    smallest cluster id (None: ties by id).
     """
     members: dict[int, list[int]] = {}
     for i, c in enumerate(clusters.tolist()):
         members.setdefault(c, []).append(i)
-    order = sorted(members, key=lambda c: (len(members[c]), c))
+    ids = sorted(members)
+    tie = {c: (cluster_keys[j] if cluster_keys is not None else 0.0) for j, c in enumerate(ids)}
+    order = sorted(members, key=lambda c: (len(members[c]), tie[c], c))
     taken: list[int] = []
     while len(taken) < budget:
         for c in list(order):
@@ -52,9 +55,13 @@ def test_round_robin_matches_brute_force(seed):
     clusters = rng.integers(0, int(rng.integers(1, 40)), size=m).astype(np.int64)
     budget = int(rng.integers(1, m + 1))
     keys = np.random.default_rng([seed, 1]).random(m)
-    got, passes, n_clusters = round_robin(rows, clusters, budget, keys)
+    ckeys = np.random.default_rng([seed, 2]).random(len(np.unique(clusters)))
+    got, passes, n_clusters = round_robin(rows, clusters, budget, keys, ckeys)
     assert n_clusters == len(np.unique(clusters))
-    np.testing.assert_array_equal(got, reference_round_robin(rows, clusters, budget, keys))
+    np.testing.assert_array_equal(got, reference_round_robin(rows, clusters, budget, keys, ckeys))
+    # without tie keys: ties by cluster id
+    np.testing.assert_array_equal(round_robin(rows, clusters, budget, keys)[0],
+                                  reference_round_robin(rows, clusters, budget, keys))
     assert (np.diff(passes) >= 0).all()
 
 
@@ -134,8 +141,10 @@ def test_selection_is_round_robin_over_lowest_margin_candidates(setup, ratio):
     clusters = load_clusters(tmp / "clusters", pool)
     np.testing.assert_array_equal(table.column("cluster").to_numpy(), clusters[rows])
     np.testing.assert_allclose(table.column("score").to_numpy(), m[rows], rtol=1e-6, atol=1e-9)
-    keys = np.random.default_rng([3, 0]).random(len(cand))
-    want = cand[reference_round_robin(cand, clusters[cand], 40, keys)]
+    gen = np.random.default_rng([3, 0])
+    keys = gen.random(len(cand))
+    ckeys = gen.random(len(np.unique(clusters[cand])))
+    want = cand[reference_round_robin(cand, clusters[cand], 40, keys, ckeys)]
     np.testing.assert_array_equal(rows, want)
     assert summary["candidates"] == k_m and summary["clusters_covered"] == len(np.unique(clusters[rows]))
     assert summary["candidate_clusters"] == len(np.unique(clusters[cand]))

@@ -9,13 +9,17 @@ Cluster-Margin):
    reduce; multi-label heads use the aggregated binary margin.
    The set M is kept without sorting by margin (:class:`LowestK`).
 2. Group M by the pool's clusters (``alq cluster``), order the clusters by
-   their size within M, smallest first, ties by cluster id.
+   their size within M, smallest first, ties in a seeded random order (not
+   by cluster id: ids follow pool-row order, and at fine cuts most clusters
+   tie at size 1, so id order would fill the batch from the first rows of
+   the pool).
 3. Round-robin: visit the clusters in that order, take one uniformly random
    member of each, drop emptied clusters, repeat until b rows are taken.
 
 Randomness: one uniform key per candidate, drawn from the selection's
-generator in pool-row order; "a uniformly random member" of a cluster is
-its remaining member with the smallest key. That is the same distribution
+generator in pool-row order, then one per cluster among the candidates in
+cluster-id order (the tie order of equal sizes); "a uniformly random
+member" of a cluster is its remaining member with the smallest key. That is the same distribution
 (a uniform random permutation per cluster), independent of block sizes
 and engines, and lets pass p take the p-th member of every cluster at once:
 the batch is the candidates sorted by (pass, cluster order), first b.
@@ -124,14 +128,17 @@ def lowest_margin_rows(ctx: Context, k: int, aggregate: str) -> tuple[np.ndarray
     return top.result()
 
 
-def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, int]:
+def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.ndarray,
+                cluster_keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Cluster-Margin's round-robin over the candidates.
 
     rows : int64 (m,) candidate pool rows, ascending; clusters : int64 (m,)
-    their cluster ids; keys : float64 (m,) uniform random keys. Clusters are
-    visited smallest (within the candidates) first, ties by cluster id;
-    within a cluster members come in increasing key order (ties by row).
+    their cluster ids; keys : float64 (m,) uniform random keys;
+    cluster_keys : float64 (number of distinct clusters,) uniform keys of the
+    distinct cluster ids in increasing id order (None: ties by cluster id).
+    Clusters are visited smallest (within the candidates) first, equal sizes
+    in increasing cluster key (then id); within a cluster members come in
+    increasing key order (ties by row).
     Returns (positions into rows in pick order, pass of each pick, number of
     clusters among the candidates). O(m log m) in a few sorts, no Python loop.
     """
@@ -142,8 +149,11 @@ def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.nd
     inverse = inverse.reshape(-1)
     n_clusters = len(uniq)
     # visiting order of clusters: (size within M, cluster id); uniq is sorted by id already
+    if cluster_keys is not None and len(cluster_keys) != n_clusters:
+        raise ValueError(f"cluster_keys has {len(cluster_keys)} keys for {n_clusters} clusters")
+    tie = np.arange(n_clusters) if cluster_keys is None else np.asarray(cluster_keys, dtype=np.float64)
     cluster_rank = np.empty(n_clusters, dtype=np.int64)
-    cluster_rank[np.argsort(counts, kind="stable")] = np.arange(n_clusters, dtype=np.int64)
+    cluster_rank[np.lexsort((np.arange(n_clusters), tie, counts))] = np.arange(n_clusters, dtype=np.int64)
     # members of each cluster in (key, row) order: stable sorts, rows are ascending on input
     by_key = np.argsort(keys, kind="stable")
     within = by_key[np.argsort(inverse[by_key], kind="stable")]
@@ -186,8 +196,10 @@ class ClusterMarginStrategy(Strategy):
         rows, margins = lowest_margin_rows(ctx, k_m, aggregate)
         ctx.report("cluster-margin: margins", 1, 1)
         clusters = np.asarray(ctx.clusters, dtype=np.int64)[rows]
-        keys = ctx.rng().random(len(rows))
-        pick, passes, n_cand_clusters = round_robin(rows, clusters, b, keys)
+        rng = ctx.rng()
+        keys = rng.random(len(rows))
+        cluster_keys = rng.random(len(np.unique(clusters)))
+        pick, passes, n_cand_clusters = round_robin(rows, clusters, b, keys, cluster_keys)
         chosen_clusters = clusters[pick]
         summary = {
             "candidates": int(k_m), "candidates_ratio": ratio, "candidate_clusters": int(n_cand_clusters),
