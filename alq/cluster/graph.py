@@ -241,9 +241,15 @@ def finish_dense(den: Dendrogram, a: np.ndarray, b: np.ndarray, w: np.ndarray, v
                             f"them, more than the {DENSE_MAX} that exact average linkage can join",
                             hint="raise --knn, or cut with --threshold")
     size = np.bincount(labels, minlength=m).astype(np.float64)
-    v = np.zeros((m, vectors.shape[1]), dtype=np.float64)
-    np.add.at(v, labels, vectors.astype(np.float64))
-    q = np.bincount(labels, weights=np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64), minlength=m)
+    v = torch.zeros((m, vectors.shape[1]), dtype=torch.float64)
+    q = torch.zeros(m, dtype=torch.float64)
+    step = rows_per_block(vectors.shape[1] * 16)
+    for lo in range(0, n, step):  # cluster sums in float64, a block of rows at a time
+        x = torch.from_numpy(np.ascontiguousarray(vectors[lo:lo + step])).double()
+        lab = torch.from_numpy(labels[lo:lo + step])
+        v.index_add_(0, lab, x)
+        q.index_add_(0, lab, (x * x).sum(1))
+    v, q = v.numpy(), q.numpy()
     la, lb = labels[np.asarray(a, dtype=np.int64)], labels[np.asarray(b, dtype=np.int64)]
     between = la != lb
     ca, cb = np.minimum(la, lb)[between], np.maximum(la, lb)[between]
