@@ -191,10 +191,6 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         eps = float(den.height[applied - 1]) if applied else 0.0
         cut = {"by": "n_clusters", "n_clusters_requested": int(opts.n_clusters), "threshold": eps,
                "threshold_rule": "height of the last merge made"}
-        if labels.max() + 1 > opts.n_clusters:
-            cut["note"] = (f"the kNN graph has {int(labels.max()) + 1} connected components, so no fewer "
-                           f"clusters can be formed; raise --knn to connect it")
-            say(f"warning: {cut['note']}")
     else:
         if opts.threshold is not None:
             eps, rule = float(opts.threshold), "given (--threshold)"
