@@ -334,6 +334,18 @@ def test_duplicates_are_at_distance_zero(method):
     np.testing.assert_array_equal(labels[:300], labels[300:])
 
 
+def test_groups_of_duplicates_larger_than_k_join_at_threshold_zero():
+    """30 points x 20 copies, k = 10: pairs without an edge inside a group must count as 0 too."""
+    rng = np.random.default_rng(3)
+    u = (rng.normal(size=(30, 64)) + 10.0).astype(np.float32)
+    order = rng.permutation(600)
+    x = np.repeat(u, 20, axis=0)[order]
+    want = canonical_labels(np.repeat(np.arange(30), 20)[order])
+    for method in ("exact", "graph"):
+        labels, _ = compute_clusters(MemoryPool(x, shard_rows=600), ClusterOptions(method=method, threshold=0.0))
+        np.testing.assert_array_equal(labels, want)
+
+
 def test_near_duplicate_distances_are_exact():
     rng = np.random.default_rng(9)
     u = (rng.normal(size=(50, 384)) + 10.0).astype(np.float32)

@@ -62,7 +62,7 @@ from alq.config import rows_per_block
 from alq.errors import BadInputError
 
 DENSE_FROM = 2048  # clusters from which a --n-clusters cut is finished densely (32 MiB matrix)
-DENSE_MAX = 8192  # most clusters the dense finish takes on (512 MiB matrix)
+DENSE_MAX = 8192  # most clusters the dense finish takes on (two 512 MiB matrices)
 
 
 def edges_from_knn(nbr: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -281,13 +281,17 @@ def _dense_linkage(size, v, q, ea, eb, s1, s2, cnt) -> np.ndarray:
     ``v`` and sums of squared norms ``q``; S, S2, n_AB from the edges
     (ea, eb) between them (none: S = S2 = 0, the RMS of all distances).
     """
+    norms = size[:, None] * q[None, :]
+    norms += q[:, None] * size[None, :]
     d = v @ v.T
     d *= -2.0
-    d += size[:, None] * q[None, :]
-    d += q[:, None] * size[None, :]  # Q_AB: the sum of squared distances over A x B
+    d += norms  # Q_AB: the sum of squared distances over A x B
+    d[d <= _SUMS_TOL * norms] = 0.0
+    del norms
     pairs = size[ea] * size[eb]
     u = pairs - cnt
-    rms = np.sqrt(np.clip((d[ea, eb] - s2) / np.maximum(u, 1.0), 0.0, None))
+    norms_e = size[eb] * q[ea] + size[ea] * q[eb]
+    rms = np.sqrt(np.clip(_zero_within_rounding(d[ea, eb] - s2, norms_e) / np.maximum(u, 1.0), 0.0, None))
     edge = (s1 + u * rms) / pairs
     d /= size[:, None]
     d /= size[None, :]
@@ -297,6 +301,22 @@ def _dense_linkage(size, v, q, ea, eb, s1, s2, cnt) -> np.ndarray:
     d[eb, ea] = edge
     np.fill_diagonal(d, np.inf)
     return d
+
+
+# relative rounding of a cluster pair's sum of squared distances from float32 vector sums
+_SUMS_TOL = 1e-5
+
+
+def _zero_within_rounding(sq, norms):
+    """Sums of squared distances at or below their rounding (``_SUMS_TOL`` x the norms' terms) -> 0.
+
+    Identical rows give Q_AB = 0 exactly in exact arithmetic; from float32
+    sums it comes out as noise, which would keep groups of duplicates larger
+    than k apart at ``--threshold 0``.
+    """
+    if isinstance(sq, torch.Tensor):
+        return torch.where(sq <= _SUMS_TOL * norms, torch.zeros_like(sq), sq)
+    return np.where(sq <= _SUMS_TOL * norms, 0.0, sq)
 
 
 def _linkage(mode, link, dirty, ea, eb, s1, s2, cnt, size, big_d, vs, qn) -> torch.Tensor:
@@ -322,7 +342,8 @@ def _linkage(mode, link, dirty, ea, eb, s1, s2, cnt, size, big_d, vs, qn) -> tor
     for lo in range(0, len(idx), step):
         hi = min(lo + step, len(idx))
         dot[lo:hi] = (vs[a[lo:hi]] * vs[b[lo:hi]]).double().sum(1)
-    sq_all = size[b] * qn[a] + size[a] * qn[b] - 2.0 * dot
-    rms = torch.sqrt(torch.clamp((sq_all - s2[idx]) / n_missing.clamp_min(1.0), min=0.0))
+    norms = size[b] * qn[a] + size[a] * qn[b]
+    missing_sq = _zero_within_rounding(norms - 2.0 * dot - s2[idx], norms)
+    rms = torch.sqrt(torch.clamp(missing_sq / n_missing.clamp_min(1.0), min=0.0))
     link[idx] = (s1[idx] + n_missing * rms) / pairs
     return link
