@@ -209,6 +209,32 @@ def _recall(got: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> float:
     return hits / max(1, truth.size)
 
 
+# faiss's float32 |x|^2 + |y|^2 - 2 x.y is off by about this much times |x|^2 (with a margin)
+_FAISS_TOL = 1e-5
+
+
+def _exact_near(pool, x: np.ndarray, idx: np.ndarray, d2: np.ndarray, normalize: str | None) -> np.ndarray:
+    """Squared distances with the near pairs recomputed from ``x - y`` in float64; rows re-sorted.
+
+    faiss's expansion leaves identical rows at a small positive distance
+    (enough to split duplicates at ``--threshold 0``); a pair whose value is
+    within its rounding of 0 is read back and computed directly, so
+    duplicates are at exactly 0. Only such near pairs are re-read.
+    """
+    qn = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    near = (idx >= 0) & (d2 <= _FAISS_TOL * qn[:, None])
+    if not near.any():
+        return d2
+    qi, col = np.nonzero(near)
+    rows, where = np.unique(idx[qi, col], return_inverse=True)
+    y = prepare(pool.take(rows, dtype=np.float32), normalize).astype(np.float64)
+    d2 = d2.astype(np.float64)
+    d2[qi, col] = ((x[qi].astype(np.float64) - y[where.reshape(-1)]) ** 2).sum(1)
+    order = np.argsort(np.where(idx >= 0, d2, np.inf), axis=1, kind="stable")
+    idx[...] = np.take_along_axis(idx, order, 1)
+    return np.take_along_axis(d2, order, 1)
+
+
 def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str | None,
                    exclude_self: bool, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Map task: the k nearest indexed rows of pool rows [max(lo, start), hi).
@@ -226,7 +252,8 @@ def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str
     kk = k + 1 if exclude_self else k
     kk = min(kk, ref.ntotal)
     for block in pool.iter_blocks(block_rows=block_rows_for(pool, kk), lo=lo, hi=hi):
-        d2, idx = ref.search(prepare(block.vectors, normalize), kk)
+        x = prepare(block.vectors, normalize)
+        d2, idx = ref.search(x, kk)
         r0 = block.start - lo
         if exclude_self:
             own = idx == np.arange(block.start, block.stop, dtype=np.int64)[:, None]
@@ -236,6 +263,7 @@ def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str
             keep[np.arange(len(idx)), drop] = False
             idx = idx[keep].reshape(len(idx), kk - 1)
             d2 = d2[keep].reshape(len(idx), kk - 1)
+        d2 = _exact_near(pool, x, idx, d2, normalize)
         m = min(k, idx.shape[1])
         nbr[r0:r0 + len(idx), :m] = idx[:, :m]
         dist[r0:r0 + len(idx), :m] = np.sqrt(np.maximum(d2[:, :m], 0))

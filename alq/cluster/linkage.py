@@ -55,6 +55,10 @@ class Dendrogram:
 
     def labels(self, n_applied: int) -> np.ndarray:
         """Flat cluster of every leaf after applying the first ``n_applied`` merges (canonical ids)."""
+        return canonical_labels(self.roots(n_applied))
+
+    def roots(self, n_applied: int) -> np.ndarray:
+        """Node id (leaf or ``n_leaves + merge``) of every leaf's cluster after the first ``n_applied`` merges."""
         n = self.n_leaves
         parent = np.arange(n + self.n_merges, dtype=np.int64)
         k = int(n_applied)
@@ -67,7 +71,18 @@ class Dendrogram:
             if np.array_equal(nxt, parent):
                 break
             parent = nxt
-        return canonical_labels(parent[:n])
+        return parent[:n]
+
+    def representatives(self) -> np.ndarray:
+        """A leaf of every node (n_leaves + n_merges,): a merge's node keeps its left child's leaf.
+
+        The convention of :meth:`from_rep_merges`, so ``(rep[left], rep[right], height)``
+        rebuilds this dendrogram.
+        """
+        rep = np.arange(self.n_leaves + self.n_merges, dtype=np.int64)
+        for i, child in enumerate(self.left.tolist()):
+            rep[self.n_leaves + i] = rep[child]
+        return rep
 
     def cut(self, *, threshold: float | None = None, n_clusters: int | None = None) -> np.ndarray:
         """Flat clusters: merges at height <= threshold, or the first n_leaves - n_clusters merges.
