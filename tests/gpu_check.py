@@ -466,10 +466,12 @@ def run_check(r: Runner, s: dict, seed: int = 0) -> list[dict]:
         return run
 
     heads = {"linear": ("main", "main_labels.parquet", []),
-             "mlp": ("main", "main_labels.parquet", ["--hidden", s["hidden"], "--dropout", 0.1]),
+             "mlp": ("main", "main_labels.parquet", ["--hidden", s["hidden"]]),
+             "dropout": ("main", "main_labels.parquet", ["--hidden", s["hidden"], "--dropout", 0.1]),
              "div": ("div", "div_labels.parquet", []),
              "clu": ("clu", "clu_labels.parquet", [])}
-    names = {"linear": "train linear", "mlp": "train mlp (dropout, Adam)", "div": "train linear (diversity pool)",
+    names = {"linear": "train linear (L-BFGS)", "mlp": f"train mlp {s['hidden']} (L-BFGS)",
+             "dropout": f"train mlp {s['hidden']} dropout (Adam)", "div": "train linear (diversity pool)",
              "clu": "train linear (cluster pool)"}
     for kind, (pool, labels, extra) in heads.items():
         r.step(names[kind], train(kind, pool, labels, extra),
@@ -508,7 +510,7 @@ def run_check(r: Runner, s: dict, seed: int = 0) -> list[dict]:
     b, N, d = s["budget"], s["rows"], s["dim"]
     for strat in ("margin", "entropy", "mase", "base"):
         select(f"select {strat} {N:,}x{d} b={b:,}", "main", "linear", strat, b)
-    select(f"select bald (MC dropout) {N:,}x{d} b={b:,}", "main", "mlp", "bald", b)
+    select(f"select bald (MC dropout) {N:,}x{d} b={b:,}", "main", "dropout", "bald", b)
 
     # -- cluster (exact on a small pool; graph with the faiss kNN index on the big one)
     def cluster(name, pool, method, rows, *extra):
@@ -566,6 +568,7 @@ def main(argv=None) -> int:
                     "(default 470 for full, none otherwise)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--install-only", action="store_true", help="build .gpu-venv (on a GPU machine) and stop")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     size = dict(SIZES[args.size])
@@ -583,6 +586,9 @@ def main(argv=None) -> int:
             gpu, why = False, f"could not build {GPU_VENV.name} ({exc})"
     if gpu:
         gpu, why = cuda_in(python)
+    if args.install_only:
+        print(f"{GPU_VENV.name}: {why}" if gpu else f"No usable NVIDIA GPU ({why}): {GPU_VENV.name} not built.")
+        return 0
     if not gpu:
         print(f"No usable NVIDIA GPU ({why}): running the CPU half only.", flush=True)
     else:

@@ -353,8 +353,13 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool,
             idx = torch.randint(len(xt), (len(xt),), generator=gen).to(device)
             xs, ys = xt[idx], yt[idx]
         warm = init.nets[min(k, len(init.nets) - 1)] if init is not None else None
-        net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=opts, generator=gen, weights=w,
-                           x_val=x_val, y_val=y_val, init=warm)
+        # nn.Dropout draws from torch's global RNG (seeded at random per process): seed it for this member
+        # on the training device, and restore the caller's RNG state afterwards
+        cuda = [device] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(opts.seed * 1_000_003 + k)
+            net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=opts, generator=gen, weights=w,
+                               x_val=x_val, y_val=y_val, init=warm)
         nets.append(net.cpu())
         fits.append(fit)
     first = fits[0]
