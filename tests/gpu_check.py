@@ -92,7 +92,8 @@ def max_abs_diff(a, b) -> float:
     same = (a == b) | (np.isnan(a) & np.isnan(b))
     if same.all():
         return 0.0
-    return float(np.nanmax(np.where(same, 0.0, np.abs(a - b))))
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmax(np.where(same, 0.0, np.abs(a - b))))
 
 
 def compare_selections(ids_a, scores_a, ids_b, scores_b, *, rtol: float = 1e-4, atol: float = 1e-5) -> dict:
