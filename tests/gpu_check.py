@@ -194,12 +194,16 @@ def format_table(rows: list[dict], *, gpu: bool) -> str:
     for r in rows:
         g, c = r.get("gpu_s"), r.get("cpu_s")
         ratio = f"{g / c:.2f}x" if g is not None and c else "-"
+        if g is not None and c is None and r.get("cpu_over"):
+            ratio = f"< {g / r['cpu_over']:.2f}x"
+            c = None
         ov = r.get("overlap")
         d = r.get("max_abs_diff")
         lines.append([r["step"], r.get("verdict") or "-",
                       f"{ov:.4f}" if isinstance(ov, float) else "-",
                       (f"{d:.2e}" if d and math.isfinite(d) else ("inf" if d else "0")) if isinstance(d, float) else "-",
-                      f"{g:.1f}" if g is not None else "-", f"{c:.1f}" if c is not None else "-", ratio])
+                      f"{g:.1f}" if g is not None else "-",
+                      f"{c:.1f}" if c is not None else (f"> {r['cpu_over']:.0f}" if r.get("cpu_over") else "-"), ratio])
     widths = [max(len(h), *(len(row[i]) for row in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'<' if i < 2 else '>'}{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
@@ -246,9 +250,9 @@ def ensure_gpu_venv(torch_spec: str, faiss_spec: str) -> Path:
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(GPU_VENV)], check=True)
     pip = [str(py), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, torch_spec], check=True)
+    subprocess.run([*pip, *torch_spec.split()], check=True)
     subprocess.run([str(py), "-m", "pip", "uninstall", "--yes", "--quiet", "faiss-cpu"], check=False)
-    subprocess.run([*pip, faiss_spec, *_pyproject_deps()], check=True)
+    subprocess.run([*pip, *faiss_spec.split(), *_pyproject_deps()], check=True)
     subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
     stamp.write_text(want)
     return py
@@ -272,6 +276,12 @@ def cuda_in(python: str) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 # running alq
 # ---------------------------------------------------------------------------------------------
+class RunTimeout(Exception):
+    def __init__(self, device: str, seconds: float):
+        super().__init__(f"{device} run killed after {seconds:.0f}s")
+        self.device, self.seconds = device, seconds
+
+
 @dataclass
 class Runner:
     python: str
@@ -280,6 +290,7 @@ class Runner:
     gpu: bool
     deadline: float
     self_check: bool = False  # run the "GPU" half on the CPU too: exercises the comparisons without a GPU
+    run_timeout: float | None = None  # seconds one alq run may take (then killed: "> T s", not compared)
     log: Path = field(init=False)
     rows: list = field(default_factory=list)
 
@@ -299,7 +310,14 @@ class Runner:
         """Run ``alq ARGS`` on ``device``; return its wall time. A failure raises with the stderr tail."""
         cmd = [self.python, "-m", "alq", *map(str, args), "--quiet"]
         t = time.perf_counter()
-        r = subprocess.run(cmd, env=self.env(device), capture_output=True, text=True, cwd=self.work)
+        timeout = min(self.run_timeout or math.inf, max(1.0, self.deadline - t))  # never past --time-limit
+        try:
+            r = subprocess.run(cmd, env=self.env(device), capture_output=True, text=True, cwd=self.work,
+                               timeout=None if math.isinf(timeout) else timeout)
+        except subprocess.TimeoutExpired:
+            with open(self.log, "a") as fh:
+                fh.write(f"[{device} killed after {timeout:.0f}s] {' '.join(cmd[2:])}\n")
+            raise RunTimeout(device, timeout) from None
         dt = time.perf_counter() - t
         with open(self.log, "a") as fh:
             fh.write(f"[{device} {dt:.1f}s rc={r.returncode}] {' '.join(cmd[2:])}\n{r.stderr[-2000:]}\n")
@@ -311,7 +329,7 @@ class Runner:
     def step(self, name: str, run, compare) -> None:
         """``run(device, tag) -> None`` writes outputs tagged 'gpu'/'cpu'; ``compare() -> dict``."""
         row = {"step": name}
-        if time.perf_counter() > self.deadline:
+        if time.perf_counter() > self.deadline - 5:
             row["verdict"] = SKIPPED + " (time)"
             self.rows.append(row)
             print(f"   {name}: skipped, past --time-limit", flush=True)
@@ -324,6 +342,9 @@ class Runner:
                 row.update(compare())
             else:
                 row["verdict"] = "cpu ok"
+        except RunTimeout as exc:
+            row[f"{'cpu' if exc.device == 'cpu' else 'gpu'}_over"] = exc.seconds
+            row["verdict"] = f"{'CPU' if exc.device == 'cpu' else 'GPU'} > {exc.seconds:.0f}s, not compared"
         except Exception as exc:  # one broken step must not hide the others
             row["verdict"] = FAILED
             row["error"] = str(exc)
@@ -496,10 +517,11 @@ def run_check(r: Runner, s: dict, seed: int = 0) -> list[dict]:
     r.step(f"score {s['rows']:,} x {s['dim']}", score_run, score_cmp)
 
     # -- select
-    def select(name, pool, kind, strategy, budget, *extra):
+    def select(name, pool, kind, strategy, budget, *extra, labels=True):
         def run(dev, tag):
             with_head = ("--head", head(kind)) if kind else ()
-            return r.alq("select", p[pool], *with_head, "--labels", w / f"{pool}_labels.parquet", "--strategy",
+            with_head += ("--labels", w / f"{pool}_labels.parquet") if labels else ()
+            return r.alq("select", p[pool], *with_head, "--strategy",
                          strategy, "--budget", budget, "--seed", seed, "--out", w / f"sel-{name}-{tag}.parquet",
                          *extra, device=dev)
 
@@ -531,14 +553,14 @@ def run_check(r: Runner, s: dict, seed: int = 0) -> list[dict]:
         select(f"select cluster-margin {s['cluster_rows']:,}x{s['cluster_dim']} b={b:,}", "clu", "clu",
                "cluster-margin", b, "--clusters", clusters_cpu)
 
-    # -- diversity strategies on the diversity pool
+    # -- diversity strategies on the diversity pool (cold-start ones without labels, as on a new pool)
     nd, bd, bg = s["div_rows"], s["div_budget"], s["greedy_budget"]
     C = s["classes"]
-    select(f"select badge {nd:,}x{d} C={C} b={bd:,}", "div", "div", "badge", bd)
+    select(f"select badge {nd:,}x{d} C={C} b={bg:,}", "div", "div", "badge", bg)
     for strat in ("coreset", "fass"):
         select(f"select {strat} {nd:,}x{d} b={bg:,}", "div", "div", strat, bg)
     for strat in ("kcenter", "typiclust"):
-        select(f"select {strat} (no head) {nd:,}x{d} b={bg:,}", "div", None, strat, bg)
+        select(f"select {strat} (no head, no labels) {nd:,}x{d} b={bg:,}", "div", None, strat, bg, labels=False)
 
     # -- simulate: two rounds of margin, badge and base
     def sim_run(dev, tag):
@@ -549,6 +571,8 @@ def run_check(r: Runner, s: dict, seed: int = 0) -> list[dict]:
 
     r.step(f"simulate 2 rounds {s['sim_rows']:,}x{d} (margin,badge,base)", sim_run,
            lambda: compare_simulations(w / "sim-gpu", w / "sim-cpu"))
+    if bd != bg:  # the benchmark size, last: its CPU half is the one most likely to hit --run-timeout
+        select(f"select badge {nd:,}x{d} C={C} b={bd:,}", "div", "div", "badge", bd)
     return r.rows
 
 
@@ -566,7 +590,9 @@ def main(argv=None) -> int:
     ap.add_argument("--torch", default=os.environ.get("GPU_TORCH", "torch==2.14.1"), help="CUDA torch for .gpu-venv")
     ap.add_argument("--faiss", default=os.environ.get("GPU_FAISS", "faiss-gpu>=1.8"), help="faiss-gpu for .gpu-venv")
     ap.add_argument("--time-limit", type=float, default=None, help="seconds; later steps are skipped past it "
-                    "(default 470 for full, none otherwise)")
+                    "(default 450 for full, none otherwise)")
+    ap.add_argument("--run-timeout", type=float, default=None, help="seconds one alq run may take; a run killed "
+                    "there shows as '> T s', not compared (default 75 for full, none otherwise)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--install-only", action="store_true", help="build .gpu-venv (on a GPU machine) and stop")
@@ -598,9 +624,11 @@ def main(argv=None) -> int:
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
-    limit = args.time_limit if args.time_limit is not None else (470.0 if args.size == "full" else math.inf)
+    full = args.size == "full"
+    limit = args.time_limit if args.time_limit is not None else (450.0 if full else math.inf)
+    run_timeout = args.run_timeout if args.run_timeout is not None else (75.0 if full else None)
     runner = Runner(python=python, work=args.work.resolve(), working_memory=size["working_memory"], gpu=gpu,
-                    deadline=t0 + limit, self_check=args.self_check and not gpu)
+                    deadline=t0 + limit, self_check=args.self_check and not gpu, run_timeout=run_timeout)
     try:
         rows = run_check(runner, size, seed=args.seed)
     except Exception as exc:
