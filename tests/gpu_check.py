@@ -278,7 +278,7 @@ def cuda_in(python: str) -> tuple[bool, str]:
 # ---------------------------------------------------------------------------------------------
 class RunTimeout(Exception):
     def __init__(self, device: str, seconds: float):
-        super().__init__(f"{device} run killed after {seconds:.0f}s")
+        super().__init__(f"{device} run killed after {seconds:g}s")
         self.device, self.seconds = device, seconds
 
 
@@ -344,7 +344,7 @@ class Runner:
                 row["verdict"] = "cpu ok"
         except RunTimeout as exc:
             row[f"{'cpu' if exc.device == 'cpu' else 'gpu'}_over"] = exc.seconds
-            row["verdict"] = f"{'CPU' if exc.device == 'cpu' else 'GPU'} > {exc.seconds:.0f}s, not compared"
+            row["verdict"] = f"{'CPU' if exc.device == 'cpu' else 'GPU'} > {exc.seconds:g}s, not compared"
         except Exception as exc:  # one broken step must not hide the others
             row["verdict"] = FAILED
             row["error"] = str(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -166,3 +167,42 @@ def test_dropout_training_is_deterministic_for_a_seed():
     torch.manual_seed(12345)  # another global state: the head must not change
     b = train_head(x, y, [0, 1], multilabel=False, opts=opts).net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the runner: a failed or overlong alq run is one row, the others go on --------------------
+def _fake_python(tmp_path, body: str) -> str:
+    exe = tmp_path / "fakepy"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def _runner(tmp_path, python, **kw):
+    return gc.Runner(python=python, work=tmp_path, working_memory=64, gpu=False, deadline=math.inf, **kw)
+
+
+def test_runner_times_out_a_run(tmp_path):
+    r = _runner(tmp_path, _fake_python(tmp_path, "sleep 5"), run_timeout=0.3)
+    r.step("slow", lambda dev, tag: r.alq("score", device=dev), lambda: {})
+    (row,) = r.rows
+    assert row["cpu_over"] == 0.3 and row["verdict"].startswith("CPU > 0.3s")
+    assert "> 0" in gc.format_table(r.rows, gpu=False)
+
+
+def test_runner_reports_a_failed_run_and_goes_on(tmp_path):
+    r = _runner(tmp_path, _fake_python(tmp_path, 'echo "Error: broken on purpose" >&2; exit 2'))
+    r.step("bad", lambda dev, tag: r.alq("select", device=dev), lambda: {})
+    r.step("fine", lambda dev, tag: 0.0, lambda: {})
+    assert r.rows[0]["verdict"] == gc.FAILED and "broken on purpose" in r.rows[0]["error"]
+    assert r.rows[1]["verdict"] == "cpu ok"
+    r.deadline = 0.0
+    r.step("late", lambda dev, tag: 0.0, lambda: {})
+    assert r.rows[2]["verdict"].startswith(gc.SKIPPED)
+
+
+def test_cpu_half_env_hides_the_gpu(tmp_path):
+    r = _runner(tmp_path, sys.executable)
+    env = r.env("cpu")
+    assert env["ALQ_DEVICE"] == "cpu" and env["CUDA_VISIBLE_DEVICES"] == "" and env["ALQ_WORKING_MEMORY"] == "64"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(gc.ROOT)
+    assert r.env("cuda")["ALQ_DEVICE"] == "cuda"
