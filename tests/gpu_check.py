@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,7 +254,8 @@ def ensure_gpu_venv(torch_spec: str, faiss_spec: str) -> Path:
     subprocess.run([*pip, *torch_spec.split()], check=True)
     subprocess.run([str(py), "-m", "pip", "uninstall", "--yes", "--quiet", "faiss-cpu"], check=False)
     subprocess.run([*pip, *faiss_spec.split(), *_pyproject_deps()], check=True)
-    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    # alq itself runs from the checkout (PYTHONPATH); the editable install is a convenience
+    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=False)
     stamp.write_text(want)
     return py
 
@@ -350,7 +352,8 @@ class Runner:
             row["error"] = str(exc)
         self.rows.append(row)
         msg = row.get("error") or row["verdict"]
-        print(f"   {name}: {msg} ({row.get('gpu_s', 0):.1f}s gpu, {row.get('cpu_s', 0):.1f}s cpu)", flush=True)
+        times = ", ".join(f"{row[k]:.1f}s {k[:3]}" for k in ("gpu_s", "cpu_s") if row.get(k) is not None)
+        print(f"   {name}: {msg}" + (f" ({times})" if times else ""), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,9 +444,14 @@ def build_inputs(r: Runner, s: dict, seed: int) -> dict:
     shard = 262_144
     specs = {"main": (s["rows"], s["dim"]), "div": (s["div_rows"], s["dim"]),
              "clu": (s["cluster_rows"], s["cluster_dim"]), "exact": (s["exact_rows"], s["cluster_dim"])}
-    for name, (n, d) in specs.items():
+    def synth(name):
+        n, d = specs[name]
         r.alq("synth", "--out", p[name], "-n", n, "-d", d, "-c", s["classes"], "--seed", seed, "--imbalance-ratio", 5,
               "--separation", 6, "--labels-out", w / f"{name}_truth.parquet", "--shard-rows", shard, "--overwrite")
+
+    # the pools are independent: write them side by side where there are cores for it
+    with ThreadPoolExecutor(max_workers=max(1, min(len(specs), (os.cpu_count() or 1) // 4))) as ex:
+        list(ex.map(synth, specs))
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
