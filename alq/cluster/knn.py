@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from alq.device import faiss_gpu_count
+from alq.device import faiss_gpu_count, faiss_set_nprobe, faiss_to_gpu
 from alq.errors import BadInputError, MissingFeatureError
 
 FLAT_MAX_ROWS = 50_000
@@ -76,11 +76,7 @@ class IndexRef:
 
     def _apply_nprobe(self):
         if self.nprobe is not None:
-            faiss = _faiss()
-            try:
-                faiss.extract_index_ivf(self.index).nprobe = int(self.nprobe)
-            except RuntimeError:
-                self.index.nprobe = int(self.nprobe)
+            faiss_set_nprobe(self.index, self.nprobe)
 
     def __getstate__(self):
         faiss = _faiss()
@@ -108,10 +104,7 @@ class IndexRef:
 
 
 def _to_gpu(index):
-    faiss = _faiss()
-    if faiss_gpu_count() > 0 and hasattr(faiss, "index_cpu_to_all_gpus"):
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
+    return faiss_to_gpu(index)
 
 
 def block_rows_for(pool, k: int) -> int:
@@ -135,6 +128,9 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
         cpu.cp.seed = int(seed) % (2**31)
         cpu.cp.niter = 10
         index = _to_gpu(cpu)
+        gcp = getattr(index, "cp", None)  # a GPU IVF index trains with its own clustering parameters
+        if index is not cpu and gcp is not None:
+            gcp.seed, gcp.niter = cpu.cp.seed, cpu.cp.niter
         rng = np.random.default_rng([seed, 7])
         sample = np.sort(rng.choice(n, size=plan["train_rows"], replace=False))
         index.train(prepare(pool.take(sample, dtype=np.float32), normalize))

@@ -395,11 +395,14 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool,
         stats_source = "pool" if standardizer is not None else "labeled rows"
         stats = standardizer if standardizer is not None else ColumnStats.of(x[train_rows]).standardizer()
     cv = cv_net = None
+    cuda = [device] if torch.device(device).type == "cuda" else []
     if opts.weight_decay is None:
         from alq.model.cv import select_weight_decay
 
-        wd, cv, cv_net = select_weight_decay(xt, yt, len(classes), multilabel=multilabel, opts=opts, weights=w,
-                                             stats=stats)
+        with torch.random.fork_rng(devices=cuda):  # dropout in the fold fits: seeded, caller's RNG kept
+            torch.manual_seed(opts.seed * 1_000_003 + 0xC5)
+            wd, cv, cv_net = select_weight_decay(xt, yt, len(classes), multilabel=multilabel, opts=opts,
+                                                 weights=w, stats=stats)
         fit_opts = replace(opts, weight_decay=wd)
     else:
         fit_opts = opts
@@ -413,8 +416,12 @@ def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool,
         # warm start: the caller's head (simulate --head-mode update), else member 0 from the CV fit at the
         # chosen strength (same convex objective, far fewer iterations to its optimum)
         warm = init.nets[min(k, len(init.nets) - 1)] if init is not None else (cv_net if k == 0 else None)
-        net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=fit_opts, generator=gen, weights=w,
-                           x_val=x_val, y_val=y_val, init=warm, stats=stats)
+        # nn.Dropout draws from torch's global RNG (seeded at random per process): seed it for this member
+        # on the training device, and restore the caller's RNG state afterwards
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(opts.seed * 1_000_003 + k)
+            net, fit = fit_net(xs, ys, len(classes), multilabel=multilabel, opts=fit_opts, generator=gen,
+                               weights=w, x_val=x_val, y_val=y_val, init=warm, stats=stats)
         nets.append(net.cpu())
         fits.append(fit)
     first = fits[0]

@@ -263,8 +263,10 @@ class Simulation:
     def _evaluate(self, head: Head) -> dict:
         step = 1 << 15
         parts = []
+        dev = next(head.net.parameters()).device  # a strategy may have moved the head to the GPU
         for lo in range(0, len(self.oracle.test_x), step):
-            parts.append(head.logits(torch.from_numpy(self.oracle.test_x[lo:lo + step])).double().numpy())
+            x = torch.from_numpy(self.oracle.test_x[lo:lo + step]).to(dev)
+            parts.append(head.logits(x).double().cpu().numpy())
         logits = np.concatenate(parts) if parts else np.empty((0, len(self.oracle.classes)))
         return evaluate(logits, self.oracle.test_y, multilabel=self.oracle.multilabel)
 
