@@ -187,7 +187,8 @@ def test_cli_cluster_then_select_and_stale_refusal(setup, cli):
                          "--head", tmp / "head.pt", "--clusters", tmp / "c2", "--out", tmp / "b.parquet", "--json")
     assert code == 0, err
     s = json.loads(out)
-    assert s["candidates"] == 300 and s["clusters_covered"] == s["candidate_clusters"] >= 5
+    assert s["candidates"] == 90 and s["candidates_ratio"] == 3.0  # auto: 0.1 x 900 unlabeled / 30
+    assert s["clusters_covered"] == s["candidate_clusters"] >= 3
     assert "cluster" in pq.read_schema(tmp / "b.parquet").names
     # append rows: select refuses, naming the command; --update fixes it
     w = PoolWriter(tmp / "pool", append=True)
@@ -232,3 +233,65 @@ def test_lowest_k_is_exact_with_ties(k):
     want = np.sort(np.lexsort((rows, scores))[:k])
     np.testing.assert_array_equal(got_rows, want)
     np.testing.assert_array_equal(got_scores, scores[want])
+
+
+# -- seeded ties: no pool-row-order bias (issue: the batch ignored --seed at fine cuts) -------------------------
+
+def _ctx(x, clusters, seed, budget, head, ratio="auto"):
+    from alq.store import MemoryPool
+    from alq.strategies import Context
+
+    n = len(x)
+    return Context(pool=MemoryPool(x, shard_rows=250), budget=budget, seed=seed, excluded=np.zeros(n, dtype=bool),
+                   labeled=np.empty(0, dtype=np.int64), head=head, clusters=clusters,
+                   options={"candidates_ratio": ratio})
+
+
+def _select(ctx):
+    from alq.strategies import get_strategy, load_all
+
+    load_all()
+    return get_strategy("cluster-margin").select(ctx)
+
+
+def test_seed_changes_the_batch_when_clusters_tie_and_same_seed_gives_same_bytes():
+    x, _ = gaussian_pool(2000, d=8, c=4, seed=3, sep=1.0)
+    head = _head(8, seed=1)
+    clusters = np.arange(2000, dtype=np.int64)  # all singletons: every cluster ties at size 1
+    batches = [_select(_ctx(x, clusters, s, 50, head, ratio=5)).indices for s in (0, 1, 2)]
+    assert len({tuple(b.tolist()) for b in batches}) == 3
+    again = _select(_ctx(x, clusters, 1, 50, head, ratio=5)).indices
+    assert again.tobytes() == batches[1].tobytes()
+
+
+def test_singleton_picks_spread_over_the_pool_like_the_candidates():
+    """Clusters of equal size are visited in random order, so the picks' pool rows follow the candidates'
+    distribution (before: the lowest cluster ids, i.e. the first rows of the pool, went first)."""
+    x, _ = gaussian_pool(6000, d=8, c=4, seed=4, sep=1.0)
+    head = _head(8, seed=2)
+    clusters = np.arange(6000, dtype=np.int64)
+    ctx = _ctx(x, clusters, 7, 300, head, ratio=10)
+    sel = _select(ctx)
+    m = _margins(head, x)
+    cand = np.sort(np.lexsort((np.arange(6000), m))[:3000])
+    assert np.isin(sel.indices, cand).all()
+    qs = [0.1, 0.25, 0.5, 0.75, 0.9]
+    spread = np.quantile(cand, qs)
+    picked = np.quantile(sel.indices, qs)
+    # a uniform subsample of 300 of the candidates: quantiles within ~6% of the pool of the candidates'
+    assert np.all(np.abs(picked - spread) < 0.06 * 6000), (picked, spread)
+    assert np.mean(sel.indices < 2000) < 0.45  # the first third of the pool is not favoured
+
+
+def test_auto_candidates_ratio_scales_with_the_batch_to_pool_ratio():
+    from alq.strategies.cluster_margin import candidates_ratio
+
+    assert candidates_ratio("auto", 100_000, 10_000_000) == 10.0  # the paper's large-scale setting
+    assert candidates_ratio(None, 2000, 59_000) == pytest.approx(2.95)
+    assert candidates_ratio("auto", 200, 59_000) == 10.0
+    assert candidates_ratio("auto", 5000, 20_000) == 1.25
+    assert candidates_ratio("3", 10, 10) == 3.0
+    with pytest.raises(BadInputError, match="must be 'auto' or a number"):
+        candidates_ratio("lots", 10, 100)
+    with pytest.raises(BadInputError, match=">= 1"):
+        candidates_ratio(0.5, 10, 100)

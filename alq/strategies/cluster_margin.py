@@ -3,8 +3,10 @@
 Citovsky et al. 2021, "Batch Active Learning at Scale" (ALGORITHMS.md,
 Cluster-Margin):
 
-1. M = the k_m = r x b lowest-margin unlabeled rows (``candidates_ratio`` r,
-   default 10; all unlabeled rows when k_m exceeds them). Margins are a map
+1. M = the k_m = r x b lowest-margin unlabeled rows (``candidates_ratio`` r;
+   default ``auto``: r = 0.1 x unlabeled / b within [1.25, 10], the paper's
+   large-scale proportion, see :func:`candidates_ratio`; all unlabeled rows
+   when k_m exceeds them). Margins are a map
    over shards (:func:`lowest_margin_partial`) with an exact streaming top-k
    reduce; multi-label heads use the aggregated binary margin.
    The set M is kept without sorting by margin (:class:`LowestK`).
@@ -37,7 +39,28 @@ from alq.scoring.stream import iter_logits, probabilities
 from alq.scoring.uncertainty import AGGREGATES, margin, multilabel_margin
 from alq.strategies.base import Context, Selection, Strategy, register
 
-DEFAULT_CANDIDATES_RATIO = 10.0
+DEFAULT_CANDIDATES_RATIO = "auto"
+# auto: r = clip(AUTO_POOL_FRACTION x unlabeled / b, AUTO_MIN_RATIO, AUTO_MAX_RATIO). The paper's
+# large-scale runs took k_m = 10 x 100K = 1M candidates from ~10M rows (a tenth of the pool) and its
+# small CIFAR runs r = 1.25; a fixed r = 10 at b = 2,000 on 60,000 rows makes M a third of the pool
+# and cluster-margin little better than random (measured: tests/bench/bench_label_efficiency.py).
+AUTO_POOL_FRACTION = 0.1
+AUTO_MIN_RATIO = 1.25
+AUTO_MAX_RATIO = 10.0
+
+
+def candidates_ratio(value, budget: int, n_unlabeled: int) -> float:
+    """The ratio r of k_m = r x b: a number >= 1, or ``auto`` (scaled with the batch-to-pool ratio)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        r = AUTO_POOL_FRACTION * n_unlabeled / max(int(budget), 1)
+        return float(min(AUTO_MAX_RATIO, max(AUTO_MIN_RATIO, r)))
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise BadInputError(f"--candidates-ratio={value!r} must be 'auto' or a number >= 1") from None
+    if not math.isfinite(ratio) or ratio < 1:
+        raise BadInputError(f"--candidates-ratio={ratio:g} must be >= 1 (k_m = r x budget candidates)")
+    return ratio
 
 
 class LowestK:
@@ -173,8 +196,9 @@ def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.nd
 @register
 class ClusterMarginStrategy(Strategy):
     name = "cluster-margin"
-    help = ("lowest-margin candidates (r x budget, --candidates-ratio, default 10) taken round-robin over "
-            "their clusters, smallest first (Citovsky et al. 2021); needs --clusters from `alq cluster`")
+    help = ("lowest-margin candidates (r x budget, --candidates-ratio; default auto: r = 0.1 x unlabeled / budget "
+            "within [1.25, 10], the paper's large-scale proportion) taken round-robin over their clusters, smallest "
+            "first, equal sizes in seeded random order (Citovsky et al. 2021); needs --clusters from `alq cluster`")
     needs_head = True
     needs_clusters = True
     score_meaning = ("the row's margin p(1) - p(2) (multi-label: aggregated binary margin); rows are ranked "
@@ -182,9 +206,8 @@ class ClusterMarginStrategy(Strategy):
     distributed = "sharded"
 
     def select(self, ctx: Context) -> Selection:
-        ratio = float(ctx.option("candidates_ratio", DEFAULT_CANDIDATES_RATIO))
-        if not math.isfinite(ratio) or ratio < 1:
-            raise BadInputError(f"--candidates-ratio={ratio:g} must be >= 1 (k_m = r x budget candidates)")
+        ratio = candidates_ratio(ctx.option("candidates_ratio", DEFAULT_CANDIDATES_RATIO), ctx.budget,
+                                 ctx.n_unlabeled)
         aggregate = str(ctx.option("aggregate", "min"))
         if aggregate not in AGGREGATES:
             raise BadInputError(f"--aggregate={aggregate!r} must be one of {', '.join(AGGREGATES)}")
