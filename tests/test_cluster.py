@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -363,3 +365,32 @@ def test_near_duplicate_distances_are_exact():
     assert set(nbr[:, 0]) | set(nbr[:, 1]) <= set(range(50, 150))
     np.testing.assert_array_equal(dist[:, 0], 0.0)
     np.testing.assert_allclose(dist[:, 1], want, rtol=1e-6)
+
+
+def test_batch_spread_matches_a_brute_force_expectation():
+    from math import comb
+
+    from alq.cluster.linkage import batch_spread
+    from alq.strategies.cluster_margin import candidates_ratio
+
+    labels = np.repeat(np.arange(6), [1, 1, 2, 5, 11, 30])  # 50 rows
+    (row,) = batch_spread(labels, [4])
+    k = int(np.ceil(candidates_ratio("auto", 4, 50) * 4))
+    assert row["candidates"] == k == 5
+    n = 50
+    want = sum(1 - comb(n - s, k) / comb(n, k) for s in [1, 1, 2, 5, 11, 30])
+    assert row["expected_clusters"] == pytest.approx(want, abs=0.05)
+    assert row["rows_per_cluster"] == pytest.approx(4 / want, abs=0.01)
+    assert batch_spread(labels, [0, 51]) == []
+
+
+def test_cli_cluster_reports_batch_spread(tmp_path, cli):
+    x, _ = gaussian_pool(600, d=4, c=3, seed=1, sep=3.0)
+    w = PoolWriter(tmp_path / "pool", dtype="float32")
+    w.add(x)
+    w.close()
+    code, out, err = cli("cluster", tmp_path / "pool", "--out", tmp_path / "c", "--n-clusters", "20", "--batch", "50",
+                         "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["batch_spread"]
+    assert row["batch"] == 50 and 1 <= row["expected_clusters"] <= 20

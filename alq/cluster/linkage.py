@@ -140,3 +140,40 @@ def size_summary(labels: np.ndarray) -> dict:
             "p90": float(q[1]), "p99": float(q[2]), "singletons": int(np.count_nonzero(sizes == 1)),
             "rows_in_largest_1pct": int(np.sort(sizes)[::-1][:max(1, len(sizes) // 100)].sum()),
             "histogram": hist}
+
+
+def batch_spread(labels: np.ndarray, batches, *, n_excluded: int = 0) -> list[dict]:
+    """How many clusters a Cluster-Margin batch of each size in ``batches`` would spread over.
+
+    For batch b, k_m = r x b candidates with the default (auto) ratio r; if the
+    candidates were a uniform sample of the pool, the expected number of
+    distinct clusters among them is sum_c 1 - C(N - s_c, k_m) / C(N, k_m)
+    (hypergeometric, exact), and the round-robin then takes about b / that
+    rows per cluster. Real candidates are the lowest-margin rows, which crowd
+    into fewer clusters: read this as an upper bound on the spread.
+    """
+    from math import lgamma
+
+    from alq.strategies.cluster_margin import candidates_ratio
+
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels)
+    sizes = sizes[sizes > 0].astype(np.float64)
+    n = float(labels.size)
+    out = []
+    for b in batches:
+        b = int(b)
+        unl = int(n) - int(n_excluded)
+        if b < 1 or b > unl:
+            continue
+        k_m = int(min(unl, np.ceil(candidates_ratio("auto", b, unl) * b)))
+        # log C(N - s, k) - log C(N, k), with C(a, k) = 0 when a < k
+        miss = np.zeros_like(sizes)
+        ok = n - sizes >= k_m
+        s = sizes[ok]
+        miss[ok] = np.exp(np.array([lgamma(n - v + 1) - lgamma(n - v - k_m + 1) for v in s])
+                          - (lgamma(n + 1) - lgamma(n - k_m + 1)))
+        hit = float(np.sum(1.0 - miss))
+        out.append({"batch": b, "candidates": k_m, "expected_clusters": round(hit, 1),
+                    "rows_per_cluster": round(b / hit, 2) if hit else None})
+    return out
