@@ -53,7 +53,7 @@ def test_linear_head_reaches_sklearn_optimum(standardize):
     ref = LogisticRegression(C=c_reg, tol=1e-12, max_iter=10_000).fit(xin.astype(np.float64), y)
     objective = _sklearn_objective(xin, y, lam)
     w, b = head.net.out.weight.detach().double().numpy(), head.net.out.bias.detach().double().numpy()
-    assert objective(w, b) <= objective(ref.coef_, ref.intercept_) + 1e-6
+    assert objective(w, b) <= objective(ref.coef_, ref.intercept_) + 1e-5
     # softmax coefficients are defined up to a shift shared by the classes (sklearn centres them)
     np.testing.assert_allclose(w - w.mean(0), ref.coef_ - ref.coef_.mean(0), atol=1e-2)
     pred = head.probs(torch.from_numpy(x)).argmax(1).numpy()

@@ -38,7 +38,7 @@ DEFAULT_FOLDS = 5
 # shrink; with fewer than MIN_ROWS labels there is no cross-validation at all.
 MIN_ROWS = 10
 FALLBACK_WEIGHT_DECAY = 1e-3
-CV_MAX_ITER = 30  # L-BFGS iterations per strength and fold (warm-started along the path, whitened)
+CV_MAX_ITER = 15  # L-BFGS iterations per strength and fold (warm-started along the path, whitened)
 CV_TOL = 1e-4  # gradient tolerance of the fold fits (scikit-learn's default; the final fit uses the head's own)
 
 
