@@ -173,17 +173,96 @@ def sklearn_reference(name: str, results: Path, repeats: int) -> list[dict]:
     return out
 
 
-# -- the table -------------------------------------------------------------------------------------------
-def summarize_setting(name: str, results: Path) -> dict:
-    from alq.report.analysis import load_results, summarize
+def compare_heads(name: str, results: Path, strategies: list[str], repeats: int) -> list[dict]:
+    """The same labeled sets trained with the earlier default head and with today's: is a gap the head's?
 
-    s = summarize(load_results(results))
+    Earlier default: fixed weight decay 1e-4, early stopping on a 10% holdout, standardised with the
+    labeled rows' statistics. Today's: ``TrainOptions()`` with the pool's statistics.
+    """
+    import pyarrow.parquet as pq
+    import torch
+
+    from alq.model.standardize import pool_column_stats
+    from alq.model.train import TrainOptions, train_head
+    from alq.simulate.rundir import SEED_SET, RunDir
+    from alq.store import open_pool
+
+    inputs = prepare(SETTINGS[name]["pool"])
+    pool, test = open_pool(inputs["pool"]), open_pool(inputs["test_pool"])
+    stats = pool_column_stats(pool).standardizer()
+    y_pool = np.asarray(pq.read_table(inputs["labels"]).column("label").to_pylist())
+    y_test = np.asarray(pq.read_table(inputs["test_labels"]).column("label").to_pylist())
+    x_test = torch.from_numpy(test.take(np.arange(test.count), dtype=np.float32))
+    rd = RunDir(results.parent)
+    classes = sorted(set(y_pool.tolist()))
+    old = TrainOptions(weight_decay=1e-4, holdout=0.1)
+    out = []
+    for strategy in strategies:
+        for r in range(repeats):
+            rows: list[int] = []
+            for k in range(SETTINGS[name]["rounds"] + 1):
+                path = rd.selection_path(SEED_SET if k == 0 else strategy, r, k)
+                if not path.exists():
+                    break
+                rows.extend(pq.read_table(path, columns=["row"]).column("row").to_pylist())
+                idx = np.sort(np.asarray(rows, dtype=np.int64))
+                x, y = pool.take(idx, dtype=np.float32), np.searchsorted(classes, y_pool[idx])
+                acc = {}
+                for label, opts, std in (("earlier", old, None), ("now", TrainOptions(), stats)):
+                    head = train_head(x, y, classes, multilabel=False, opts=opts, standardizer=std)
+                    acc[label] = float((head.logits(x_test).argmax(1).numpy() == np.searchsorted(classes, y_test))
+                                       .mean())
+                out.append({"strategy": strategy, "repeat": r, "round": k, "n_labeled": len(rows), **acc})
+    return out
+
+
+def print_head_comparison(rows: list[dict]) -> None:
+    print("same labeled sets, earlier default head (wd 1e-4, 10% holdout, labeled-row stats) vs today's "
+          "(mean over repeats):")
+    keys = sorted({(r["strategy"], r["round"]) for r in rows})
+    for strategy in sorted({k[0] for k in keys}):
+        line = [f"  {strategy:16s}"]
+        for _, k in [kk for kk in keys if kk[0] == strategy]:
+            sel = [r for r in rows if r["strategy"] == strategy and r["round"] == k]
+            line.append(f"{np.mean([r['earlier'] for r in sel]):.3f}/{np.mean([r['now'] for r in sel]):.3f}")
+        print(" ".join(line))
+
+
+# -- the table -------------------------------------------------------------------------------------------
+def merged_results(paths: list[Path]):
+    """One Results from several run directories of one setting (runs split over processes).
+
+    Within a setting every run draws the same seed sets and initial heads (seeds derive from
+    (seed, strategy, repeat, round)), so rows of different runs compare like rows of one run.
+    """
+    from alq.report.analysis import Results, load_results
+
+    parts = [load_results(p) for p in paths]
+    cols: dict = {k: [] for k in parts[0].columns}
+    seen = set()
+    names: list[str] = []
+    for part in parts:
+        for i in range(len(part.columns["strategy"])):
+            key = (part.columns["strategy"][i], part.columns["repeat"][i], part.columns["round"][i])
+            if key in seen:
+                continue
+            seen.add(key)
+            for k in cols:
+                cols[k].append(part.columns[k][i])
+        names += [n for n in part.strategies if n not in names]
+    return Results(columns=cols, meta={**parts[0].meta, "strategies": names}, path=str(paths[0]))
+
+
+def summarize_setting(name: str, results: Path, extra: list[Path] | None = None) -> dict:
+    from alq.report.analysis import summarize
+
+    s = summarize(merged_results([results, *(extra or [])]))
     per = s["per_strategy"]
     strat = s["penalty"]["strategies"]
     mat = np.asarray(s["penalty"]["matrix"]) if strat else np.zeros((0, 0))
     rows = {}
     for n in s["strategies"]:
-        finals = _final_values(results, n)
+        finals = next((f for f in (_final_values(p, n) for p in [results, *(extra or [])]) if f), [])
         rnd = strat.index("random") if "random" in strat else None
         i = strat.index(n)
         better = float(mat[i, rnd]) if rnd is not None else math.nan
@@ -202,6 +281,8 @@ def _final_values(results: Path, strategy: str) -> list[float]:
     import pyarrow.parquet as pq
 
     rows = [r for r in pq.read_table(results).to_pylist() if r["strategy"] == strategy]
+    if not rows:
+        return []
     last = max(r["round"] for r in rows)
     return [r["top1"] for r in rows if r["round"] == last]
 
@@ -250,6 +331,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--option", action="append", default=[], help="strategy option key=value (exploration)")
     ap.add_argument("--tag", default="", help="separate run directory (exploration)")
     ap.add_argument("--clusters", type=Path, default=None, help="another clusters directory (exploration)")
+    ap.add_argument("--with-runs", default="", help="also summarise these run tags of the same setting "
+                    "(strategies run in other processes), e.g. part2")
+    ap.add_argument("--summary-only", action="store_true", help="print the table of runs already made")
+    ap.add_argument("--compare-heads", default="", help="strategies whose labeled sets are retrained with the "
+                    "earlier and today's default head (e.g. random,balanced-random)")
     args = ap.parse_args(argv)
     if not have_data():
         print(f"skipped: {DATA} not found (set ALQ_FMNIST_DIR)")
@@ -259,12 +345,18 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_options(args.option)
     for name in args.settings:
         t = time.perf_counter()
-        results = run_setting(name, [s for s in args.strategies.split(",") if s], args.repeats, options, args.tag,
-                              args.clusters)
+        if args.summary_only:
+            results = CACHE / "runs" / (name + (f"-{args.tag}" if args.tag else "")) / "results.parquet"
+        else:
+            results = run_setting(name, [s for s in args.strategies.split(",") if s], args.repeats, options,
+                                  args.tag, args.clusters)
+        extra = [CACHE / "runs" / f"{name}-{t}" / "results.parquet" for t in args.with_runs.split(",") if t]
         ref = []
         if args.sklearn_repeats and "random" in args.strategies.split(",") and SETTINGS[name]["pool"] == "full":
             ref = sklearn_reference(name, results, min(args.sklearn_repeats, args.repeats))
-        print_setting(name, summarize_setting(name, results), ref)
+        print_setting(name, summarize_setting(name, results, extra), ref)
+        if args.compare_heads:
+            print_head_comparison(compare_heads(name, results, args.compare_heads.split(","), args.repeats))
         print(f"({name}: {time.perf_counter() - t:.0f} s)", flush=True)
 
 
