@@ -12,6 +12,7 @@ import os
 from alq.errors import BadInputError
 
 DEFAULT_WORKING_MEMORY_MIB = 256
+DEFAULT_SHARD_ROWS = 262_144  # rows per pool shard (`--shard-rows`)
 
 
 def working_memory_bytes() -> int:

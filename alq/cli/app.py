@@ -16,8 +16,6 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from alq.io import _json_default
-
 app = typer.Typer(
     name="alq",
     help=(
@@ -56,6 +54,8 @@ QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on
 
 def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[[dict], None] | None = None) -> None:
     """Print a result: JSON on stdout, or a human rendering (default: key: value lines on stdout)."""
+    from alq.io import _json_default
+
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=_json_default) + "\n")
         return

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
+from alq.config import DEFAULT_SHARD_ROWS
 from alq.errors import BadInputError, MissingFeatureError
-from alq.store.writer import DEFAULT_SHARD_ROWS
 
 
 def embed_cmd(

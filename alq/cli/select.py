@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from alq.cli._strategies import catalog
 from alq.cli.app import (  # noqa: I001
     ENGINE_OPTION,
     JSON_OPTION,
@@ -18,7 +19,6 @@ from alq.cli.app import (  # noqa: I001
     parse_options,
     progress_bar,
 )
-from alq.strategies import load_all
 
 _ON_RAY = {
     "sharded": "ray: per-shard tasks",
@@ -30,7 +30,7 @@ _ON_RAY = {
 def _strategy_help() -> str:
     lines = [f"[bold]{name}[/]: {cls.help} [dim]({_ON_RAY.get(cls.distributed, 'ray: driver')}"
              + ("; simulation only" if cls.simulation_only else "") + ")[/]"
-             for name, cls in sorted(load_all().items())]
+             for name, cls in catalog().items()]
     return "\n\n".join(lines)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from alq.cli._strategies import catalog
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, parse_options, progress_bar
-from alq.strategies import load_all
 
 
 def split_names(values: list[str]) -> list[str]:
@@ -17,7 +17,7 @@ def split_names(values: list[str]) -> list[str]:
 
 def _strategy_list() -> str:
     return ", ".join(name + (" (simulation only)" if cls.simulation_only else "")
-                     for name, cls in sorted(load_all().items()))
+                     for name, cls in catalog().items())
 
 
 def simulate_cmd(

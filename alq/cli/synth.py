@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
-from alq.store.writer import DEFAULT_SHARD_ROWS
+from alq.config import DEFAULT_SHARD_ROWS
 
 
 def synth_cmd(

@@ -30,14 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alq.config import DEFAULT_SHARD_ROWS
 from alq.errors import BadInputError, StoreError
 from alq.io import apply_umask, atomic_path, replace_dir, sha256_file
 from alq.store import lock
 from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
 from alq.store.npyfile import NpyStreamWriter, npy_info, sync_and_hash
-
-DEFAULT_SHARD_ROWS = 262_144
 
 
 @dataclass(frozen=True)
