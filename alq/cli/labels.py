@@ -106,7 +106,7 @@ def pending_cmd(
 
     ids, files, summary = pending_ids(list(sent), labels, open_pool(pool) if pool else None)
     write_pending(out, ids, files, summary)
-    summary["out"] = str(out)
+    summary["out"] = summary["output"] = str(out)
     emit(summary, as_json=as_json, quiet=quiet, render=lambda s: typer.echo(
         f"wrote {out}: {s['pending']} ids still out for labeling ({s['sent_unique']} sent, {s['labeled']} labeled)"))
 

@@ -87,6 +87,8 @@ class PoolWriter:
         self._npy: NpyStreamWriter | None = None
         self._npy_tmp: Path | None = None
         self._shard_ids: list[np.ndarray] = []
+        self._shard_cols: list[pa.Table] = []
+        self.columns_schema: pa.Schema | None = None  # metadata columns kept beside the ids
         self._spill: UniqueIdSpill | None = None
         self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
         self._pool: ThreadPoolExecutor | None = None
@@ -121,6 +123,8 @@ class PoolWriter:
             self.id_type = self.base.id_type
             self.workdir = self.path
             self.extra = {**self.base.extra, **self.extra}
+            if self.base.shards:
+                self.columns_schema = metadata_schema(self.path / self.base.shards[0].parquet)
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise BadInputError(f"{self.path}: exists and is not a directory")
@@ -233,8 +237,14 @@ class PoolWriter:
                                 f"{row0 + best[0]} and {row0 + best[1]}")
 
     # -- vectors -------------------------------------------------------------
-    def add(self, vectors: np.ndarray, ids=None, *, source: str = "input", source_row0: int = 0) -> None:
-        """Add a batch of shape (rows, dim). ``ids=None`` generates int64 ids continuing the pool's."""
+    def add(self, vectors: np.ndarray, ids=None, *, source: str = "input", source_row0: int = 0,
+            columns: pa.Table | None = None) -> None:
+        """Add a batch of shape (rows, dim). ``ids=None`` generates int64 ids continuing the pool's.
+
+        ``columns``: metadata of the same rows (file paths, URLs...), stored beside the ids in the
+        shard's Parquet. The first batch of a new pool fixes their names and types; later batches
+        (and appends) are cast to them, missing columns become nulls, unknown ones are refused.
+        """
         if self._closed:
             raise RuntimeError("PoolWriter is closed")
         vectors = np.asarray(vectors)
@@ -253,13 +263,14 @@ class PoolWriter:
         ids = self._normalise_ids(ids, len(out), source, source_row0)
         hashes = hash_ids(ids)
         self._check_batch_duplicates(ids, hashes, source, source_row0)
+        cols = self._conform_columns(columns, len(out), source)
         start = self.base_count + self._new_rows
         self._spill.add(hashes, np.arange(start, start + len(out), dtype=np.int64))
         self._segments.append(_Segment(self._new_rows, len(out), source, source_row0))
         if self.id_type == "int64":
             self._next_generated = max(self._next_generated, int(ids.max()) + 1)
         self._new_rows += len(out)
-        self._write_rows(out, ids)
+        self._write_rows(out, ids, cols)
 
     def _prepare(self, vectors: np.ndarray, source: str, row0: int) -> np.ndarray:
         """Finite check, optional l2 normalisation, cast to the pool dtype.
@@ -293,7 +304,36 @@ class PoolWriter:
         np.copyto(out, vec, casting="unsafe")
         return out
 
-    def _write_rows(self, vecs: np.ndarray, ids: np.ndarray) -> None:
+    def _conform_columns(self, columns: pa.Table | None, n: int, source: str) -> pa.Table | None:
+        if columns is not None and columns.num_columns == 0:
+            columns = None
+        if self.columns_schema is None:
+            if columns is None:
+                return None
+            if self._new_rows or self.base_count:
+                raise BadInputError(f"{source}: has metadata columns ({', '.join(columns.column_names)}) but the "
+                                    "pool's earlier rows have none", hint="pass --keep-columns none")
+            self.columns_schema = columns.schema.remove_metadata()
+            return columns.replace_schema_metadata(None)
+        schema = self.columns_schema
+        given = columns.column_names if columns is not None else []
+        unknown = [c for c in given if c not in schema.names]
+        if unknown:
+            raise BadInputError(f"{source}: metadata column(s) {', '.join(unknown)} are not in the pool (it keeps "
+                                f"{', '.join(schema.names)})", hint="pass --keep-columns with the pool's columns")
+        arrays = []
+        for f in schema:
+            if f.name in given:
+                try:
+                    arrays.append(columns.column(f.name).cast(f.type))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    raise BadInputError(f"{source}: column {f.name!r} has type {columns.schema.field(f.name).type}, "
+                                        f"the pool keeps it as {f.type}") from None
+            else:
+                arrays.append(pa.nulls(n, f.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _write_rows(self, vecs: np.ndarray, ids: np.ndarray, cols: pa.Table | None = None) -> None:
         done = 0
         while done < len(vecs):
             if self._npy is None:
@@ -301,6 +341,10 @@ class PoolWriter:
             k = min(len(vecs) - done, self.shard_rows - self._npy.rows)
             self._npy.write(vecs[done:done + k])
             self._shard_ids.append(ids[done:done + k])
+            if self.columns_schema is not None:
+                self._shard_cols.append(cols.slice(done, k) if cols is not None else
+                                        pa.Table.from_arrays([pa.nulls(k, f.type) for f in self.columns_schema],
+                                                             schema=self.columns_schema))
             done += k
             if self._npy.rows == self.shard_rows:
                 self._finish_shard()
@@ -323,8 +367,14 @@ class PoolWriter:
         ids = np.concatenate(self._shard_ids) if len(self._shard_ids) > 1 else self._shard_ids[0]
         self._shard_ids = []
         id_arr = pa.array(ids, type=pa.int64()) if self.id_type == "int64" else pa.array(ids.tolist(), type=pa.string())
+        table = pa.table({"id": id_arr})
+        if self._shard_cols:
+            meta = pa.concat_tables(self._shard_cols)
+            self._shard_cols = []
+            for c in meta.column_names:
+                table = table.append_column(meta.schema.field(c), meta.column(c))
         with atomic_path(self.workdir / f"{name}.parquet", suffix=".parquet") as ptmp:
-            pq.write_table(pa.table({"id": id_arr}), ptmp)
+            pq.write_table(table, ptmp)
             ids_sha = sha256_file(ptmp)
         final = self.workdir / f"{name}.npy"
         apply_umask(tmp)
@@ -472,6 +522,16 @@ class PoolWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not self._closed:
             self.abort()
+
+
+def metadata_schema(shard_parquet: Path) -> pa.Schema | None:
+    """The metadata columns (all but ``id``) of a shard's ids Parquet, or None when it has only ids."""
+    try:
+        schema = pq.read_schema(shard_parquet)
+    except (pa.ArrowException, OSError):
+        return None  # a missing or unreadable shard is named by the shard checks that follow
+    fields = [f for f in schema if f.name != "id"]
+    return pa.schema(fields) if fields else None
 
 
 def _check_shard_file(f: Path, rows: int, dim: int, dtype: str) -> None:
