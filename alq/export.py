@@ -1,0 +1,122 @@
+"""Selections out to annotation tools: the user's metadata joined back, CSV / JSON lines / Parquet.
+
+``alq embed`` keeps the input's metadata columns (file paths, URLs...) beside
+the ids in each shard's Parquet; :func:`pool_columns` reads them back for
+selected pool rows, one shard at a time. :func:`write_rows` writes a table
+in the format its output name asks for (``.csv``, ``.jsonl``/``.ndjson``,
+anything else Parquet), atomically, or to stdout for ``-`` (CSV, or JSON
+lines with ``fmt="jsonl"``). JSON lines are strict JSON: NaN and +-Inf
+become ``null`` (a kcenter pick's first score is ``inf``; CSV writes ``inf``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from alq.errors import BadInputError
+from alq.io import atomic_path, write_parquet
+
+FORMATS = ("parquet", "csv", "jsonl")
+_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def available_columns(pool) -> list[str]:
+    """Metadata columns a pool keeps (all but ``id`` in its first shard's Parquet)."""
+    from alq.store.writer import metadata_schema
+
+    if not pool.n_shards:
+        return []
+    schema = metadata_schema(pool.path / pool.manifest.shards[0].parquet)
+    return schema.names if schema is not None else []
+
+
+def pool_columns(pool, indices: np.ndarray, names: list[str]) -> pa.Table:
+    """The metadata columns ``names`` of pool rows ``indices`` (global, in that order)."""
+    import pyarrow.parquet as pq
+
+    have = available_columns(pool)
+    missing = [c for c in names if c not in have]
+    if missing:
+        raise BadInputError(f"{pool.path}: the pool keeps no column {', '.join(map(repr, missing))} "
+                            f"(it keeps: {', '.join(have) if have else 'only ids'})",
+                            hint="`alq embed` keeps the input's scalar columns, or those named by --keep-columns")
+    idx = np.asarray(indices, dtype=np.int64)
+    shard, row = pool.locate(idx)
+    parts, where = [], []
+    for s in np.unique(shard):
+        sel = np.flatnonzero(shard == s)
+        t = pq.read_table(pool.path / pool.manifest.shards[int(s)].parquet, columns=names)
+        parts.append(t.take(pa.array(row[sel])))
+        where.append(sel)
+    if not parts:
+        return pa.table({c: pa.array([], type=pa.string()) for c in names})
+    table = pa.concat_tables(parts)
+    order = np.argsort(np.concatenate(where), kind="stable")
+    return table.take(pa.array(order))
+
+
+def output_format(out: str | Path, fmt: str | None = None) -> str:
+    """The format to write: ``fmt`` when given, else from the name (``-``: CSV)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise BadInputError(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
+        return fmt
+    if str(out) == "-":
+        return "csv"
+    return _SUFFIX.get(Path(out).suffix.lower(), "parquet")
+
+
+def _strict(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _jsonl_lines(table: pa.Table):
+    for rec in table.to_pylist():
+        yield json.dumps({k: _strict(v) for k, v in rec.items()}, default=str, allow_nan=False) + "\n"
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    import pyarrow.csv as pacsv
+
+    import csv
+    import io
+
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(table.column_names)  # unquoted unless needed, as tools expect
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+    return head.getvalue().encode() + sink.getvalue().to_pybytes()
+
+
+def write_rows(table: pa.Table, out: str | Path, *, meta: dict | None = None, fmt: str | None = None) -> str:
+    """Write ``table`` to ``out`` (``-``: stdout) as CSV, JSON lines or Parquet; return the format used."""
+    kind = output_format(out, fmt)
+    if str(out) == "-":
+        if kind == "parquet":
+            raise BadInputError("--out - writes CSV or JSON lines to stdout, not Parquet", hint="pass --format csv")
+        stream = sys.stdout
+        stream.flush()
+        if kind == "csv":
+            stream.buffer.write(_csv_bytes(table)) if hasattr(stream, "buffer") else stream.write(
+                _csv_bytes(table).decode())
+        else:
+            stream.writelines(_jsonl_lines(table))
+        stream.flush()
+        return kind
+    if kind == "parquet":
+        write_parquet(out, table, meta)
+    elif kind == "csv":
+        with atomic_path(out, suffix=".csv") as tmp:
+            tmp.write_bytes(_csv_bytes(table))
+    else:
+        with atomic_path(out, suffix=".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(_jsonl_lines(table))
+    return kind
