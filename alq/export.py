@@ -12,7 +12,6 @@ become ``null`` (a kcenter pick's first score is ``inf``; CSV writes ``inf``).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from alq.errors import BadInputError
-from alq.io import atomic_path, write_parquet
+from alq.io import atomic_path, strict_json, write_parquet
 
 FORMATS = ("parquet", "csv", "jsonl")
 _SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -72,22 +71,16 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     return _SUFFIX.get(Path(out).suffix.lower(), "parquet")
 
 
-def _strict(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _jsonl_lines(table: pa.Table):
     for rec in table.to_pylist():
-        yield json.dumps({k: _strict(v) for k, v in rec.items()}, default=str, allow_nan=False) + "\n"
+        yield json.dumps(strict_json(rec), default=str, allow_nan=False) + "\n"  # default: dates, decimals
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
-    import pyarrow.csv as pacsv
-
     import csv
     import io
+
+    import pyarrow.csv as pacsv
 
     head = io.StringIO()
     csv.writer(head, lineterminator="\n").writerow(table.column_names)  # unquoted unless needed, as tools expect

@@ -85,7 +85,35 @@ def _fsync(path: Path) -> None:
 
 def write_json(path: PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(dumps_strict(obj, indent=2, sort_keys=True) + "\n")
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN / +-Infinity float replaced by None, so the JSON is strict.
+
+    ``JSON.parse``, polars and most JSON readers reject the ``NaN``/``Infinity`` that Python's
+    json module writes by default; alq writes ``null`` instead (documented per field: e.g. a
+    labeling efficiency that is undefined because a curve never reaches the target accuracy).
+    """
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        try:
+            return strict_json(_json_default(obj))
+        except TypeError:
+            return obj
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs) -> str:
+    """``json.dumps`` of :func:`strict_json` (``allow_nan=False``: a non-finite float can never slip out)."""
+    return json.dumps(strict_json(obj), default=_json_default, allow_nan=False, **kwargs)
 
 
 def _json_default(o: Any):

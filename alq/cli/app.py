@@ -54,10 +54,10 @@ QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on
 
 def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[[dict], None] | None = None) -> None:
     """Print a result: JSON on stdout, or a human rendering (default: key: value lines on stdout)."""
-    from alq.io import _json_default
+    from alq.io import _json_default, dumps_strict
 
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    if as_json:  # strict JSON: NaN/Infinity are written as null
+        sys.stdout.write(dumps_strict(summary, indent=2) + "\n")
         return
     if quiet:
         return

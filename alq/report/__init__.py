@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alq.io import atomic_path, write_json
 from alq.report.analysis import load_results, summarize
+from alq.report.checks import report_warnings
 
 
 def build_report(results: str | Path, out: str | Path | None, *, metric: str | None = None,
@@ -21,6 +22,7 @@ def build_report(results: str | Path, out: str | Path | None, *, metric: str | N
     if not 0 < alpha < 1:
         raise BadInputError(f"--alpha={alpha} must be in (0, 1)")
     s = summarize(load_results(results), metric=metric, baseline=baseline, alpha=alpha)
+    s["warnings"] = report_warnings(s)
     if out is not None:
         from alq.report.plots import render_all
         from alq.report.tables import render_markdown
