@@ -18,15 +18,29 @@ def load_commands():
         for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
             if mod not in ("app",) and not mod.startswith("_"):
                 importlib.import_module(f"{__name__}.{mod}")
+        from alq.cli._help import polish_docs
+
+        polish_docs(app)
         _loaded = True
     return app
+
+
+def build_command():
+    """The click command of the app, with flags shown without a type."""
+    import typer.main
+
+    from alq.cli._help import hide_flag_types
+
+    cmd = typer.main.get_command(load_commands())
+    hide_flag_types(cmd)
+    return cmd
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (0 ok, 1 failure, 2 bad usage or input)."""
     load_commands()
     try:
-        app(args=argv, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
+        build_command()(args=argv, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

@@ -42,6 +42,7 @@ def import_cmd(
 
     summary = import_labels(list(files), open_pool(pool), out, on_conflict=on_conflict, id_column=id_column,
                             label_column=label_column, delimiter=delimiter, dry_run=dry_run, pool_path=pool)
+    summary["output"] = str(out)  # the output-path key every command shares (`out` kept)
 
     def render(s: dict) -> None:
         verb = "would write" if dry_run else "wrote"

@@ -36,6 +36,8 @@ def report_cmd(
             raise BadInputError(f"--baseline {baseline!r} is not a strategy of {results} "
                                 f"(it has: {', '.join(names)})")
     summary = build_report(results, out, metric=metric, baseline=baseline or "random", alpha=alpha)
+    if out is not None:
+        summary["output"] = str(out)  # the output-path key every command shares (`report_dir` kept)
     if not as_json:
         for w in summary.get("warnings", []):
             log(f"[yellow]warning:[/] {w}", quiet=quiet)

@@ -73,6 +73,7 @@ def simulate_cmd(
                            head_mode=head_mode, train=train, options=parse_options(option), clusters=clusters)
     with progress_bar(quiet=quiet) as progress:
         summary = run_simulation(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
 

@@ -39,6 +39,7 @@ def synth_cmd(
     with progress_bar(quiet=quiet) as progress:
         summary = synth_pool(spec, out, labels_out=labels_out, shard_rows=shard_rows, dtype=dtype,
                              id_prefix=id_prefix, overwrite=overwrite, progress=progress)
+    summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
 

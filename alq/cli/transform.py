@@ -41,6 +41,7 @@ def transform_cmd(
     with progress_bar(quiet=quiet) as progress:
         summary = transform_pool(pool, labels, out, labels_out, spec, shard_rows=shard_rows, overwrite=overwrite,
                                  progress=progress)
+    summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
 
