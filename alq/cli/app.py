@@ -97,9 +97,10 @@ def progress_bar(*, quiet: bool = False) -> Iterator[Callable[[str, int, int], N
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=True) as bar:
         def update(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done, total=total)
+            key, _, label = task.partition("|")  # "key|what is running now": one bar, a changing label
+            if key not in tasks:
+                tasks[key] = bar.add_task(label or key, total=total)
+            bar.update(tasks[key], completed=done, total=total, description=label or key)
 
         yield update
 
