@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alq.cli._strategies import catalog
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, parse_options, progress_bar
+from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, parse_options, progress_bar
 
 
 def split_names(values: list[str]) -> list[str]:
@@ -74,6 +74,11 @@ def simulate_cmd(
     with progress_bar(quiet=quiet) as progress:
         summary = run_simulation(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
     summary["output"] = str(out)  # the output-path key every command shares
+    from alq.report.checks import simulation_warnings
+
+    summary["warnings"] = simulation_warnings(summary)
+    for w in summary["warnings"]:
+        log(f"[yellow]warning:[/] {w}", quiet=quiet or as_json)
     emit(summary, as_json=as_json, quiet=quiet)
 
 

@@ -32,9 +32,22 @@ def report_warnings(s: dict) -> list[str]:
     if chance is not None and finals and near_chance(max(finals), chance):
         out.append(f"every strategy ends near chance: best final {s['metric']} {100 * max(finals):.1f}% vs "
                    f"{100 * chance:.1f}% for {s['classes']} classes; is the test set from the pool's distribution "
-                   "(same encoder, same classes)? `alq transform --split-test` makes one from a labeled pool")
+                   "(same encoder, same classes)? `alq split` makes one from a labeled pool")
     repeats = (s.get("run") or {}).get("repeats")
     if isinstance(repeats, int) and repeats < MIN_REPEATS:
         out.append(f"only {repeats} repeat(s): the 95% bands are wide and the t-tests weak; "
                    f"use --repeats {MIN_REPEATS} or more")
     return out
+
+
+def simulation_warnings(summary: dict) -> list[str]:
+    """The near-chance warning for an `alq simulate` summary (final top-1 per strategy)."""
+    if summary.get("multilabel") or not summary.get("classes"):
+        return []
+    chance = 1.0 / summary["classes"]
+    finals = [f.get("top1") for f in (summary.get("final") or {}).values() if f.get("top1") is not None]
+    if finals and near_chance(max(finals), chance):
+        return [f"test accuracy stays near chance (best final {100 * max(finals):.1f}% vs {100 * chance:.1f}% for "
+                f"{summary['classes']} classes): is the test set from the pool's distribution? "
+                "`alq split` makes one from a labeled pool"]
+    return []
