@@ -31,7 +31,10 @@ def build_report(results: str | Path, out: str | Path | None, *, metric: str | N
         out.mkdir(parents=True, exist_ok=True)
         plots = render_all(s, out)
         with atomic_path(out / "report.md") as tmp:
-            tmp.write_text(render_markdown(s, plots))
+            md = render_markdown(s, plots)
+            if s["warnings"]:
+                md = md.rstrip("\n") + "\n\n## Warnings\n\n" + "".join(f"- {w}\n" for w in s["warnings"])
+            tmp.write_text(md)
         write_json(out / "report.json", s)
         s["report_dir"] = str(out)
         s["plots"] = {k: str(v) for k, v in plots.items()}
