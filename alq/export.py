@@ -113,3 +113,47 @@ def write_rows(table: pa.Table, out: str | Path, *, meta: dict | None = None, fm
         with atomic_path(out, suffix=".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(_jsonl_lines(table))
     return kind
+
+
+def export_selection(selection: str | Path, out: str | Path, *, fmt: str | None = None, pool=None,
+                     columns: list[str] | None = None) -> dict:
+    """``alq export``: a selection (+ pool metadata columns) as CSV / JSON lines / Parquet / Label Studio."""
+    from alq.io import parquet_metadata, read_parquet
+
+    selection = Path(selection)
+    table = read_parquet(selection)
+    meta = parquet_metadata(selection)
+    if meta.get("kind") != "selection" or "id" not in table.column_names:
+        raise BadInputError(f"{selection}: not an alq selection (from `alq select`)")
+    columns = list(columns or [])
+    if columns:
+        if pool is None:
+            raise BadInputError("--with-columns needs --pool (the pool the selection came from)")
+        from alq.store.pool import open_pool
+
+        p = open_pool(pool)
+        ids = table.column("id").to_numpy(zero_copy_only=False)
+        rows = p.lookup(ids.astype(np.int64) if p.id_type == "int64" else ids.astype(object))
+        if (rows < 0).any():
+            i = int(np.flatnonzero(rows < 0)[0])
+            raise BadInputError(f"{selection}: row {i}: id {ids[i]!r} is not in {pool}",
+                                hint="pass the pool this selection was made from")
+        extra = pool_columns(p, rows, columns)
+        for name in extra.column_names:
+            if name not in table.column_names:
+                table = table.append_column(extra.schema.field(name), extra.column(name))
+    if fmt == "label-studio":
+        from alq.labelstudio import to_tasks
+
+        text = json.dumps(to_tasks(table, columns), indent=1, allow_nan=False) + "\n"
+        if str(out) == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            with atomic_path(out, suffix=".json") as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        kind = fmt
+    else:
+        kind = write_rows(table, out, meta=meta, fmt=fmt)
+    return {"selection": str(selection), "output": str(out), "format": kind, "rows": table.num_rows,
+            "columns": table.column_names}

@@ -59,6 +59,13 @@ def read_annotations(path: str | Path, *, id_type: str, id_column: str = "id", l
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return _read_parquet(path, id_type, id_column, label_column, delimiter)
+    if suffix == ".json":  # a Label Studio export (alq/labelstudio.py)
+        from alq.labelstudio import read_export, typed_ids
+
+        ids, labels, multilabel, _ = read_export(path)
+        if not ids:
+            raise BadInputError(f"{path}: no task has an annotation yet")
+        return Annotations(path, typed_ids(ids, id_type, path), labels, multilabel, None, raw_text=True)
     return _read_text(path, id_type, id_column, label_column, delimiter, sep="\t" if suffix == ".tsv" else ",")
 
 
