@@ -24,7 +24,8 @@ labels_app = typer.Typer(
 
 
 def import_cmd(
-    files: list[Path] = typer.Argument(..., help="Annotator files: CSV/TSV (header with id,label) or Parquet."),
+    files: list[Path] = typer.Argument(..., help="Annotator files: CSV/TSV (header with id,label), Parquet, "
+                                     "or a Label Studio JSON export (.json)."),
     pool: Path = typer.Option(..., "--pool", "-p", help="Pool directory: every id must be in it."),
     out: Path = typer.Option(..., "--out", "-o", help="Labels file to create or merge into (written atomically)."),
     on_conflict: str = typer.Option("error", "--on-conflict", help="An id already labeled differently: error, "
@@ -56,7 +57,9 @@ def import_cmd(
 import_cmd.__doc__ = (
     "Import annotator output into the labels file (merged atomically).\n\n"
     "Labels may be integers or strings; multi-label rows are a Parquet list column or a delimited string "
-    "(--delimiter). Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
+    "(--delimiter). A Label Studio JSON export (tasks from `alq export --format label-studio`) gives each "
+    "annotated task's choice (several choices: multi-label); tasks not yet annotated stay pending. "
+    "Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
     "and missing columns are refused with one line naming the file and line; nothing is written then.\n\n"
     "Example:\n\n"
     "  alq labels import batch1_done.csv batch2_done.parquet --pool pool/ --out labels.parquet\n\n"
