@@ -44,5 +44,9 @@ def key_values(summary: dict, *, file=None) -> None:
     for key, value in summary.items():
         if value in (None, {}, []):
             continue
+        if isinstance(value, dict) and len(value) <= 2 * _MAX_ITEMS and any(isinstance(v, dict) for v in value.values()):
+            for sub, v in value.items():  # e.g. simulate's final: one row per strategy
+                table.add_row(f"{key}.{sub}", fmt_value(v))
+            continue
         table.add_row(str(key), fmt_value(value))
     console.print(table)
