@@ -167,3 +167,12 @@ def test_readme_duckdb_join_back(meta_pool, cli):
         SELECT b.id, b.rank, u.file_path FROM '{tmp}/batch.parquet' b
         JOIN '{tmp}/in.parquet' u ON u.id = b.id ORDER BY b.rank""").fetchall()
     assert len(got) == 8 and all(fp == f"img/{i}.jpg" for i, _, fp in got)
+
+
+def test_info_lists_the_pools_metadata_columns(cli, meta_pool):
+    tmp, *_ = meta_pool
+    code, out, err = cli("info", tmp / "pool", "--json")
+    assert code == 0, err
+    assert json.loads(out)["metadata_columns"] == {"file_path": "string", "width": "int32"}
+    code, out, _ = cli("info", tmp / "pool")
+    assert "file_path" in out

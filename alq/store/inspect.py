@@ -80,6 +80,10 @@ def _pool(p: Path, verify: bool) -> dict:
             out["first_id"], out["last_id"] = _py(first[0]), _py(last[0])
         except BadInputError as exc:
             out["first_id"] = f"unreadable ({exc})"
+        from alq.store.writer import metadata_schema
+
+        meta = metadata_schema(p / m.shards[0].parquet)
+        out["metadata_columns"] = {f.name: str(f.type) for f in meta} if meta is not None else {}
     if verify:
         out["problems"] = pool.verify()
         out["verified"] = not out["problems"]
