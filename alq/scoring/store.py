@@ -38,7 +38,8 @@ from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_log
 
 FORMAT = "alq-scores"
 VERSION = 1
-META = "scores.json"
+META = "_scores.json"  # `_`-prefixed: directory readers (pyarrow, pandas, polars, duckdb) skip it
+LEGACY_META = "scores.json"  # written before; still read
 
 
 def shard_names(pool) -> list[str]:
@@ -48,8 +49,15 @@ def shard_names(pool) -> list[str]:
     return [f"shard-{s:06d}" for s in range(pool.n_shards)]
 
 
+def meta_path(path) -> Path:
+    """The metadata file of a scores directory (the legacy name when only that one exists)."""
+    new = Path(path) / META
+    old = Path(path) / LEGACY_META
+    return old if not new.is_file() and old.is_file() else new
+
+
 def is_scores(path) -> bool:
-    return (Path(path) / META).is_file()
+    return meta_path(path).is_file()
 
 
 def _class_array(classes: list) -> pa.Array:
@@ -160,11 +168,12 @@ class ScoresStore:
         self.path = Path(path)
         if not self.path.exists():
             raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
-        meta = read_json(self.path / META, what="scores metadata")
+        mpath = meta_path(self.path)
+        meta = read_json(mpath, what="scores metadata")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise BadInputError(f"{self.path / META}: not an alq scores file")
+            raise BadInputError(f"{mpath}: not an alq scores file")
         if meta.get("version") != VERSION:
-            raise BadInputError(f"{self.path / META}: scores format version {meta.get('version')} not supported",
+            raise BadInputError(f"{mpath}: scores format version {meta.get('version')} not supported",
                                 hint="rerun `alq score`")
         self.meta = meta
 

@@ -17,7 +17,8 @@ import numpy as np
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_json, read_parquet, read_parquet_schema, sha256_file
 
-DIR_FORMATS = {"clusters.json": "alq-clusters", "scores.json": "alq-scores"}
+DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores",
+               "clusters.json": "alq-clusters", "scores.json": "alq-scores"}  # `_` names first; the others: legacy
 
 
 def describe(path: str | Path, *, verify: bool = False) -> dict:
@@ -32,7 +33,7 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
         for name, fmt in DIR_FORMATS.items():
             if (p / name).is_file():
                 return _json_dir(p, p / name, fmt, verify)
-        raise BadInputError(f"{p}: not an alq directory (no manifest.json, clusters.json or scores.json)")
+        raise BadInputError(f"{p}: not an alq directory (no manifest.json, _clusters.json or _scores.json)")
     if p.name == "manifest.json":
         return _pool(p.parent, verify)
     if p.name in DIR_FORMATS:
