@@ -71,7 +71,8 @@ def _render(s: dict) -> None:
     typer.echo(f"{verb} pool {s['pool']}: {s['rows_added']} rows added{skipped}, {s['count']} rows x {s['dim']} "
                f"{s['dtype']} in {s['shards']} shards (ids {s['id_type']}"
                + (f", {s['normalize']}-normalised" if s["normalize"] else "")
-               + f", fingerprint {s['fingerprint']}) in {s['seconds']:.2f}s")
+               + f", fingerprint {s['fingerprint']}) in {s['seconds']:.2f}s"
+               + (f"; keeps columns {', '.join(s['columns'])}" if s.get("columns") else ""))
 
 
 embed_cmd.__doc__ = (
