@@ -8,7 +8,7 @@ STAMP := $(VENV)/.alq-installed
 EXTRAS ?= dev,ray
 DEMO := .demo
 
-.PHONY: install install-gpu demo test bench bench-peers lint sample-data clean
+.PHONY: install install-gpu gpu-venv gpu-check demo test bench bench-peers lint sample-data clean
 
 install: $(STAMP)
 
@@ -23,6 +23,18 @@ $(STAMP): pyproject.toml
 install-gpu: install
 	$(PY) -m pip uninstall --yes faiss-cpu
 	$(PY) -m pip install --quiet "faiss-gpu>=1.8"
+
+# The GPU check: every CUDA / faiss-gpu path against the CPU on a synthetic pool (tests/gpu_check.py).
+# With a GPU it builds .gpu-venv (a CUDA torch + faiss-gpu, never faiss-cpu; .venv is left alone).
+# Without one it says so, runs the CPU half and exits 0. GPU_CHECK_ARGS="--size small" for a quick run.
+GPU_TORCH ?= torch==2.14.1
+GPU_FAISS ?= faiss-gpu>=1.8
+GPU_CHECK_ARGS ?=
+gpu-venv: install
+	$(PY) tests/gpu_check.py --install-only --torch "$(GPU_TORCH)" --faiss "$(GPU_FAISS)"
+
+gpu-check: install
+	$(PY) tests/gpu_check.py --torch "$(GPU_TORCH)" --faiss "$(GPU_FAISS)" $(GPU_CHECK_ARGS)
 
 demo: install
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)

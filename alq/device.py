@@ -1,4 +1,9 @@
-"""Where dense math runs: CUDA when present, else CPU; ``ALQ_DEVICE`` overrides."""
+"""Where dense math runs: CUDA when present, else CPU; ``ALQ_DEVICE`` overrides.
+
+``ALQ_DEVICE=cpu`` keeps torch *and* faiss on the CPU (even with faiss-gpu
+installed and a GPU visible); ``cuda``/``cuda:N`` requires a GPU; ``auto``
+(the default) uses one when torch sees it.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ def torch_device(preferred: str | None = None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if want.startswith("cuda") and not torch.cuda.is_available():
         raise BadInputError(f"device {want!r} requested but torch sees no CUDA GPU",
-                            hint="unset ALQ_DEVICE or pass --device cpu")
+                            hint="unset ALQ_DEVICE or set ALQ_DEVICE=cpu")
     try:
         return torch.device(want)
     except RuntimeError:
@@ -25,10 +30,56 @@ def torch_device(preferred: str | None = None):
 
 
 def faiss_gpu_count() -> int:
-    """Number of GPUs faiss can use (0 with the CPU build or no GPU)."""
+    """Number of GPUs faiss can use (0 with the CPU build, no GPU, or ``ALQ_DEVICE=cpu``)."""
+    if os.environ.get("ALQ_DEVICE", "auto").strip().lower() == "cpu":
+        return 0
     try:
         import faiss
     except ImportError:  # pragma: no cover - faiss is a runtime dependency
         return 0
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get else 0
+
+
+_GPU_RESOURCES: list = []
+
+
+def faiss_to_gpu(index):
+    """``index`` on every GPU faiss sees (one shared ``StandardGpuResources`` per GPU), or itself.
+
+    faiss's ``index_cpu_to_all_gpus`` makes new resources (streams, cuBLAS
+    handles, a temporary-memory pool) on every call; a map over blocks that
+    moves an index per block paid that each time. The resources are made
+    once per process and reused.
+    """
+    ngpu = faiss_gpu_count()
+    if ngpu == 0:
+        return index
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources"):  # pragma: no cover - CPU build
+        return index
+    while len(_GPU_RESOURCES) < ngpu:
+        _GPU_RESOURCES.append(faiss.StandardGpuResources())
+    if ngpu == 1:
+        return faiss.index_cpu_to_gpu(_GPU_RESOURCES[0], 0, index)
+    return faiss.index_cpu_to_gpu_multiple_py(_GPU_RESOURCES[:ngpu], index)
+
+
+def faiss_set_nprobe(index, nprobe: int) -> None:
+    """Set ``nprobe`` on a CPU IVF index, a GPU one, or a multi-GPU replica/shard wrapper."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index).nprobe = int(nprobe)
+        return
+    except (RuntimeError, AttributeError):
+        pass
+    space = getattr(faiss, "GpuParameterSpace", None)
+    if space is not None:
+        try:
+            space().set_index_parameter(index, "nprobe", int(nprobe))
+            return
+        except (RuntimeError, AttributeError):
+            pass
+    index.nprobe = int(nprobe)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -9,7 +11,7 @@ from scipy.spatial.distance import pdist
 from sklearn.metrics import adjusted_rand_score
 
 from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters, update_clusters
-from alq.cluster.exact import exact_average_linkage
+from alq.cluster.exact import exact_average_linkage, pairwise_distances
 from alq.cluster.graph import edges_from_knn, graph_average_linkage
 from alq.cluster.knn import build_index, exact_knn, search_partial
 from alq.cluster.linkage import canonical_labels
@@ -105,15 +107,16 @@ def _mixture(n, d, c, seed, spread=1.0):
 
 
 def test_graph_hac_agrees_with_exact_at_3000_points():
-    # Measured ARI(graph k=10, exact) on this input: 0.972 at the default cut, 0.856 at K=30,
-    # 0.989 at K=100 (digits, N=1797: 0.943 default, 0.913 at K=100); floors just under.
+    # Measured ARI(graph k=10, exact) on this input: 0.972 at the default cut; with --n-clusters
+    # (graph merges down to 2,048 clusters, then the dense finish) 1.000 at K = 10, 30 and 100
+    # (graph only, before: 0.856 at K=30, 0.989 at K=100); floors just under.
     x, _ = _mixture(3000, 16, 30, seed=7)
     pool = MemoryPool(x, shard_rows=1000)
     ex, ex_info = compute_clusters(pool, ClusterOptions(method="exact"))
     gr, gr_info = compute_clusters(pool, ClusterOptions(method="graph"))
     assert gr_info["method"] == "graph" and gr_info["threshold"] == pytest.approx(ex_info["threshold"], rel=1e-5)
     assert adjusted_rand_score(ex, gr) >= 0.95
-    for k, floor in ((30, 0.83), (100, 0.97)):
+    for k, floor in ((10, 0.99), (30, 0.99), (100, 0.99)):
         ex, _ = compute_clusters(pool, ClusterOptions(method="exact", n_clusters=k))
         gr, _ = compute_clusters(pool, ClusterOptions(method="graph", n_clusters=k))
         assert gr.max() + 1 == k
@@ -266,3 +269,128 @@ def test_zero_row_with_normalize_names_the_row(tmp_path, cli):
     _disk_pool(tmp_path / "pool", x)
     code, _, err = cli("cluster", tmp_path / "pool", "--out", tmp_path / "c", "--normalize", "l2")
     assert code == 2 and "pool row 17 is all zeros" in err and not (tmp_path / "c").exists()
+
+
+def _overlapping(n=2000, d=16, c=20, seed=1):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d)) * 2.0
+    scale = rng.uniform(0.5, 1.5, size=c)
+    y = rng.integers(0, c, size=n)
+    return (centres[y] + rng.normal(size=(n, d)) * scale[y, None]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def overlapping_with_scipy():
+    x = _overlapping()
+    return x, linkage(x.astype(np.float64), method="average")
+
+
+@pytest.mark.parametrize("k", [10, 30, 100, 300])
+def test_graph_n_clusters_cut_is_close_to_exact(overlapping_with_scipy, monkeypatch, k):
+    # Measured ARI vs scipy on this mixture, graph dendrogram kept down to 4K clusters then dense:
+    # 0.995 / 0.989 / 0.994 / 0.993 (graph only, before the dense finish: 0.632 / 0.988 / 0.985 / 0.987,
+    # and 0.335 at K=3, 0.761 at K=1000 on a 1,500-point 10-component mixture)
+    import alq.cluster.graph as graph
+
+    x, z = overlapping_with_scipy
+    pool = MemoryPool(x, shard_rows=500)
+    monkeypatch.setattr(graph, "DENSE_FROM", 4 * k)
+    labels, info = compute_clusters(pool, ClusterOptions(method="graph", n_clusters=k))
+    assert labels.max() + 1 == k and info["graph"]["dense_finish"]["clusters"] >= 4 * k
+    assert adjusted_rand_score(fcluster(z, k, criterion="maxclust"), labels) >= 0.95
+    monkeypatch.undo()  # default: 2,000 rows <= DENSE_FROM, so the dense finish is exact HAC
+    labels, _ = compute_clusters(pool, ClusterOptions(method="graph", n_clusters=k))
+    assert adjusted_rand_score(fcluster(z, k, criterion="maxclust"), labels) >= 0.999
+
+
+def _blobs(c=10, per=30, d=4, seed=5):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(c, d)) * 100.0
+    return (np.repeat(centres, per, axis=0) + rng.normal(size=(c * per, d))).astype(np.float32)
+
+
+def test_graph_n_clusters_joins_disconnected_components(monkeypatch):
+    """10 far blobs, k=3 neighbours: 10 components; --n-clusters 4 still gives scipy's 4 clusters."""
+    import alq.cluster.graph as graph
+
+    x = _blobs()
+    monkeypatch.setattr(graph, "DENSE_FROM", 4)
+    labels, info = compute_clusters(MemoryPool(x), ClusterOptions(method="graph", n_clusters=4, knn=3))
+    assert info["graph"]["dense_finish"]["clusters"] == 10
+    ref = canonical_labels(fcluster(linkage(x.astype(np.float64), "average"), 4, criterion="maxclust"))
+    np.testing.assert_array_equal(labels, ref)
+    monkeypatch.setattr(graph, "DENSE_MAX", 8)
+    with pytest.raises(BadInputError, match="leaves 10 groups with no edge") as err:
+        compute_clusters(MemoryPool(x), ClusterOptions(method="graph", n_clusters=4, knn=3))
+    assert "raise --knn" in err.value.line()
+
+
+@pytest.mark.parametrize("method", ["exact", "graph"])
+def test_duplicates_are_at_distance_zero(method):
+    """300 distinct points, each twice: --threshold 0 gives 300 clusters (before: exact 600, graph 413)."""
+    rng = np.random.default_rng(8)
+    u = (rng.normal(size=(300, 384)) + 10.0).astype(np.float32)  # faiss's batched search: twins at up to 0.2
+    x = np.concatenate([u, u])
+    labels, _ = compute_clusters(MemoryPool(x, shard_rows=600), ClusterOptions(method=method, threshold=0.0))
+    assert labels.max() + 1 == 300
+    np.testing.assert_array_equal(labels[:300], labels[300:])
+
+
+def test_groups_of_duplicates_larger_than_k_join_at_threshold_zero():
+    """30 points x 20 copies, k = 10: pairs without an edge inside a group must count as 0 too."""
+    rng = np.random.default_rng(3)
+    u = (rng.normal(size=(30, 64)) + 10.0).astype(np.float32)
+    order = rng.permutation(600)
+    x = np.repeat(u, 20, axis=0)[order]
+    want = canonical_labels(np.repeat(np.arange(30), 20)[order])
+    for method in ("exact", "graph"):
+        labels, _ = compute_clusters(MemoryPool(x, shard_rows=600), ClusterOptions(method=method, threshold=0.0))
+        np.testing.assert_array_equal(labels, want)
+
+
+def test_near_duplicate_distances_are_exact():
+    rng = np.random.default_rng(9)
+    u = (rng.normal(size=(50, 384)) + 10.0).astype(np.float32)
+    v = u.copy()
+    v[:, 0] = np.nextafter(v[:, 0], np.float32(np.inf))  # one ulp apart in one coordinate
+    x = np.concatenate([u, u, v])
+    want = np.abs(v[:, 0].astype(np.float64) - u[:, 0])
+    d = pairwise_distances(x)
+    np.testing.assert_array_equal(d[np.arange(50), np.arange(50) + 50], 0.0)
+    np.testing.assert_allclose(d[np.arange(50), np.arange(50) + 100], want, rtol=1e-12)
+    pool = MemoryPool(x, shard_rows=150)
+    ref, _ = build_index(pool, kind="flat")
+    nbr, dist = search_partial(pool, 0, 150, ref, 2, None, True)
+    nbr, dist = nbr[:50], dist[:50]
+    assert set(nbr[:, 0]) | set(nbr[:, 1]) <= set(range(50, 150))
+    np.testing.assert_array_equal(dist[:, 0], 0.0)
+    np.testing.assert_allclose(dist[:, 1], want, rtol=1e-6)
+
+
+def test_batch_spread_matches_a_brute_force_expectation():
+    from math import comb
+
+    from alq.cluster.linkage import batch_spread
+    from alq.strategies.cluster_margin import candidates_ratio
+
+    labels = np.repeat(np.arange(6), [1, 1, 2, 5, 11, 30])  # 50 rows
+    (row,) = batch_spread(labels, [4])
+    k = int(np.ceil(candidates_ratio("auto", 4, 50) * 4))
+    assert row["candidates"] == k == 5
+    n = 50
+    want = sum(1 - comb(n - s, k) / comb(n, k) for s in [1, 1, 2, 5, 11, 30])
+    assert row["expected_clusters"] == pytest.approx(want, abs=0.05)
+    assert row["rows_per_cluster"] == pytest.approx(4 / want, abs=0.01)
+    assert batch_spread(labels, [0, 51]) == []
+
+
+def test_cli_cluster_reports_batch_spread(tmp_path, cli):
+    x, _ = gaussian_pool(600, d=4, c=3, seed=1, sep=3.0)
+    w = PoolWriter(tmp_path / "pool", dtype="float32")
+    w.add(x)
+    w.close()
+    code, out, err = cli("cluster", tmp_path / "pool", "--out", tmp_path / "c", "--n-clusters", "20", "--batch", "50",
+                         "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["batch_spread"]
+    assert row["batch"] == 50 and 1 <= row["expected_clusters"] <= 20

@@ -21,16 +21,19 @@ from alq.strategies.cluster_margin import round_robin
 from tests.conftest import gaussian_pool
 
 
-def reference_round_robin(rows, clusters, budget, keys):
-    """The paper's loop, literally: clusters by (size in M, id); each visit takes one random member.
+def reference_round_robin(rows, clusters, budget, keys, cluster_keys=None):
+    """The paper's loop, literally: clusters by (size in M, random tie key); each visit takes one random member.
 
     "Random member" = the remaining member with the smallest key (ties by row), the keys being
-    the same uniform draws the strategy uses.
+    the same uniform draws the strategy uses; ``cluster_keys[j]`` is the tie key of the j-th
+    smallest cluster id (None: ties by id).
     """
     members: dict[int, list[int]] = {}
     for i, c in enumerate(clusters.tolist()):
         members.setdefault(c, []).append(i)
-    order = sorted(members, key=lambda c: (len(members[c]), c))
+    ids = sorted(members)
+    tie = {c: (cluster_keys[j] if cluster_keys is not None else 0.0) for j, c in enumerate(ids)}
+    order = sorted(members, key=lambda c: (len(members[c]), tie[c], c))
     taken: list[int] = []
     while len(taken) < budget:
         for c in list(order):
@@ -52,9 +55,13 @@ def test_round_robin_matches_brute_force(seed):
     clusters = rng.integers(0, int(rng.integers(1, 40)), size=m).astype(np.int64)
     budget = int(rng.integers(1, m + 1))
     keys = np.random.default_rng([seed, 1]).random(m)
-    got, passes, n_clusters = round_robin(rows, clusters, budget, keys)
+    ckeys = np.random.default_rng([seed, 2]).random(len(np.unique(clusters)))
+    got, passes, n_clusters = round_robin(rows, clusters, budget, keys, ckeys)
     assert n_clusters == len(np.unique(clusters))
-    np.testing.assert_array_equal(got, reference_round_robin(rows, clusters, budget, keys))
+    np.testing.assert_array_equal(got, reference_round_robin(rows, clusters, budget, keys, ckeys))
+    # without tie keys: ties by cluster id
+    np.testing.assert_array_equal(round_robin(rows, clusters, budget, keys)[0],
+                                  reference_round_robin(rows, clusters, budget, keys))
     assert (np.diff(passes) >= 0).all()
 
 
@@ -134,8 +141,10 @@ def test_selection_is_round_robin_over_lowest_margin_candidates(setup, ratio):
     clusters = load_clusters(tmp / "clusters", pool)
     np.testing.assert_array_equal(table.column("cluster").to_numpy(), clusters[rows])
     np.testing.assert_allclose(table.column("score").to_numpy(), m[rows], rtol=1e-6, atol=1e-9)
-    keys = np.random.default_rng([3, 0]).random(len(cand))
-    want = cand[reference_round_robin(cand, clusters[cand], 40, keys)]
+    gen = np.random.default_rng([3, 0])
+    keys = gen.random(len(cand))
+    ckeys = gen.random(len(np.unique(clusters[cand])))
+    want = cand[reference_round_robin(cand, clusters[cand], 40, keys, ckeys)]
     np.testing.assert_array_equal(rows, want)
     assert summary["candidates"] == k_m and summary["clusters_covered"] == len(np.unique(clusters[rows]))
     assert summary["candidate_clusters"] == len(np.unique(clusters[cand]))
@@ -178,7 +187,8 @@ def test_cli_cluster_then_select_and_stale_refusal(setup, cli):
                          "--head", tmp / "head.pt", "--clusters", tmp / "c2", "--out", tmp / "b.parquet", "--json")
     assert code == 0, err
     s = json.loads(out)
-    assert s["candidates"] == 300 and s["clusters_covered"] == s["candidate_clusters"] >= 5
+    assert s["candidates"] == 90 and s["candidates_ratio"] == 3.0  # auto: 0.1 x 900 unlabeled / 30
+    assert s["clusters_covered"] == s["candidate_clusters"] >= 3
     assert "cluster" in pq.read_schema(tmp / "b.parquet").names
     # append rows: select refuses, naming the command; --update fixes it
     w = PoolWriter(tmp / "pool", append=True)
@@ -223,3 +233,65 @@ def test_lowest_k_is_exact_with_ties(k):
     want = np.sort(np.lexsort((rows, scores))[:k])
     np.testing.assert_array_equal(got_rows, want)
     np.testing.assert_array_equal(got_scores, scores[want])
+
+
+# -- seeded ties: no pool-row-order bias (issue: the batch ignored --seed at fine cuts) -------------------------
+
+def _ctx(x, clusters, seed, budget, head, ratio="auto"):
+    from alq.store import MemoryPool
+    from alq.strategies import Context
+
+    n = len(x)
+    return Context(pool=MemoryPool(x, shard_rows=250), budget=budget, seed=seed, excluded=np.zeros(n, dtype=bool),
+                   labeled=np.empty(0, dtype=np.int64), head=head, clusters=clusters,
+                   options={"candidates_ratio": ratio})
+
+
+def _select(ctx):
+    from alq.strategies import get_strategy, load_all
+
+    load_all()
+    return get_strategy("cluster-margin").select(ctx)
+
+
+def test_seed_changes_the_batch_when_clusters_tie_and_same_seed_gives_same_bytes():
+    x, _ = gaussian_pool(2000, d=8, c=4, seed=3, sep=1.0)
+    head = _head(8, seed=1)
+    clusters = np.arange(2000, dtype=np.int64)  # all singletons: every cluster ties at size 1
+    batches = [_select(_ctx(x, clusters, s, 50, head, ratio=5)).indices for s in (0, 1, 2)]
+    assert len({tuple(b.tolist()) for b in batches}) == 3
+    again = _select(_ctx(x, clusters, 1, 50, head, ratio=5)).indices
+    assert again.tobytes() == batches[1].tobytes()
+
+
+def test_singleton_picks_spread_over_the_pool_like_the_candidates():
+    """Clusters of equal size are visited in random order, so the picks' pool rows follow the candidates'
+    distribution (before: the lowest cluster ids, i.e. the first rows of the pool, went first)."""
+    x, _ = gaussian_pool(6000, d=8, c=4, seed=4, sep=1.0)
+    head = _head(8, seed=2)
+    clusters = np.arange(6000, dtype=np.int64)
+    ctx = _ctx(x, clusters, 7, 300, head, ratio=10)
+    sel = _select(ctx)
+    m = _margins(head, x)
+    cand = np.sort(np.lexsort((np.arange(6000), m))[:3000])
+    assert np.isin(sel.indices, cand).all()
+    qs = [0.1, 0.25, 0.5, 0.75, 0.9]
+    spread = np.quantile(cand, qs)
+    picked = np.quantile(sel.indices, qs)
+    # a uniform subsample of 300 of the candidates: quantiles within ~6% of the pool of the candidates'
+    assert np.all(np.abs(picked - spread) < 0.06 * 6000), (picked, spread)
+    assert np.mean(sel.indices < 2000) < 0.45  # the first third of the pool is not favoured
+
+
+def test_auto_candidates_ratio_scales_with_the_batch_to_pool_ratio():
+    from alq.strategies.cluster_margin import candidates_ratio
+
+    assert candidates_ratio("auto", 100_000, 10_000_000) == 10.0  # the paper's large-scale setting
+    assert candidates_ratio(None, 2000, 59_000) == pytest.approx(2.95)
+    assert candidates_ratio("auto", 200, 59_000) == 10.0
+    assert candidates_ratio("auto", 5000, 20_000) == 1.25
+    assert candidates_ratio("3", 10, 10) == 3.0
+    with pytest.raises(BadInputError, match="must be 'auto' or a number"):
+        candidates_ratio("lots", 10, 100)
+    with pytest.raises(BadInputError, match=">= 1"):
+        candidates_ratio(0.5, 10, 100)

@@ -85,10 +85,57 @@ def exact_kcenter_radius(x, k):
     return best
 
 
+def far_from_origin(kind, n=1500, d=16, seed=0):
+    """Rows whose norms dwarf their distances: the float32 expansion around 0 gets these wrong."""
+    x = np.random.default_rng(seed).normal(size=(n, d))
+    if kind == "offset":
+        x = x + 1000.0
+    elif kind == "scaled":
+        x = x * 1e3 + 3e5
+    elif kind == "narrow":  # a standardised-head-like cloud: spread 0.01 at norm 200
+        x = x * 0.01 + 50.0
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["offset", "scaled", "narrow"])
+@pytest.mark.parametrize("memory", ["256", "0.02"])
+def test_kcenter_is_exact_far_from_the_origin(monkeypatch, kind, memory):
+    monkeypatch.setenv("ALQ_WORKING_MEMORY", memory)
+    x = far_from_origin(kind)
+    pool = MemoryPool(x, shard_rows=300)
+    cand, cent = np.arange(40, len(x)), np.arange(40)
+    picks, scores, _ = kcenter_greedy(RowTable(pool, cand), 60, centres=RowTable(pool, cent),
+                                      rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(cand[picks], naive_kcenter(x, cand, cent, 60))
+    # the reported distance is the true one (float64, direct differences)
+    x64 = x.astype(np.float64)
+    true = [np.sqrt(((x64[np.r_[cent, cand[picks[:t]]]] - x64[cand[p]]) ** 2).sum(1)).min()
+            for t, p in enumerate(picks)]
+    np.testing.assert_allclose(scores, true, rtol=1e-3)
+    cold = get_strategy("kcenter").select(context(pool, 60, seed=5))
+    first = int(context(pool, 60, seed=5).rng().integers(len(x)))
+    np.testing.assert_array_equal(cold.indices, naive_kcenter(x, np.arange(len(x)), [], 60, first=first))
+
+
+def test_coreset_is_exact_in_a_narrow_feature_space():
+    """An l2-normalised head on offset data: features of norm 1 within ~1e-3 of each other."""
+    x, y = mixture(600, 8, seed=2)
+    x = x + 1000.0
+    pool = MemoryPool(x, shard_rows=128)
+    labeled = np.arange(0, 600, 12)
+    head = head_for(x, y, labeled, normalize="l2")
+    with torch.no_grad():
+        feats = head.net.features(torch.from_numpy(x)).numpy()
+    ctx = context(pool, 40, labeled, head=head)
+    sel = get_strategy("coreset").select(ctx)
+    np.testing.assert_array_equal(sel.indices, naive_kcenter(feats, np.flatnonzero(~ctx.excluded), labeled, 40))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
 @pytest.mark.parametrize("seed", range(6))
-def test_greedy_radius_within_twice_optimal(seed):
+def test_greedy_radius_within_twice_optimal(seed, offset):
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(11, 2)).astype(np.float32)
+    x = (rng.normal(size=(11, 2)) * 0.01 + offset).astype(np.float32)
     pool = MemoryPool(x)
     for k in (2, 3, 4):
         table = RowTable(pool, np.arange(11))

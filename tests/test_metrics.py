@@ -171,7 +171,9 @@ STRAT = np.array([0.5, 0.7, 0.8, 0.85])
     (RANDOM, 0.4, 10.0),  # below the first point: the fewest labels run
     (RANDOM, 0.8, 40.0),
     (RANDOM, 0.81, math.inf),  # never reached
-    (np.array([0.5, 0.7, 0.65, 0.8]), 0.68, 19.0),  # first crossing counts: 10 + .18/.2 * 10
+    (np.array([0.5, 0.7, 0.65, 0.8]), 0.68, 32.0),  # the last upward crossing counts: 30 + .03/.15 * 10
+    (np.array([0.5, 0.7, 0.65, 0.8]), 0.65, 17.5),  # touching a again (0.65 at 30) does not fall below it
+    (np.array([0.5, 0.9, 0.6, 0.7]), 0.8, math.inf),  # up to 0.9 once, ends below: never stays there
 ])
 def test_labels_to_reach_interpolates(curve, a, want):
     assert labels_to_reach(N, curve, a) == pytest.approx(want)
@@ -191,6 +193,46 @@ def test_labeling_efficiency_and_labels_saved_by_hand():
     lagging = np.array([0.5, 0.55, 0.6, 0.7, 0.8])
     n5 = np.array([10, 20, 30, 40, 50])
     assert labels_saved(N, RANDOM, n5, lagging)[3] == pytest.approx(1 - 50 / 40)  # needs 25% more labels
+
+
+def _brute_labels_to_stay(n, curve, a, steps=200_001):
+    """The fewest labels after which the piecewise-linear curve never drops below a, on a fine grid."""
+    grid = np.linspace(n[0], n[-1], steps)
+    y = np.interp(grid, n, curve)
+    below = np.flatnonzero(y < a - 1e-12)
+    if below.size == 0:
+        return float(n[0])
+    if below[-1] == steps - 1:
+        return math.inf
+    return float(grid[below[-1] + 1])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_labels_to_reach_is_the_last_upward_crossing(seed):
+    rng = np.random.default_rng(seed)
+    n = np.cumsum(rng.integers(5, 50, size=6)).astype(np.float64)
+    curve = np.clip(np.linspace(0.3, 0.8, 6) + rng.normal(0, 0.08, 6), 0, 1)
+    for a in np.linspace(curve.min() - 0.01, curve.max() + 0.01, 13):
+        want = _brute_labels_to_stay(n, curve, a)
+        got = labels_to_reach(n, curve, a)
+        if math.isinf(want):
+            assert math.isinf(got)
+        else:
+            assert got == pytest.approx(want, abs=(n[-1] - n[0]) * 2e-5)
+
+
+def test_labels_saved_is_measured_at_the_baselines_final_value_not_its_maximum():
+    n = np.array([10, 20, 30, 40])
+    base = np.array([0.5, 0.8, 0.7, 0.72])  # peaks at 0.8, ends at 0.72
+    strat = np.array([0.5, 0.65, 0.74, 0.78])
+    a_star, nb, ns, saved = labels_saved(n, base, n, strat)
+    assert a_star == 0.72 and a_star != base.max()
+    nb_want, ns_want = _brute_labels_to_stay(n, base, 0.72), _brute_labels_to_stay(n, strat, 0.72)
+    assert nb == pytest.approx(nb_want, abs=1e-3) and ns == pytest.approx(ns_want, abs=1e-3)
+    assert saved == pytest.approx(1 - ns_want / nb_want, abs=1e-4)
+    # balanced-random-like: above the baseline early, ends 3.5 points below it: no labels saved
+    noisy = np.array([0.5, 0.85, 0.74, 0.685])
+    assert math.isnan(labels_saved(n, base, n, noisy)[3])
 
 
 # -- penalty matrix against scipy.stats.ttest_rel ---------------------------------------------------

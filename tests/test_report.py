@@ -149,8 +149,44 @@ def test_report_without_baseline_or_repeats_still_renders(tmp_path, cli):
     assert s["penalty"]["matrix"] == [[0.0, 0.0], [0.0, 0.0]] and s["penalty"]["min_repeats"] == 1
     assert s["per_strategy"]["fast"]["final_ci95"] is None
     assert len(list((tmp_path / "rep").glob("*.png"))) == 6
+    assert s["warnings"] == [s["penalty"]["warning"]] and "too few for significance" in s["warnings"][0]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.count("1 repeat(s) per strategy are too few for significance") == 2  # top and penalty section
     code, text, err = cli("report", res)
-    assert code == 0 and "No baseline" in text and "needs >= 2 repeats" in text
+    flat = " ".join(text.split())
+    assert code == 0 and "No baseline" in flat and "1 repeat(s) per strategy are too few for significance" in flat
+
+
+@pytest.mark.parametrize("repeats, warned", [(2, True), (3, False)])
+def test_too_few_repeats_warn_everywhere(tmp_path, cli, repeats, warned):
+    res = make_results(tmp_path / "results.parquet", repeats=repeats)
+    code, out, err = cli("report", res, "--out", tmp_path / "rep", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert bool(s["warnings"]) is warned and ("warning" in s["penalty"]) is warned
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert ("too few for significance" in md) is warned
+    code, text, _ = cli("report", res)
+    assert ("too few for significance" in " ".join(text.split())) is warned
+
+
+def test_labels_saved_uses_randoms_final_accuracy_in_the_report(tmp_path, cli, monkeypatch):
+    """random peaks at 0.8 and ends at 0.72: a* is 0.72; a noisy strategy ending below it saves nothing."""
+    monkeypatch.setitem(CURVES, "random", [0.5, 0.8, 0.7, 0.72])
+    monkeypatch.setitem(CURVES, "fast", [0.5, 0.65, 0.74, 0.78])
+    monkeypatch.setitem(CURVES, "slow", [0.5, 0.85, 0.74, 0.685])
+    res = make_results(tmp_path / "results.parquet")
+    code, out, err = cli("report", res, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["efficiency"]["target"] == pytest.approx(0.72)
+    # by hand (last upward crossings of 0.72): random between (30, 0.70) and (40, 0.72): 40 labels;
+    # fast between (20, 0.65) and (30, 0.74): 20 + 7/9 * 10
+    assert s["efficiency"]["baseline_n_to_reach_target"] == pytest.approx(40.0)
+    ps = s["per_strategy"]
+    assert ps["fast"]["n_to_reach_target"] == pytest.approx(20 + 70 / 9)
+    assert ps["fast"]["labels_saved"] == pytest.approx(1 - (20 + 70 / 9) / 40)
+    assert ps["slow"]["labels_saved"] is None and ps["slow"]["n_to_reach_target"] is None
 
 
 @pytest.mark.parametrize("args, message", [

@@ -96,6 +96,47 @@ def test_simulation_writes_results_and_selections(oracle_files, cli):
     assert b"alq.kind" in meta
 
 
+def test_every_strategy_of_a_repeat_starts_from_the_one_seed_set_head(oracle_files, cli, monkeypatch):
+    """R repeats x (1 seed-set head + S strategies x K rounds) trainings, and round 1 of every
+    strategy sees the very head object trained on the seed set (not a retrained equal copy)."""
+    import alq.simulate.loop as loop
+
+    trained = []
+    real_train = loop.train_head
+
+    def counting_train(*args, **kwargs):
+        head = real_train(*args, **kwargs)
+        trained.append(head)
+        return head
+
+    monkeypatch.setattr(loop, "train_head", counting_train)
+    seen = {}  # strategy -> [(labeled rows, head object)] per call
+    for name in ("random", "balanced-random"):
+        cls = type(get_strategy(name))
+        real_select = cls.select
+
+        def spy(self, ctx, _real=real_select, _name=name):
+            seen.setdefault(_name, []).append((len(ctx.labeled), ctx.head))
+            return _real(self, ctx)
+
+        monkeypatch.setattr(cls, "select", spy)
+    tmp, *_ = oracle_files
+    code, _, err = cli(*_args(tmp, tmp / "run", rounds=2, repeats=2))
+    assert code == 0, err
+    repeats, strategies, rounds = 2, 2, 2
+    assert len(trained) == repeats * (1 + strategies * rounds)
+    seed_heads = [trained[r * (1 + strategies * rounds)] for r in range(repeats)]
+    for name in ("random", "balanced-random"):
+        first_rounds = [head for n_labeled, head in seen[name] if n_labeled == 16]
+        assert len(first_rounds) == repeats
+        for r in range(repeats):
+            assert first_rounds[r] is seed_heads[r]
+    rows = _rows(tmp / "run" / "results.parquet")
+    by = {(r["strategy"], r["repeat"], r["round"]): r for r in rows}
+    for r in range(repeats):  # one shared round-0 record, wall-clock seconds included
+        assert by[("random", r, 0)]["train_seconds"] == by[("balanced-random", r, 0)]["train_seconds"]
+
+
 def _run_random_only(tmp, cli, out, *extra):
     code, _, err = cli(*_args(tmp, out, *extra, strategies="random", rounds=2, repeats=2))
     assert code == 0, err

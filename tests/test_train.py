@@ -21,26 +21,90 @@ def _head(x, y, classes=None, **kw):
     return train_head(x, y, classes, multilabel=kw.pop("multilabel", False), opts=TrainOptions(**kw))
 
 
-def test_linear_head_reaches_sklearn_optimum():
-    """Full-batch L-BFGS lands on the regularised optimum that scikit-learn's float64 solver finds."""
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = gaussian_pool(400, d=8, c=3, seed=1, sep=1.0)
-    c_reg = 0.5
-    lam = 1.0 / (c_reg * len(x))  # sklearn: C * sum(loss) + ||W||^2 / 2  ==  n C (mean(loss) + lam ||W||^2 / 2)
-    head = _head(x, y, weight_decay=lam, holdout=0.0)
-    ref = LogisticRegression(C=c_reg, tol=1e-12, max_iter=10_000).fit(x, y)
-
-    def objective(w, b):  # float64 reference objective
+def _sklearn_objective(x, y, lam):
+    def objective(w, b):  # float64 reference objective: mean cross-entropy + lam/2 ||W||^2
         z = x.astype(np.float64) @ w.T + b
         z -= z.max(1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(1, keepdims=True))
         return -logp[np.arange(len(y)), y].mean() + 0.5 * lam * (w * w).sum()
+    return objective
 
-    ours = objective(head.net.out.weight.detach().double().numpy(), head.net.out.bias.detach().double().numpy())
-    assert ours <= objective(ref.coef_, ref.intercept_) + 1e-7
-    np.testing.assert_allclose(head.probs(torch.from_numpy(x)).numpy(), ref.predict_proba(x), atol=2e-3)
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_linear_head_reaches_sklearn_optimum(standardize):
+    """At a given strength the default L-BFGS fit (whitened coordinates, default tolerance) lands on the
+    regularised optimum that scikit-learn's float64 solver finds: objective, coefficients, accuracy."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = gaussian_pool(400, d=8, c=3, seed=1, sep=1.0)
+    x = x * np.linspace(0.2, 5.0, 8, dtype=np.float32) + 3.0  # unequal scales and an offset: a harder problem
+    c_reg = 0.5
+    lam = 1.0 / (c_reg * len(x))  # sklearn: C * sum(loss) + ||W||^2 / 2  ==  n C (mean(loss) + lam ||W||^2 / 2)
+    if standardize:
+        stats = (x.mean(0) + 0.1, x.std(0) * 1.5)  # any given (pool) statistics, not the rows' own
+        xin = (x - stats[0]) / stats[1]
+        head = train_head(x, y, [0, 1, 2], multilabel=False, standardizer=stats,
+                          opts=TrainOptions(weight_decay=lam, normalize="standardize"))
+        assert head.meta["metrics"]["standardize_stats"] == "pool"
+        np.testing.assert_allclose(head.net.scale.numpy(), stats[1], rtol=1e-6)
+    else:
+        xin = x
+        head = _head(x, y, weight_decay=lam, normalize=None)
+    ref = LogisticRegression(C=c_reg, tol=1e-12, max_iter=10_000).fit(xin.astype(np.float64), y)
+    objective = _sklearn_objective(xin, y, lam)
+    w, b = head.net.out.weight.detach().double().numpy(), head.net.out.bias.detach().double().numpy()
+    assert objective(w, b) <= objective(ref.coef_, ref.intercept_) + 1e-5
+    # softmax coefficients are defined up to a shift shared by the classes (sklearn centres them)
+    np.testing.assert_allclose(w - w.mean(0), ref.coef_ - ref.coef_.mean(0), atol=1e-2)
+    pred = head.probs(torch.from_numpy(x)).argmax(1).numpy()
+    assert abs((pred == y).mean() - (ref.predict(xin) == y).mean()) <= 1e-3
     assert head.meta["metrics"]["stopped"] == "converged"
+
+
+def test_cross_validated_strength_matches_a_plain_reference_and_is_optimal():
+    """Default training: the strength is chosen by 5-fold CV; each tried strength's held-out accuracy
+    agrees with scikit-learn fits on the same folds, the choice is (near) the reference's best, and the
+    final head is at the optimum of its objective at that strength (gradient ~ 0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from alq.model.cv import stratified_folds
+
+    x, y = gaussian_pool(300, d=20, c=4, seed=5, sep=0.9)
+    head = _head(x, y, seed=2)
+    m = head.meta["metrics"]
+    assert m["weight_decay_chosen_by"] == "cross-validation" and m["cv_folds"] == 5
+    assert m["n_holdout"] == 0 and m["n_train"] == 300  # no label thrown away
+    mean, scale = head.net.mean.numpy(), head.net.scale.numpy()
+    np.testing.assert_allclose(mean, x.mean(0), rtol=1e-4, atol=1e-5)  # labeled rows' stats: no pool given
+    xs = ((x - mean) / scale).astype(np.float64)
+    folds = stratified_folds(y, 5, multilabel=False, seed=2)
+    ref = {}
+    for g in m["cv_grid"]:
+        lam = g["weight_decay"]
+        correct = 0
+        for f in range(5):
+            tr, va = folds != f, folds == f
+            clf = LogisticRegression(C=1.0 / (lam * tr.sum()), tol=1e-10, max_iter=10_000).fit(xs[tr], y[tr])
+            correct += int((clf.predict(xs[va]) == y[va]).sum())
+        ref[lam] = correct / len(y)
+        assert abs(g["accuracy"] - ref[lam]) <= 3 / len(y), (lam, g["accuracy"], ref[lam])
+    assert ref[m["weight_decay"]] >= max(ref.values()) - 3 / len(y)
+    assert m["cv_accuracy"] == max(g["accuracy"] for g in m["cv_grid"])
+    # the final fit is at the optimum of mean CE + lam/2 ||W||^2 on all labels
+    net = head.net
+    net.zero_grad()
+    z = net(torch.from_numpy(x))
+    loss = torch.nn.functional.cross_entropy(z, torch.from_numpy(y)) + 0.5 * m["weight_decay"] * (net.out.weight ** 2).sum()
+    loss.backward()
+    assert float(net.out.weight.grad.abs().max()) < 1e-4 and float(net.out.bias.grad.abs().max()) < 1e-4
+    again = _head(x, y, seed=2)
+    assert again.fingerprint == head.fingerprint  # deterministic for a seed
+
+
+def test_too_few_labels_skip_cross_validation():
+    x, y = gaussian_pool(8, d=4, c=2, seed=0, sep=3.0)
+    head = _head(x, y)
+    assert head.meta["metrics"]["cv_folds"] == 0 and "fallback" in head.meta["metrics"]["weight_decay_chosen_by"]
 
 
 def test_mlp_and_multilabel_fit_separable_data():
@@ -51,7 +115,7 @@ def test_mlp_and_multilabel_fit_separable_data():
     multi = np.zeros((300, 4), np.float32)
     multi[np.arange(300), y] = 1
     multi[np.arange(300), (y + 1) % 4] = (np.arange(300) % 3 == 0)
-    ml = train_head(x, multi, [0, 1, 2, 3], multilabel=True, opts=TrainOptions(hidden=32, holdout=0.0))
+    ml = train_head(x, multi, [0, 1, 2, 3], multilabel=True, opts=TrainOptions(hidden=32, weight_decay=1e-4))
     assert ml.multilabel and ml.meta["metrics"]["train_accuracy"] > 0.95
 
 
@@ -231,7 +295,20 @@ def test_cli_train_json_metrics_and_errors(cli, small_pool, tmp_path):
     assert code == 0, err
     summary = json.loads(out)
     assert summary["fingerprint"] == load_head(tmp_path / "h.pt").fingerprint
-    assert summary["n_labeled"] == 100 and summary["n_holdout"] == 10 and summary["hidden"] == 12
+    assert summary["n_labeled"] == 100 and summary["n_holdout"] == 0 and summary["hidden"] == 12
+    # the strength chosen by cross-validation, and the pool's standardisation, are reported
+    assert summary["weight_decay_chosen_by"] == "cross-validation" and summary["cv_folds"] == 5
+    assert 0 < summary["cv_accuracy"] <= 1 and summary["weight_decay"] in [g["weight_decay"] for g in summary["cv_grid"]]
+    assert summary["standardize_stats"] == "pool"
+    head = load_head(tmp_path / "h.pt")
+    np.testing.assert_allclose(head.net.mean.numpy(), x.mean(0), rtol=1e-4, atol=1e-4)  # all 700 pool rows
+    code, out, err = cli("train", path, tmp_path / "labels.parquet", "--out", tmp_path / "h2.pt", "--json",
+                         "--weight-decay", "1e-3", "--holdout", "0.1")
+    fixed = json.loads(out)
+    assert code == 0 and fixed["weight_decay"] == 1e-3 and fixed["weight_decay_chosen_by"] == "given"
+    assert fixed["n_holdout"] == 10
+    code, out, err = cli("train", path, tmp_path / "labels.parquet", "--out", tmp_path / "h3.pt", "--weight-decay", "lots")
+    assert code == 2 and "--weight-decay='lots'" in err
     assert json.loads((tmp_path / "m.json").read_text())["fingerprint"] == summary["fingerprint"]
     assert read_labels(tmp_path / "labels.parquet").classes == load_head(tmp_path / "h.pt").classes
     before = (tmp_path / "h.pt").read_bytes()
@@ -240,3 +317,43 @@ def test_cli_train_json_metrics_and_errors(cli, small_pool, tmp_path):
     assert (tmp_path / "h.pt").read_bytes() == before  # untouched on error
     code, out, err = cli("train", "--help")
     assert code == 0 and "Example:" in out
+
+
+def test_pool_standardisation_cannot_blow_up_columns_unseen_in_the_labels():
+    """A column constant among the labeled rows but varying in the pool (digits with 100 labels: 11 of 64
+    columns) is scaled by the pool's std, so no pool row gets huge inputs; labeled-row statistics would
+    divide by ~0 there."""
+    from alq.model.standardize import ColumnStats, pool_column_stats
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    labeled = np.arange(0, 2000, 20)
+    x[labeled, 3] = 0.0  # constant among the labeled rows only
+    pool = MemoryPool(x, shard_rows=300)
+    labels = LabelSet(ids=labeled.astype(np.int64), labels=y[labeled].tolist())
+    head = train_on_pool(pool, labels, TrainOptions())
+    assert head.meta["metrics"]["standardize_stats"] == "pool"
+    z = (x - head.net.mean.numpy()) / head.net.scale.numpy()
+    assert np.abs(z).max() < 10
+    assert np.abs(head.logits(torch.from_numpy(x)).numpy()).max() < 50
+    # streamed statistics == numpy over the whole pool (any shard size)
+    stats = pool_column_stats(pool)
+    np.testing.assert_allclose(stats.mean, x.astype(np.float64).mean(0), atol=1e-12)
+    np.testing.assert_allclose(stats.std, x.astype(np.float64).std(0), rtol=1e-10)
+    # labeled-row statistics floor a constant column at the typical scale instead of dividing by ~0
+    mean, scale = ColumnStats.of(x[labeled]).standardizer()
+    assert scale[3] > 0.5
+
+
+def test_column_stats_merge_is_exact_at_large_offsets():
+    from alq.model.standardize import ColumnStats
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1000, 3)) * 1e-3 + 1e6
+    parts = [ColumnStats.of(x[a:b]) for a, b in [(0, 1), (1, 400), (400, 401), (401, 1000)]]
+    acc = ColumnStats.empty(3)
+    for p in parts:
+        acc = acc.merge(p)
+    np.testing.assert_allclose(acc.std, x.std(0), rtol=1e-6)
+    assert acc.count == 1000

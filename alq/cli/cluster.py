@@ -36,6 +36,9 @@ def cluster_cmd(
                                 "the cluster of their nearest clustered neighbour; clusters from scratch if "
                                 "--out holds none yet."),
     seed: int = typer.Option(0, "--seed", help="Seed for the kNN index's training sample."),
+    batch: list[int] = typer.Option([], "--batch", help="Report how many clusters a cluster-margin batch of this "
+                                    "size would spread over (repeatable; default 100, 1,000, 10,000, 100,000 "
+                                    "up to the pool size)."),
     engine: str = ENGINE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     ray_gpus_per_task: float = RAY_GPUS_OPTION,
@@ -70,8 +73,16 @@ def cluster_cmd(
                 say(f"{out}: no clustering yet; clustering the whole pool")
             summary = cluster_pool(p, out, opts, engine=eng, progress=progress, log=say)
             summary["rows_updated"] = 0
+    from alq.cluster.linkage import batch_spread
+    from alq.cluster.store import load_clusters
+
+    sizes = list(batch) or [b for b in (100, 1_000, 10_000, 100_000) if b <= p.count]
+    summary["batch_spread"] = batch_spread(load_clusters(out, p), sizes)
+    for row in summary["batch_spread"]:
+        say(f"a batch of {row['batch']} ({row['candidates']} candidates) spreads over at most "
+            f"~{row['expected_clusters']:g} clusters (~{row['rows_per_cluster']} rows per cluster)")
     short = {k: summary.get(k) for k in ("headline", "pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
-                                         "rows_clustered", "rows_assigned_by_update", "rows_updated", "note",
+                                         "rows_clustered", "rows_assigned_by_update", "rows_updated", "note", "batch_spread",
                                          "graph", "seconds") if summary.get(k) is not None}
     short["output"] = str(out)
     emit(short, as_json=as_json, quiet=quiet)

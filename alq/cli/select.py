@@ -55,7 +55,9 @@ def select_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
     round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
-    candidates_ratio: float | None = typer.Option(None, "--candidates-ratio", help="cluster-margin: k_m = r x budget (default 10)."),
+    candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
+                                                help="cluster-margin: k_m = r x budget candidates; auto (default) "
+                                                     "= 0.1 x unlabeled / budget within [1.25, 10]."),
     partitions: int | None = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
     aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
     option: list[str] = typer.Option([], "--option", help="Extra strategy option key=value (repeatable)."),

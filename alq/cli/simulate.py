@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from alq.cli import head_options as ho
 from alq.cli._strategies import catalog
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, parse_options, progress_bar
 
@@ -40,14 +41,20 @@ def simulate_cmd(
                                       "(random, kcenter, ... any that needs no head)."),
     head_mode: str = typer.Option("reset", "--head-mode", help="reset: retrain the head from scratch each round; "
                                   "update: warm-start from the previous round's head."),
-    hidden: int = typer.Option(0, "--hidden", help="Head: hidden units (0 = linear)."),
-    dropout: float = typer.Option(0.0, "--dropout", help="Head: dropout after the hidden layer."),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="Head: L2 penalty on the weights."),
-    normalize: str = typer.Option("none", "--normalize", help="Head input normalisation: none, standardize or l2."),
-    class_weighted: bool = typer.Option(False, "--class-weighted", help="Head: class-weighted loss."),
-    max_iter: int = typer.Option(300, "--max-iter", help="Head: L-BFGS iterations."),
-    ensemble: int = typer.Option(1, "--ensemble", help="Head: ensemble members (BALD)."),
-    bootstrap: bool = typer.Option(False, "--bootstrap", help="Head: bootstrap-resample ensemble members."),
+    mlp: bool = ho.MLP,
+    hidden: int | None = ho.HIDDEN,
+    weight_decay: str = ho.WEIGHT_DECAY,
+    cv_folds: int = ho.CV_FOLDS,
+    normalize: str = ho.NORMALIZE,
+    holdout: float = ho.HOLDOUT,
+    optimizer: str = ho.OPTIMIZER,
+    max_iter: int = ho.MAX_ITER,
+    epochs: int = ho.EPOCHS,
+    lr: float = ho.LR,
+    ensemble: int = ho.ENSEMBLE,
+    bootstrap: bool = ho.BOOTSTRAP,
+    dropout: float = ho.DROPOUT,
+    class_weighted: bool = ho.CLASS_WEIGHTED,
     clusters: Path | None = typer.Option(None, "--clusters", help="Clusters of the pool (from `alq cluster`), "
                                             "for strategies that need them."),
     option: list[str] = typer.Option([], "--option", help="Strategy option key=value, or STRATEGY.key=value for one "
@@ -58,15 +65,12 @@ def simulate_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    from alq.errors import BadInputError
-    from alq.model.train import TrainOptions
     from alq.simulate import SimulationConfig, run_simulation
 
-    norm = None if normalize.lower() in ("none", "") else normalize.lower()
-    if norm not in (None, "standardize", "l2"):
-        raise BadInputError(f"--normalize={normalize!r} must be none, standardize or l2")
-    train = TrainOptions(hidden=hidden, dropout=dropout, weight_decay=weight_decay, normalize=norm,
-                         class_weighted=class_weighted, max_iter=max_iter, ensemble=ensemble, bootstrap=bootstrap)
+    train = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
+                                   normalize=normalize, holdout=holdout, optimizer=optimizer, max_iter=max_iter,
+                                   epochs=epochs, lr=lr, ensemble=ensemble, bootstrap=bootstrap, dropout=dropout,
+                                   class_weighted=class_weighted)
     cfg = SimulationConfig(pool=pool, labels=labels, test_pool=test_pool, test_labels=test_labels,
                            strategies=split_names(strategies), seed_size=seed_size, budget=budget, rounds=rounds,
                            total_budget=total_budget, repeats=repeats, seed=seed, seed_strategy=seed_strategy,
@@ -87,7 +91,8 @@ simulate_cmd.__doc__ = (
     "Starts from a seed set, then each round selects --budget rows with each strategy, reveals their true labels "
     "from --labels, retrains the head and scores it on the test set. Repeated --repeats times. Writes "
     "OUT/results.parquet (one row per strategy, repeat and round: accuracy, class balance, timings) and each "
-    "round's selected ids under OUT/selections/. Checkpoints every round: a killed run continues with --resume "
+    "round's selected ids under OUT/selections/. The head takes every option of `alq train`, with the same "
+    "defaults (pool standardisation, L2 strength cross-validated each round). Checkpoints every round: a killed run continues with --resume "
     "and gives the same results. Summarise with `alq report`.\n\n"
     "Example:\n\n"
     "  alq simulate --pool pool/ --labels pool_labels.parquet --test-pool test/ --test-labels test_labels.parquet "

@@ -6,48 +6,45 @@ from pathlib import Path
 
 import typer
 
+from alq.cli import head_options as ho
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
-
-DEFAULT_HIDDEN = 256
 
 
 def train_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     labels: Path = typer.Argument(..., help="Labels file (from `alq labels`): id, label."),
     out: Path = typer.Option(..., "--out", "-o", help="Head file to write (atomically)."),
-    mlp: bool = typer.Option(False, "--mlp", help=f"One hidden ReLU layer (width --hidden, default {DEFAULT_HIDDEN})."),
-    hidden: int | None = typer.Option(None, "--hidden", help="Hidden width (implies --mlp; 0 = linear)."),
+    mlp: bool = ho.MLP,
+    hidden: int | None = ho.HIDDEN,
     multilabel: str = typer.Option("auto", "--multilabel", help="auto (from the labels), yes (sigmoid) or no (softmax)."),
-    weight_decay: float = typer.Option(1e-4, "--weight-decay", help="L2 penalty on the weights (not biases)."),
-    class_weighted: bool = typer.Option(False, "--class-weighted", help="Weight the loss by inverse class frequency."),
-    normalize: str = typer.Option("none", "--normalize", help="Input normalisation stored in the head: none, standardize or l2."),
-    holdout: float = typer.Option(0.1, "--holdout", help="Fraction of labels held out for early stopping (0 = off)."),
-    optimizer: str = typer.Option("auto", "--optimizer", help="auto (L-BFGS; Adam with --dropout), lbfgs or adam."),
-    max_iter: int = typer.Option(500, "--max-iter", help="L-BFGS iteration cap."),
-    epochs: int = typer.Option(200, "--epochs", help="Adam epoch cap."),
-    lr: float = typer.Option(1e-2, "--lr", help="Adam peak learning rate (cosine schedule)."),
-    ensemble: int = typer.Option(1, "--ensemble", help="Train K heads (for BALD); member 0 is used by other strategies."),
-    bootstrap: bool = typer.Option(False, "--bootstrap", help="Ensemble members 2..K train on bootstrap resamples."),
-    dropout: float = typer.Option(0.0, "--dropout", help="Dropout before the last layer (MC dropout for BALD)."),
+    weight_decay: str = ho.WEIGHT_DECAY,
+    cv_folds: int = ho.CV_FOLDS,
+    class_weighted: bool = ho.CLASS_WEIGHTED,
+    normalize: str = ho.NORMALIZE,
+    holdout: float = ho.HOLDOUT,
+    optimizer: str = ho.OPTIMIZER,
+    max_iter: int = ho.MAX_ITER,
+    epochs: int = ho.EPOCHS,
+    lr: float = ho.LR,
+    ensemble: int = ho.ENSEMBLE,
+    bootstrap: bool = ho.BOOTSTRAP,
+    dropout: float = ho.DROPOUT,
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same head."),
     metrics: Path | None = typer.Option(None, "--metrics", help="Also write the training metrics as JSON here."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.device import torch_device
-    from alq.errors import BadInputError
     from alq.io import sha256_file, write_json
-    from alq.model.train import TrainOptions, train_on_pool
+    from alq.model.train import train_on_pool
     from alq.store import open_pool
     from alq.store.labels import read_labels
 
-    if normalize not in ("none", "standardize", "l2"):
-        raise BadInputError(f"--normalize={normalize!r} must be none, standardize or l2")
-    width = hidden if hidden is not None else (DEFAULT_HIDDEN if mlp else 0)
-    opts = TrainOptions(hidden=width, dropout=dropout, weight_decay=weight_decay,
-                        normalize=None if normalize == "none" else normalize, class_weighted=class_weighted,
-                        max_iter=max_iter, seed=seed, ensemble=ensemble, bootstrap=bootstrap, optimizer=optimizer,
-                        holdout=holdout, lr=lr, epochs=epochs)
+    opts = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
+                                  normalize=normalize, holdout=holdout, optimizer=optimizer, max_iter=max_iter,
+                                  epochs=epochs, lr=lr, ensemble=ensemble, bootstrap=bootstrap, dropout=dropout,
+                                  class_weighted=class_weighted, seed=seed)
+    width = opts.hidden
     pool_obj = open_pool(pool)
     label_set = read_labels(labels)
     device = torch_device()
@@ -66,11 +63,14 @@ def train_cmd(
 train_cmd.__doc__ = (
     "Train a head on the embeddings of the labeled rows.\n\n"
     "Linear (default) or one-hidden-layer MLP, softmax or sigmoid (multi-label, detected from the labels), "
-    "trained to convergence (full-batch L-BFGS) with weight decay and early stopping on a held-out slice "
-    "of the labels. The head file records its classes, input normalisation, the pool fingerprint and the "
-    "training metrics; it loads without running pickled code.\n\n"
+    "on inputs standardised with the whole pool's statistics, trained to convergence (full-batch L-BFGS) with "
+    "an L2 strength chosen by 5-fold cross-validation on the labels (like scikit-learn's LogisticRegressionCV), "
+    "then refitted on every label. --json reports the chosen strength (weight_decay) and the cross-validated "
+    "accuracy (cv_accuracy). The head file records its classes, input normalisation, the pool fingerprint and "
+    "the training metrics; it loads without running pickled code.\n\n"
     "Example:\n\n"
-    "  alq train pool/ labels.parquet --out head.pt --normalize standardize --json\n\n"
+    "  alq train pool/ labels.parquet --out head.pt --json\n\n"
+    "  alq train pool/ labels.parquet --out head.pt --weight-decay 1e-4 --holdout 0.1   # fixed strength, early stopping\n\n"
     "  alq train pool/ labels.parquet --out ens.pt --ensemble 5 --bootstrap --seed 1"
 )
 app.command("train")(train_cmd)

@@ -19,7 +19,7 @@ import numpy as np
 
 from alq import __version__
 from alq.cluster import exact as _exact
-from alq.cluster.graph import edges_from_knn, graph_average_linkage
+from alq.cluster.graph import edges_from_knn, finish_dense, graph_average_linkage
 from alq.cluster.knn import build_index, prepare, search_partial
 from alq.cluster.linkage import size_summary
 from alq.cluster.store import (
@@ -178,6 +178,10 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
                                             device=device, progress=progress)
         gstats["longest_edge"] = missing
         gstats["projected_dim"] = proj_dim
+        if opts.n_clusters is not None:
+            den, dense = finish_dense(den, a, b, w, vectors, opts.n_clusters)
+            if dense:
+                gstats["dense_finish"] = dense
         del a, b, w, vectors
         seconds["linkage"] = time.perf_counter() - t1
         info["graph"] = gstats
@@ -187,10 +191,6 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         eps = float(den.height[applied - 1]) if applied else 0.0
         cut = {"by": "n_clusters", "n_clusters_requested": int(opts.n_clusters), "threshold": eps,
                "threshold_rule": "height of the last merge made"}
-        if labels.max() + 1 > opts.n_clusters:
-            cut["note"] = (f"the kNN graph has {int(labels.max()) + 1} connected components, so no fewer "
-                           f"clusters can be formed; raise --knn to connect it")
-            say(f"warning: {cut['note']}")
     else:
         if opts.threshold is not None:
             eps, rule = float(opts.threshold), "given (--threshold)"

@@ -57,18 +57,37 @@ def pairwise_distances(x: np.ndarray, *, dtype=None, block: int = 2048) -> np.nd
     """Euclidean distance matrix (n, n) with +inf on the diagonal, computed in float64 blocks.
 
     x : ndarray of shape (n, d). The diagonal is +inf so a row's argmin is its nearest *other* row.
+    The rows are centred first (distances do not change) and the pairs that the expansion
+    ``|x|^2 + |y|^2 - 2 x.y`` cannot resolve (``near_pairs``) are recomputed from ``x - y``:
+    identical rows are at distance exactly 0.
     """
     n = len(x)
     dtype = np.dtype(dtype or matrix_dtype(n))
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    x64 = np.asarray(x, dtype=np.float64)
+    xt = torch.from_numpy(np.ascontiguousarray(x64 - x64.mean(axis=0) if n else x64))
     sq = (xt * xt).sum(dim=1)
     out = np.empty((n, n), dtype=dtype)
     for i in range(0, n, block):
         j = min(i + block, n)
         d2 = sq[i:j, None] + sq[None, :] - 2.0 * (xt[i:j] @ xt.T)
+        rows, cols = near_pairs(d2, sq[i:j], sq)
+        for lo in range(0, len(rows), 1 << 16):
+            r, c = rows[lo:lo + (1 << 16)], cols[lo:lo + (1 << 16)]
+            d2[r, c] = ((xt[i + r] - xt[c]) ** 2).sum(dim=1)
         out[i:j] = torch.sqrt(d2.clamp_min_(0.0)).numpy()
     np.fill_diagonal(out, np.inf)
     return out
+
+
+# relative rounding of |x|^2 + |y|^2 - 2 x.y in float64, with a wide margin
+_EXPANSION_TOL = 1e-10
+
+
+def near_pairs(d2: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) positions of ``d2`` (float64 expansion) too small to trust next to the norms."""
+    bad = d2 <= _EXPANSION_TOL * (sq_rows[:, None] + sq_cols[None, :])
+    idx = torch.nonzero(bad)
+    return idx[:, 0], idx[:, 1]
 
 
 def exact_average_linkage(x: np.ndarray, *, progress=None) -> Dendrogram:
@@ -82,8 +101,20 @@ def exact_average_linkage(x: np.ndarray, *, progress=None) -> Dendrogram:
 
 def nn_chain_average(d: np.ndarray, *, progress=None) -> Dendrogram:
     """NN-chain average linkage on a square distance matrix (destroyed in place; diagonal +inf)."""
+    rep_a, rep_b, heights = nn_chain_merges(d, progress=progress)
+    return Dendrogram.from_rep_merges(len(d), rep_a, rep_b, heights)
+
+
+def nn_chain_merges(d: np.ndarray, *, size: np.ndarray | None = None,
+                    progress=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NN-chain average linkage of clusters of ``size`` points (default 1) at linkages ``d``.
+
+    ``d`` (m, m) is destroyed in place (diagonal +inf). Returns the m - 1
+    merges as (kept index, dropped index, height) in the order they were
+    made; the merged cluster keeps the smaller index.
+    """
     n = len(d)
-    size = np.ones(n, dtype=np.float64)
+    size = np.ones(n, dtype=np.float64) if size is None else np.asarray(size, dtype=np.float64).copy()
     active = np.ones(n, dtype=bool)
     chain: list[int] = []
     rep_a: list[int] = []
@@ -125,4 +156,5 @@ def nn_chain_average(d: np.ndarray, *, progress=None) -> Dendrogram:
                 progress("exact average linkage", len(heights), n - 1)
         else:
             chain.append(b)
-    return Dendrogram.from_rep_merges(n, np.asarray(rep_a), np.asarray(rep_b), np.asarray(heights))
+    return (np.asarray(rep_a, dtype=np.int64), np.asarray(rep_b, dtype=np.int64),
+            np.asarray(heights, dtype=np.float64))

@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from alq.device import faiss_gpu_count
+from alq.device import faiss_gpu_count, faiss_set_nprobe, faiss_to_gpu
 from alq.errors import BadInputError, MissingFeatureError
 
 FLAT_MAX_ROWS = 50_000
@@ -76,11 +76,7 @@ class IndexRef:
 
     def _apply_nprobe(self):
         if self.nprobe is not None:
-            faiss = _faiss()
-            try:
-                faiss.extract_index_ivf(self.index).nprobe = int(self.nprobe)
-            except RuntimeError:
-                self.index.nprobe = int(self.nprobe)
+            faiss_set_nprobe(self.index, self.nprobe)
 
     def __getstate__(self):
         faiss = _faiss()
@@ -108,10 +104,7 @@ class IndexRef:
 
 
 def _to_gpu(index):
-    faiss = _faiss()
-    if faiss_gpu_count() > 0 and hasattr(faiss, "index_cpu_to_all_gpus"):
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
+    return faiss_to_gpu(index)
 
 
 def block_rows_for(pool, k: int) -> int:
@@ -135,6 +128,9 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
         cpu.cp.seed = int(seed) % (2**31)
         cpu.cp.niter = 10
         index = _to_gpu(cpu)
+        gcp = getattr(index, "cp", None)  # a GPU IVF index trains with its own clustering parameters
+        if index is not cpu and gcp is not None:
+            gcp.seed, gcp.niter = cpu.cp.seed, cpu.cp.niter
         rng = np.random.default_rng([seed, 7])
         sample = np.sort(rng.choice(n, size=plan["train_rows"], replace=False))
         index.train(prepare(pool.take(sample, dtype=np.float32), normalize))
@@ -209,6 +205,32 @@ def _recall(got: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> float:
     return hits / max(1, truth.size)
 
 
+# faiss's float32 |x|^2 + |y|^2 - 2 x.y is off by about this much times |x|^2 (with a margin)
+_FAISS_TOL = 1e-5
+
+
+def _exact_near(pool, x: np.ndarray, idx: np.ndarray, d2: np.ndarray, normalize: str | None) -> np.ndarray:
+    """Squared distances with the near pairs recomputed from ``x - y`` in float64; rows re-sorted.
+
+    faiss's expansion leaves identical rows at a small positive distance
+    (enough to split duplicates at ``--threshold 0``); a pair whose value is
+    within its rounding of 0 is read back and computed directly, so
+    duplicates are at exactly 0. Only such near pairs are re-read.
+    """
+    qn = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    near = (idx >= 0) & (d2 <= _FAISS_TOL * qn[:, None])
+    if not near.any():
+        return d2
+    qi, col = np.nonzero(near)
+    rows, where = np.unique(idx[qi, col], return_inverse=True)
+    y = prepare(pool.take(rows, dtype=np.float32), normalize).astype(np.float64)
+    d2 = d2.astype(np.float64)
+    d2[qi, col] = ((x[qi].astype(np.float64) - y[where.reshape(-1)]) ** 2).sum(1)
+    order = np.argsort(np.where(idx >= 0, d2, np.inf), axis=1, kind="stable")
+    idx[...] = np.take_along_axis(idx, order, 1)
+    return np.take_along_axis(d2, order, 1)
+
+
 def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str | None,
                    exclude_self: bool, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Map task: the k nearest indexed rows of pool rows [max(lo, start), hi).
@@ -226,7 +248,8 @@ def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str
     kk = k + 1 if exclude_self else k
     kk = min(kk, ref.ntotal)
     for block in pool.iter_blocks(block_rows=block_rows_for(pool, kk), lo=lo, hi=hi):
-        d2, idx = ref.search(prepare(block.vectors, normalize), kk)
+        x = prepare(block.vectors, normalize)
+        d2, idx = ref.search(x, kk)
         r0 = block.start - lo
         if exclude_self:
             own = idx == np.arange(block.start, block.stop, dtype=np.int64)[:, None]
@@ -236,6 +259,7 @@ def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str
             keep[np.arange(len(idx)), drop] = False
             idx = idx[keep].reshape(len(idx), kk - 1)
             d2 = d2[keep].reshape(len(idx), kk - 1)
+        d2 = _exact_near(pool, x, idx, d2, normalize)
         m = min(k, idx.shape[1])
         nbr[r0:r0 + len(idx), :m] = idx[:, :m]
         dist[r0:r0 + len(idx), :m] = np.sqrt(np.maximum(d2[:, :m], 0))

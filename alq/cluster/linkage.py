@@ -55,6 +55,10 @@ class Dendrogram:
 
     def labels(self, n_applied: int) -> np.ndarray:
         """Flat cluster of every leaf after applying the first ``n_applied`` merges (canonical ids)."""
+        return canonical_labels(self.roots(n_applied))
+
+    def roots(self, n_applied: int) -> np.ndarray:
+        """Node id (leaf or ``n_leaves + merge``) of every leaf's cluster after the first ``n_applied`` merges."""
         n = self.n_leaves
         parent = np.arange(n + self.n_merges, dtype=np.int64)
         k = int(n_applied)
@@ -67,7 +71,18 @@ class Dendrogram:
             if np.array_equal(nxt, parent):
                 break
             parent = nxt
-        return canonical_labels(parent[:n])
+        return parent[:n]
+
+    def representatives(self) -> np.ndarray:
+        """A leaf of every node (n_leaves + n_merges,): a merge's node keeps its left child's leaf.
+
+        The convention of :meth:`from_rep_merges`, so ``(rep[left], rep[right], height)``
+        rebuilds this dendrogram.
+        """
+        rep = np.arange(self.n_leaves + self.n_merges, dtype=np.int64)
+        for i, child in enumerate(self.left.tolist()):
+            rep[self.n_leaves + i] = rep[child]
+        return rep
 
     def cut(self, *, threshold: float | None = None, n_clusters: int | None = None) -> np.ndarray:
         """Flat clusters: merges at height <= threshold, or the first n_leaves - n_clusters merges.
@@ -125,3 +140,40 @@ def size_summary(labels: np.ndarray) -> dict:
             "p90": float(q[1]), "p99": float(q[2]), "singletons": int(np.count_nonzero(sizes == 1)),
             "rows_in_largest_1pct": int(np.sort(sizes)[::-1][:max(1, len(sizes) // 100)].sum()),
             "histogram": hist}
+
+
+def batch_spread(labels: np.ndarray, batches, *, n_excluded: int = 0) -> list[dict]:
+    """How many clusters a Cluster-Margin batch of each size in ``batches`` would spread over.
+
+    For batch b, k_m = r x b candidates with the default (auto) ratio r; if the
+    candidates were a uniform sample of the pool, the expected number of
+    distinct clusters among them is sum_c 1 - C(N - s_c, k_m) / C(N, k_m)
+    (hypergeometric, exact), and the round-robin then takes about b / that
+    rows per cluster. Real candidates are the lowest-margin rows, which crowd
+    into fewer clusters: read this as an upper bound on the spread.
+    """
+    from math import lgamma
+
+    from alq.strategies.cluster_margin import candidates_ratio
+
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels)
+    sizes = sizes[sizes > 0].astype(np.float64)
+    n = float(labels.size)
+    out = []
+    for b in batches:
+        b = int(b)
+        unl = int(n) - int(n_excluded)
+        if b < 1 or b > unl:
+            continue
+        k_m = int(min(unl, np.ceil(candidates_ratio("auto", b, unl) * b)))
+        # log C(N - s, k) - log C(N, k), with C(a, k) = 0 when a < k
+        miss = np.zeros_like(sizes)
+        ok = n - sizes >= k_m
+        s = sizes[ok]
+        miss[ok] = np.exp(np.array([lgamma(n - v + 1) - lgamma(n - v - k_m + 1) for v in s])
+                          - (lgamma(n + 1) - lgamma(n - k_m + 1)))
+        hit = float(np.sum(1.0 - miss))
+        out.append({"batch": b, "candidates": k_m, "expected_clusters": round(hit, 1),
+                    "rows_per_cluster": round(b / hit, 2) if hit else None})
+    return out

@@ -20,6 +20,11 @@ top. Picked centres are kept in a bank (a quarter of ``ALQ_WORKING_MEMORY``);
 when it is full, every row is brought up to date in one blocked pass and the
 bank is emptied. Memory per row: bound (float32), squared norm (float32),
 bank position it is current to (int32). Never N x N or N x |centres|.
+
+Distances expand around the candidates' mean (one streamed float64 pass):
+around the coordinate origin, float32 rounding on data far from it (large
+offsets, a standardised head's features) is larger than the gaps between
+the top candidates and the picks stop being the farthest rows.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from alq.diversity.metric import Euclidean
+from alq.diversity.metric import Euclidean, mean_row
 from alq.diversity.rows import RowTable, serial
 
 _SMALL_WORK = 1 << 24  # multiply-adds below which a refresh runs on one thread (see rows.serial)
@@ -157,7 +162,9 @@ def kcenter_greedy(table: RowTable, budget: int, *, centres: RowTable | None = N
     Returns (positions (b,) int64 in pick order, distance of each pick to its
     nearest centre when picked (b,) float64, inf for a random first pick; stats).
     """
-    state = _LazyKCenter(table, metric or Euclidean())
+    if metric is None or (isinstance(metric, Euclidean) and metric.origin is None):
+        metric = Euclidean(origin=mean_row(table))
+    state = _LazyKCenter(table, metric)
     if centres is not None and centres.n:
         state.add_table(centres)
     picks = np.empty(budget, dtype=np.int64)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from alq.device import faiss_gpu_count
+from alq.device import faiss_gpu_count, faiss_to_gpu
 
 EXACT_MAX_ROWS = 50_000
 NPROBE = 16
@@ -26,10 +26,7 @@ def _faiss():
 
 
 def _maybe_gpu(index):
-    faiss = _faiss()
-    if faiss_gpu_count() > 0 and hasattr(faiss, "index_cpu_to_all_gpus"):
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
+    return faiss_to_gpu(index)
 
 
 def build_index(x: np.ndarray, *, inner_product: bool, seed: int = 0, exact_max: int = EXACT_MAX_ROWS):

@@ -4,6 +4,13 @@ Both metrics expand ``||x - c||^2 = ||x||^2 + ||c||^2 - 2 <x, c>`` so a block
 of rows against a block of centres is one matrix product, with the squared
 norms of the rows computed once and kept (one float per row).
 
+In float32 that expansion loses the distance when it is small next to the
+norms (rows at a large offset from the origin: N(0, 1) + 1000 leaves about
+two correct digits), so :class:`Euclidean` takes an ``origin`` and expands
+around it: ``x - origin`` is exact for rows near it, and the error is then
+relative to the rows' spread, not to their norm. :func:`mean_row` gives a
+good origin (the mean of a table, in float64, streamed).
+
 :class:`GradientEmbedding` is BADGE's space (Ash et al., ICLR 2020): a row
 holds ``[a_i, h'_i]`` with ``a_i = p_i - e_{yhat_i}`` (C) and
 ``h'_i = [h_i, 1]`` (e + 1); the gradient embedding ``g_i = a_i (x) h'_i``
@@ -16,18 +23,37 @@ from __future__ import annotations
 import torch
 
 
+def mean_row(table) -> torch.Tensor:
+    """Mean (width,) float32 of a RowTable's vectors, accumulated in float64 over its blocks."""
+    total = torch.zeros(table.width, dtype=torch.float64, device=table.device)
+    for _, x in table.blocks():
+        total += x.sum(dim=0, dtype=torch.float64)
+    return (total / max(1, table.n)).to(torch.float32)
+
+
 class Euclidean:
-    """Plain squared Euclidean distance of the rows' vectors."""
+    """Squared Euclidean distance of the rows' vectors, expanded around ``origin`` ((w,) or None: 0).
+
+    ``sq_norms`` are the squared norms of ``x - origin``; pass them back to
+    ``sq_dists`` as ``x_sq`` / ``c_sq``.
+    """
 
     name = "euclidean"
 
+    def __init__(self, origin: torch.Tensor | None = None):
+        self.origin = origin
+
+    def _shift(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.origin is None else x - self.origin
+
     def sq_norms(self, x: torch.Tensor) -> torch.Tensor:
-        """(m, w) -> (m,) squared norms."""
+        """(m, w) -> (m,) squared norms of ``x - origin``."""
+        x = self._shift(x)
         return (x * x).sum(dim=1)
 
     def sq_dists(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
         """Rows (m, w) against centres (k, w) -> (m, k) squared distances, clamped at 0."""
-        d = (x @ c.T).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
+        d = (self._shift(x) @ self._shift(c).T).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
 
 

@@ -161,6 +161,11 @@ class RowTable:
 
     # -- access -------------------------------------------------------------
     def _to_dev(self, arr: np.ndarray) -> torch.Tensor:
+        if self.device.type != "cpu":  # ship the pool's dtype (float16: half the bytes), convert on the device
+            arr = np.ascontiguousarray(arr)
+            if not arr.flags.writeable:
+                arr = arr.copy()
+            return torch.from_numpy(arr).to(self.device).to(torch.float32)
         arr = np.ascontiguousarray(arr, dtype=np.float32)
         if not arr.flags.writeable:  # a read-only memory map: torch wants its own copy
             arr = arr.copy()

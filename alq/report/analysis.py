@@ -2,10 +2,13 @@
 
 - learning curves: mean and 95% Student-t interval over repeats, per round;
 - labeling efficiency vs a baseline (random) at accuracy a:
-  n_random(a) / n_strategy(a), n_X(a) = fewest labels at which X's MEAN
-  curve reaches a, linearly interpolated between rounds (DISTIL Sec. 4.1);
-- labels saved at a* = the baseline's final accuracy:
+  n_random(a) / n_strategy(a), n_X(a) = the fewest labels after which X's
+  MEAN curve stays at or above a (its last upward crossing of a, linearly
+  interpolated between rounds; DISTIL Sec. 4.1 uses the first crossing,
+  which a noisy curve that touches a once and falls back would game);
+- labels saved at a* = the baseline's FINAL accuracy (not its maximum):
   1 - n_strategy(a*) / n_random(a*) (Citovsky et al. 2021; Emam et al. 2021);
+  a strategy whose mean curve ends below a* never reached it (no number);
 - the pairwise penalty matrix (Ash et al. 2020; DISTIL App. G): for every
   ordered pair and round, a two-tailed paired t-test over repeats at
   ``alpha``; a significant win of i over j adds 1/(number of rounds) to
@@ -27,6 +30,7 @@ from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_parquet
 from alq.report.stats import mean_ci, paired_ttest
 
+MIN_REPEATS_FOR_TESTS = 3  # fewer repeats: a paired t-test has <= 1 degree of freedom (or none)
 METRICS = ("top1", "top5", "macro_accuracy", "map", "pooled_ap")
 REQUIRED = ("strategy", "repeat", "round", "n_labeled", "class_counts", "imbalance_ratio", "empty_classes",
             "class_entropy", "select_seconds", "train_seconds")
@@ -100,21 +104,22 @@ def series(res: Results, strategy: str, column: str) -> Series:
 
 # -- labeling efficiency --------------------------------------------------------------------------
 def labels_to_reach(n: np.ndarray, curve: np.ndarray, a: float) -> float:
-    """Fewest labels at which the (mean) curve reaches ``a``: linear interpolation between rounds.
+    """Fewest labels after which the (mean) curve stays at or above ``a``: its last upward crossing.
 
-    n, curve : (K,) labeled-set sizes (increasing) and curve values per round.
-    Returns ``inf`` when the curve never reaches ``a``.
+    n, curve : (K,) labeled-set sizes (increasing) and curve values per round;
+    the curve is linear between rounds. Returns ``n[0]`` when no round is
+    below ``a`` and ``inf`` when the last round is below it.
     """
     n = np.asarray(n, dtype=np.float64)
     y = np.asarray(curve, dtype=np.float64)
     ok = ~np.isnan(y) & ~np.isnan(n)
     n, y = n[ok], y[ok]
-    hit = np.flatnonzero(y >= a)
-    if hit.size == 0:
+    below = np.flatnonzero(y < a)
+    if y.size == 0 or (below.size and below[-1] == y.size - 1):
         return math.inf
-    k = int(hit[0])
-    if k == 0:
+    if below.size == 0:
         return float(n[0])
+    k = int(below[-1]) + 1  # y[k - 1] < a <= y[k], and every later round is >= a
     n0, n1, y0, y1 = n[k - 1], n[k], y[k - 1], y[k]
     return float(n0 + (a - y0) * (n1 - n0) / (y1 - y0))
 
@@ -126,14 +131,20 @@ def labeling_efficiency(n_base, curve_base, n_strat, curve_strat, a: float) -> f
     return math.nan if math.isinf(nb) or math.isinf(ns) else nb / ns
 
 
+def final_value(curve) -> float:
+    """The last non-missing value of a mean curve: a* for the baseline's curve."""
+    y = np.asarray(curve, dtype=np.float64)
+    return float(y[~np.isnan(y)][-1])
+
+
 def labels_saved(n_base, curve_base, n_strat, curve_strat) -> tuple[float, float, float, float]:
     """(a*, n_base(a*), n_strat(a*), 1 - n_strat(a*)/n_base(a*)), a* = the baseline's final value.
 
-    Saved is nan when the strategy never reaches a* (it needs more labels than the run bought).
+    a* is the baseline's final (last non-missing) mean value, not its maximum.
+    Saved is nan when the strategy's mean curve does not end at or above a*
+    (it needs more labels than the run bought).
     """
-    yb = np.asarray(curve_base, dtype=np.float64)
-    yb = yb[~np.isnan(yb)]
-    a_star = float(yb[-1])
+    a_star = final_value(curve_base)
     nb = labels_to_reach(n_base, curve_base, a_star)
     ns = labels_to_reach(n_strat, curve_strat, a_star)
     saved = math.nan if math.isinf(ns) else 1.0 - ns / nb
@@ -274,7 +285,17 @@ def summarize(res: Results, *, metric: str | None = None, baseline: str = "rando
                       "column_mean": mat.matrix.mean(axis=0).tolist() if len(names) else [],
                       "tests": [{**t, "t": _num(t["t"]), "p": _num(t["p"])} for t in mat.tests],
                       "min_repeats": int(min((out["per_strategy"][n]["repeats"] for n in names), default=0))}
+    out["warnings"] = []
+    if out["penalty"]["min_repeats"] < MIN_REPEATS_FOR_TESTS:
+        out["penalty"]["warning"] = too_few_repeats(out["penalty"]["min_repeats"])
+        out["warnings"].append(out["penalty"]["warning"])
     return out
+
+
+def too_few_repeats(repeats: int) -> str:
+    return (f"warning: {repeats} repeat(s) per strategy are too few for significance: the paired t-tests "
+            f"need >= {MIN_REPEATS_FOR_TESTS}, so the penalty matrix says nothing (zeros are not ties); "
+            f"rerun `alq simulate` with --repeats {MIN_REPEATS_FOR_TESTS} or more")
 
 
 def _efficiency(out: dict, curves, sizes, names, baseline, metric, grid) -> dict:
@@ -285,7 +306,7 @@ def _efficiency(out: dict, curves, sizes, names, baseline, metric, grid) -> dict
     hi = float(finite.max())
     targets = np.linspace(lo, hi, grid) if hi > lo else np.array([hi])
     eff = {}
-    a_star = float(finite[-1])
+    a_star = final_value(yb)
     for n in names:
         ns, ys = sizes[n].mean(), curves[n].mean()
         eff[n] = _list([labeling_efficiency(nb, yb, ns, ys, a) for a in targets])

@@ -126,7 +126,7 @@ def penalty_matrix(s: dict, path: Path) -> Path:
             if i != j:
                 ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=8,
                         color="white" if mat[i, j] > 0.6 else "black")
-    note = "" if pm["min_repeats"] >= 2 else " (needs >= 2 repeats: no test run)"
+    note = "" if not pm.get("warning") else f"\n(only {pm['min_repeats']} repeat(s): too few for significance)"
     ax.set_title(f"Penalty matrix\nrow significantly beats column:\nshare of rounds (paired t-test, "
                  f"alpha={s['alpha']}){note}", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)

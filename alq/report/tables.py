@@ -80,9 +80,11 @@ def target_line(s: dict) -> str:
         return "No baseline strategy in the results: labels saved and labeling efficiency are not computed."
     metric = LABELS.get(s["metric"], s["metric"])
     n = eff["baseline_n_to_reach_target"]
-    return (f"Target: {eff['baseline']}'s final {metric} a* = {pct(eff['target'])}%, first reached by "
+    return (f"Target: {eff['baseline']}'s final {metric} a* = {pct(eff['target'])}%, reached for good by "
             f"{eff['baseline']} at {n:.0f} labels. Labels saved = 1 - n_strategy(a*) / n_{eff['baseline']}(a*); "
-            f"efficiency = n_{eff['baseline']}(a*) / n_strategy(a*) (linear interpolation on mean curves).")
+            f"efficiency = n_{eff['baseline']}(a*) / n_strategy(a*), where n_X(a) = the fewest labels after which "
+            f"X's mean curve stays at or above a (its last upward crossing, linear interpolation between rounds; "
+            f"a curve that ends below a* has not reached it).")
 
 
 def render_rich(s: dict, console) -> None:
@@ -90,8 +92,8 @@ def render_rich(s: dict, console) -> None:
     console.print(target_line(s))
     console.print(_rich_table(*penalty_table(s), title=f"Penalty matrix: share of {_rounds_note(s)} rounds in "
                               f"which row is significantly better (paired t-test, alpha={s['alpha']})"))
-    if s["penalty"]["min_repeats"] < 2:
-        console.print("Penalty matrix needs >= 2 repeats per strategy: no test was run.")
+    for w in s.get("warnings", []):
+        console.print(w, markup=False)
 
 
 def _rich_table(headers: list[str], rows: list[list[str]], *, title: str):
@@ -135,13 +137,16 @@ def render_markdown(s: dict, plots: dict) -> str:
              f"- head: {run.get('head_mode')} each round; classes: {s['classes']}"
              + ("; multi-label" if s["multilabel"] else ""),
              f"- metric: {metric}\n",
+             *[f"> **{w}**\n" for w in s.get("warnings", [])],
              "## Summary\n", markdown_table(*summary_table(s)), "", target_line(s), "",
              "## Learning curves\n", "![learning curves](learning_curves.png)\n",
              "## Labeling efficiency\n", "![labeling efficiency](labeling_efficiency.png)\n",
              "## Significance: pairwise penalty matrix\n",
              f"Cell (row, column) = share of the {_rounds_note(s)} rounds in which row has a significantly higher "
              f"{metric} than column (two-tailed paired t-test over repeats, alpha = {s['alpha']}).\n",
-             markdown_table(*penalty_table(s)), "", "![penalty matrix](penalty_matrix.png)\n",
+             markdown_table(*penalty_table(s)), "",
+             *([f"> **{s['penalty']['warning']}**\n"] if s["penalty"].get("warning") else []),
+             "![penalty matrix](penalty_matrix.png)\n",
              "## Class balance\n",
              "Class distribution of the labeled set per round, sorted from least to most labeled class "
              "(as in BASE, Fig. 4):\n", "![class distribution](class_distribution.png)\n",

@@ -59,7 +59,11 @@ def to_tensor(block: Block | np.ndarray, device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         t = torch.from_numpy(arr)
-    return t.to(device=device, dtype=torch.float32, non_blocking=True)
+    if torch.device(device).type != "cpu":
+        # copy the pool's own dtype (half the bytes of float16), convert on the device: a combined
+        # dtype+device .to() converts on the host first
+        return t.to(device=device).to(torch.float32)
+    return t.to(dtype=torch.float32)
 
 
 class Buffers:

@@ -111,9 +111,11 @@ class Oracle:
     multilabel: bool
     fingerprints: dict
     clusters: np.ndarray | None = None
+    standardizer: tuple | None = None  # the pool's (mean, scale) for normalize="standardize", computed once
 
 
 def load_oracle(cfg: SimulationConfig, *, need_clusters: bool = False) -> Oracle:
+    """Open and check every input; the pool's standardisation statistics are computed here, once."""
     pool = open_pool(cfg.pool)
     test_pool = open_pool(cfg.test_pool)
     if test_pool.dim != pool.dim:
@@ -143,8 +145,14 @@ def load_oracle(cfg: SimulationConfig, *, need_clusters: bool = False) -> Oracle
         clusters = load_clusters(cfg.clusters, pool)
     fingerprints = {"pool": pool.fingerprint, "labels": sha256_file(cfg.labels)[:16],
                     "test_pool": test_pool.fingerprint, "test_labels": sha256_file(cfg.test_labels)[:16]}
+    standardizer = None
+    if cfg.train.normalize == "standardize":
+        from alq.model.standardize import pool_column_stats
+
+        standardizer = pool_column_stats(pool).standardizer()
     return Oracle(pool=pool, truth=truth, test_x=test_x, test_y=test_y, classes=classes,
-                  multilabel=lab.multilabel, fingerprints=fingerprints, clusters=clusters)
+                  multilabel=lab.multilabel, fingerprints=fingerprints, clusters=clusters,
+                  standardizer=standardizer)
 
 
 def _config_json(cfg: SimulationConfig, oracle: Oracle, budgets: list[int]) -> dict:
@@ -249,15 +257,17 @@ class Simulation:
         y = self.oracle.truth.targets(rows)
         t = time.perf_counter()
         head = train_head(x, y, self.oracle.classes, multilabel=self.oracle.multilabel, opts=opts,
-                          device=self.device, init=init,
+                          device=self.device, init=init, standardizer=self.oracle.standardizer,
                           meta={"pool_fingerprint": self.oracle.fingerprints["pool"]})
         return head, time.perf_counter() - t
 
     def _evaluate(self, head: Head) -> dict:
         step = 1 << 15
         parts = []
+        dev = next(head.net.parameters()).device  # a strategy may have moved the head to the GPU
         for lo in range(0, len(self.oracle.test_x), step):
-            parts.append(head.logits(torch.from_numpy(self.oracle.test_x[lo:lo + step])).double().numpy())
+            x = torch.from_numpy(self.oracle.test_x[lo:lo + step]).to(dev)
+            parts.append(head.logits(x).double().cpu().numpy())
         logits = np.concatenate(parts) if parts else np.empty((0, len(self.oracle.classes)))
         return evaluate(logits, self.oracle.test_y, multilabel=self.oracle.multilabel)
 

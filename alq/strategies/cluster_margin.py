@@ -3,19 +3,25 @@
 Citovsky et al. 2021, "Batch Active Learning at Scale" (ALGORITHMS.md,
 Cluster-Margin):
 
-1. M = the k_m = r x b lowest-margin unlabeled rows (``candidates_ratio`` r,
-   default 10; all unlabeled rows when k_m exceeds them). Margins are a map
+1. M = the k_m = r x b lowest-margin unlabeled rows (``candidates_ratio`` r;
+   default ``auto``: r = 0.1 x unlabeled / b within [1.25, 10], the paper's
+   large-scale proportion, see :func:`candidates_ratio`; all unlabeled rows
+   when k_m exceeds them). Margins are a map
    over shards (:func:`lowest_margin_partial`) with an exact streaming top-k
    reduce; multi-label heads use the aggregated binary margin.
    The set M is kept without sorting by margin (:class:`LowestK`).
 2. Group M by the pool's clusters (``alq cluster``), order the clusters by
-   their size within M, smallest first, ties by cluster id.
+   their size within M, smallest first, ties in a seeded random order (not
+   by cluster id: ids follow pool-row order, and at fine cuts most clusters
+   tie at size 1, so id order would fill the batch from the first rows of
+   the pool).
 3. Round-robin: visit the clusters in that order, take one uniformly random
    member of each, drop emptied clusters, repeat until b rows are taken.
 
 Randomness: one uniform key per candidate, drawn from the selection's
-generator in pool-row order; "a uniformly random member" of a cluster is
-its remaining member with the smallest key. That is the same distribution
+generator in pool-row order, then one per cluster among the candidates in
+cluster-id order (the tie order of equal sizes); "a uniformly random
+member" of a cluster is its remaining member with the smallest key. That is the same distribution
 (a uniform random permutation per cluster), independent of block sizes
 and engines, and lets pass p take the p-th member of every cluster at once:
 the batch is the candidates sorted by (pass, cluster order), first b.
@@ -33,7 +39,28 @@ from alq.scoring.stream import iter_logits, probabilities
 from alq.scoring.uncertainty import AGGREGATES, margin, multilabel_margin
 from alq.strategies.base import Context, Selection, Strategy, register
 
-DEFAULT_CANDIDATES_RATIO = 10.0
+DEFAULT_CANDIDATES_RATIO = "auto"
+# auto: r = clip(AUTO_POOL_FRACTION x unlabeled / b, AUTO_MIN_RATIO, AUTO_MAX_RATIO). The paper's
+# large-scale runs took k_m = 10 x 100K = 1M candidates from ~10M rows (a tenth of the pool) and its
+# small CIFAR runs r = 1.25; a fixed r = 10 at b = 2,000 on 60,000 rows makes M a third of the pool
+# and cluster-margin little better than random (measured: tests/bench/bench_label_efficiency.py).
+AUTO_POOL_FRACTION = 0.1
+AUTO_MIN_RATIO = 1.25
+AUTO_MAX_RATIO = 10.0
+
+
+def candidates_ratio(value, budget: int, n_unlabeled: int) -> float:
+    """The ratio r of k_m = r x b: a number >= 1, or ``auto`` (scaled with the batch-to-pool ratio)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        r = AUTO_POOL_FRACTION * n_unlabeled / max(int(budget), 1)
+        return float(min(AUTO_MAX_RATIO, max(AUTO_MIN_RATIO, r)))
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise BadInputError(f"--candidates-ratio={value!r} must be 'auto' or a number >= 1") from None
+    if not math.isfinite(ratio) or ratio < 1:
+        raise BadInputError(f"--candidates-ratio={ratio:g} must be >= 1 (k_m = r x budget candidates)")
+    return ratio
 
 
 class LowestK:
@@ -124,14 +151,17 @@ def lowest_margin_rows(ctx: Context, k: int, aggregate: str) -> tuple[np.ndarray
     return top.result()
 
 
-def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, int]:
+def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.ndarray,
+                cluster_keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Cluster-Margin's round-robin over the candidates.
 
     rows : int64 (m,) candidate pool rows, ascending; clusters : int64 (m,)
-    their cluster ids; keys : float64 (m,) uniform random keys. Clusters are
-    visited smallest (within the candidates) first, ties by cluster id;
-    within a cluster members come in increasing key order (ties by row).
+    their cluster ids; keys : float64 (m,) uniform random keys;
+    cluster_keys : float64 (number of distinct clusters,) uniform keys of the
+    distinct cluster ids in increasing id order (None: ties by cluster id).
+    Clusters are visited smallest (within the candidates) first, equal sizes
+    in increasing cluster key (then id); within a cluster members come in
+    increasing key order (ties by row).
     Returns (positions into rows in pick order, pass of each pick, number of
     clusters among the candidates). O(m log m) in a few sorts, no Python loop.
     """
@@ -142,8 +172,11 @@ def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.nd
     inverse = inverse.reshape(-1)
     n_clusters = len(uniq)
     # visiting order of clusters: (size within M, cluster id); uniq is sorted by id already
+    if cluster_keys is not None and len(cluster_keys) != n_clusters:
+        raise ValueError(f"cluster_keys has {len(cluster_keys)} keys for {n_clusters} clusters")
+    tie = np.arange(n_clusters) if cluster_keys is None else np.asarray(cluster_keys, dtype=np.float64)
     cluster_rank = np.empty(n_clusters, dtype=np.int64)
-    cluster_rank[np.argsort(counts, kind="stable")] = np.arange(n_clusters, dtype=np.int64)
+    cluster_rank[np.lexsort((np.arange(n_clusters), tie, counts))] = np.arange(n_clusters, dtype=np.int64)
     # members of each cluster in (key, row) order: stable sorts, rows are ascending on input
     by_key = np.argsort(keys, kind="stable")
     within = by_key[np.argsort(inverse[by_key], kind="stable")]
@@ -163,8 +196,9 @@ def round_robin(rows: np.ndarray, clusters: np.ndarray, budget: int, keys: np.nd
 @register
 class ClusterMarginStrategy(Strategy):
     name = "cluster-margin"
-    help = ("lowest-margin candidates (r x budget, --candidates-ratio, default 10) taken round-robin over "
-            "their clusters, smallest first (Citovsky et al. 2021); needs --clusters from `alq cluster`")
+    help = ("lowest-margin candidates (r x budget, --candidates-ratio; default auto: r = 0.1 x unlabeled / budget "
+            "within [1.25, 10], the paper's large-scale proportion) taken round-robin over their clusters, smallest "
+            "first, equal sizes in seeded random order (Citovsky et al. 2021); needs --clusters from `alq cluster`")
     needs_head = True
     needs_clusters = True
     score_meaning = ("the row's margin p(1) - p(2) (multi-label: aggregated binary margin); rows are ranked "
@@ -172,9 +206,8 @@ class ClusterMarginStrategy(Strategy):
     distributed = "sharded"
 
     def select(self, ctx: Context) -> Selection:
-        ratio = float(ctx.option("candidates_ratio", DEFAULT_CANDIDATES_RATIO))
-        if not math.isfinite(ratio) or ratio < 1:
-            raise BadInputError(f"--candidates-ratio={ratio:g} must be >= 1 (k_m = r x budget candidates)")
+        ratio = candidates_ratio(ctx.option("candidates_ratio", DEFAULT_CANDIDATES_RATIO), ctx.budget,
+                                 ctx.n_unlabeled)
         aggregate = str(ctx.option("aggregate", "min"))
         if aggregate not in AGGREGATES:
             raise BadInputError(f"--aggregate={aggregate!r} must be one of {', '.join(AGGREGATES)}")
@@ -186,8 +219,10 @@ class ClusterMarginStrategy(Strategy):
         rows, margins = lowest_margin_rows(ctx, k_m, aggregate)
         ctx.report("cluster-margin: margins", 1, 1)
         clusters = np.asarray(ctx.clusters, dtype=np.int64)[rows]
-        keys = ctx.rng().random(len(rows))
-        pick, passes, n_cand_clusters = round_robin(rows, clusters, b, keys)
+        rng = ctx.rng()
+        keys = rng.random(len(rows))
+        cluster_keys = rng.random(len(np.unique(clusters)))
+        pick, passes, n_cand_clusters = round_robin(rows, clusters, b, keys, cluster_keys)
         chosen_clusters = clusters[pick]
         summary = {
             "candidates": int(k_m), "candidates_ratio": ratio, "candidate_clusters": int(n_cand_clusters),

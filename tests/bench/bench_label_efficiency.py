@@ -1,0 +1,279 @@
+"""Label efficiency on real embeddings: does each strategy save labels, and is the head as good as a tuned LR?
+
+Data: Fashion-MNIST as 512-d frozen random-conv features (60,000 pool + 10,000
+test rows, real images), from ``../shared/data/fashion-mnist-rcnn512/`` (or
+``$ALQ_FMNIST_DIR``); skipped with a message when absent. Everything runs
+with alq's defaults (``alq simulate`` as a user gets it: pool standardisation,
+cross-validated L2 strength, default clusters and candidate ratio).
+
+Settings (DISTIL's evaluation practice; BASE's imbalanced setting):
+- small:      200 seed + 8 x 200 labels on the 60,000-row pool
+- large:      1,000 seed + 6 x 2,000 on the 60,000-row pool
+- redundant:  200 seed + 8 x 200 on a 6,000-row subset transformed with
+              ``alq transform --redundancy 10`` (600 rows once, 540 rows x 10 copies)
+- imbalanced: 200 seed + 8 x 200 on the pool transformed with ``--imbalance-ratio 10``
+  (class sizes 6,000 .. 600); the test set stays balanced.
+
+Printed per setting and strategy: final top-1 accuracy (mean +- std over
+repeats), labels saved vs random at random's final accuracy (the last-upward-
+crossing definition of `alq report`), the penalty-matrix row vs random
+(fraction of rounds significantly better / worse, paired t-test, alpha 0.05),
+the final class imbalance ratio; then, for random sampling, alq's head vs
+scikit-learn's ``LogisticRegressionCV`` (5-fold, 10 Cs, on pool-standardised
+features) given the same labels at every label count, and the largest drop of
+the mean random curve between rounds.
+
+    python tests/bench/bench_label_efficiency.py                    # everything (hours on 2 cores)
+    python tests/bench/bench_label_efficiency.py large --repeats 2 --strategies random,margin,cluster-margin
+    pytest -m bench -s tests/bench/bench_label_efficiency.py
+
+Runs are cached (and resumed) under ``.bench/label-efficiency/``; a rerun
+with more repeats or strategies only computes what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+DATA = Path(os.environ.get("ALQ_FMNIST_DIR", ROOT.parent / "shared" / "data" / "fashion-mnist-rcnn512"))
+CACHE = Path(os.environ.get("ALQ_BENCH_CACHE", ROOT / ".bench" / "label-efficiency"))
+STRATEGIES = ["random", "margin", "entropy", "mase", "base", "cluster-margin", "badge", "coreset", "balanced-random"]
+SETTINGS = {
+    "small": {"pool": "full", "seed_size": 200, "budget": 200, "rounds": 8},
+    "large": {"pool": "full", "seed_size": 1000, "budget": 2000, "rounds": 6},
+    "redundant": {"pool": "redundant", "seed_size": 200, "budget": 200, "rounds": 8},
+    "imbalanced": {"pool": "imbalanced", "seed_size": 200, "budget": 200, "rounds": 8},
+}
+REPEATS = 5
+SKLEARN_REPEATS = 2  # LogisticRegressionCV is slow at 13,000 labels: the reference covers the first repeats
+
+
+def have_data() -> bool:
+    return all((DATA / f).exists() for f in ("train_embeddings.npy", "train_labels.npy",
+                                             "test_embeddings.npy", "test_labels.npy"))
+
+
+# -- inputs -----------------------------------------------------------------------------------------------
+def _write_pool(out: Path, x: np.ndarray, y: np.ndarray) -> None:
+    from alq.store import PoolWriter
+    from alq.store.labels import LabelSet
+
+    if (out / "pool" / "manifest.json").exists():
+        return
+    ids = np.arange(len(x), dtype=np.int64)
+    with PoolWriter(out / "pool", dim=x.shape[1], dtype="float16", shard_rows=10_000) as w:
+        w.add(x, ids)
+        w.close()
+    LabelSet(ids=ids, labels=y.tolist()).write(out / "labels.parquet")
+
+
+def prepare(pool_kind: str) -> dict:
+    """Pool, labels, test set and clusters for one pool kind, built once under CACHE."""
+    from alq.cluster.api import ClusterOptions, cluster_pool
+    from alq.simulate.transforms import TransformSpec, transform_pool
+    from alq.store import open_pool
+
+    full = CACHE / "full"
+    if not (full / "pool" / "manifest.json").exists():
+        _write_pool(full, np.load(DATA / "train_embeddings.npy"), np.load(DATA / "train_labels.npy"))
+    test = CACHE / "test"
+    if not (test / "pool" / "manifest.json").exists():
+        _write_pool(test, np.load(DATA / "test_embeddings.npy"), np.load(DATA / "test_labels.npy"))
+    base = CACHE / pool_kind
+    if pool_kind != "full" and not (base / "pool" / "manifest.json").exists():
+        spec = {"redundant": TransformSpec(per_class_cap=600, redundancy=10, seed=0),
+                "imbalanced": TransformSpec(imbalance_ratio=10.0, seed=0)}[pool_kind]
+        base.mkdir(parents=True, exist_ok=True)
+        transform_pool(full / "pool", full / "labels.parquet", base / "pool", base / "labels.parquet", spec)
+    clusters = base / "clusters"
+    if not (clusters / "clusters.json").exists():
+        t = time.perf_counter()
+        summary = cluster_pool(open_pool(base / "pool"), clusters, ClusterOptions())
+        print(f"# clustered {pool_kind}: {summary['n_clusters']} clusters in {time.perf_counter() - t:.0f} s "
+              f"({summary.get('headline', '')})", flush=True)
+    return {"pool": base / "pool", "labels": base / "labels.parquet", "test_pool": test / "pool",
+            "test_labels": test / "labels.parquet", "clusters": clusters}
+
+
+def run_setting(name: str, strategies: list[str], repeats: int, options: dict | None = None,
+                tag: str = "", clusters: Path | None = None) -> Path:
+    """Run (or resume) one setting's simulation with alq's defaults; returns its results.parquet."""
+    from alq.simulate import SimulationConfig, run_simulation
+
+    s = SETTINGS[name]
+    inputs = prepare(s["pool"])
+    out = CACHE / "runs" / (name + (f"-{tag}" if tag else ""))
+    cfg = SimulationConfig(pool=inputs["pool"], labels=inputs["labels"], test_pool=inputs["test_pool"],
+                           test_labels=inputs["test_labels"], strategies=strategies, seed_size=s["seed_size"],
+                           budget=s["budget"], rounds=s["rounds"], repeats=repeats, seed=0,
+                           clusters=clusters or inputs["clusters"], options=dict(options or {}))
+    t = time.perf_counter()
+
+    def progress(task, done, total):
+        if done and done % max(1, total // 10) == 0:
+            print(f"#   {name}: {done}/{total} rounds ({time.perf_counter() - t:.0f} s)", flush=True)
+
+    run_simulation(cfg, out, resume=out.exists(), progress=progress)
+    return out / "results.parquet"
+
+
+# -- the reference head ----------------------------------------------------------------------------------
+def sklearn_reference(name: str, results: Path, repeats: int) -> list[dict]:
+    """LogisticRegressionCV on pool-standardised features, on random's labeled set at every round."""
+    import pyarrow.parquet as pq
+    from sklearn.linear_model import LogisticRegressionCV
+
+    from alq.model.standardize import pool_column_stats
+    from alq.simulate.rundir import SEED_SET, RunDir
+    from alq.store import open_pool
+
+    inputs = prepare(SETTINGS[name]["pool"])
+    pool, test = open_pool(inputs["pool"]), open_pool(inputs["test_pool"])
+    mean, scale = pool_column_stats(pool).standardizer()
+    y_pool = np.asarray(pq.read_table(inputs["labels"]).column("label").to_pylist())
+    y_test = np.asarray(pq.read_table(inputs["test_labels"]).column("label").to_pylist())
+    x_test = (test.take(np.arange(test.count), dtype=np.float32) - mean) / scale
+    res = pq.read_table(results).to_pylist()
+    alq_acc = {(r["repeat"], r["round"]): r["top1"] for r in res if r["strategy"] == "random"}
+    cache = CACHE / "runs" / f"{name}-sklearn.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    rd = RunDir(results.parent)
+    out = []
+    for r in range(repeats):
+        rows = []
+        for k in range(SETTINGS[name]["rounds"] + 1):
+            path = rd.selection_path(SEED_SET if k == 0 else "random", r, k)
+            if not path.exists() or (r, k) not in alq_acc:
+                break
+            rows.extend(pq.read_table(path, columns=["row"]).column("row").to_pylist())
+            key = f"{r}/{k}"
+            if key not in done:
+                idx = np.sort(np.asarray(rows, dtype=np.int64))
+                x = (pool.take(idx, dtype=np.float32) - mean) / scale
+                with warnings.catch_warnings():  # sklearn 1.8+ FutureWarnings about changing defaults
+                    warnings.simplefilter("ignore", FutureWarning)
+                    clf = LogisticRegressionCV(Cs=10, cv=5, max_iter=1000, scoring="accuracy").fit(x, y_pool[idx])
+                done[key] = float((clf.predict(x_test) == y_test).mean())
+                cache.write_text(json.dumps(done))
+            out.append({"repeat": r, "round": k, "n_labeled": len(rows), "sklearn": done[key],
+                        "alq": alq_acc[(r, k)]})
+    return out
+
+
+# -- the table -------------------------------------------------------------------------------------------
+def summarize_setting(name: str, results: Path) -> dict:
+    from alq.report.analysis import load_results, summarize
+
+    s = summarize(load_results(results))
+    per = s["per_strategy"]
+    strat = s["penalty"]["strategies"]
+    mat = np.asarray(s["penalty"]["matrix"]) if strat else np.zeros((0, 0))
+    rows = {}
+    for n in s["strategies"]:
+        finals = _final_values(results, n)
+        rnd = strat.index("random") if "random" in strat else None
+        i = strat.index(n)
+        better = float(mat[i, rnd]) if rnd is not None else math.nan
+        worse = float(mat[rnd, i]) if rnd is not None else math.nan
+        rows[n] = {"final": per[n]["final"], "std": float(np.std(finals, ddof=1)) if len(finals) > 1 else math.nan,
+                   "repeats": per[n]["repeats"], "labels_saved": per[n].get("labels_saved"),
+                   "better_than_random": better, "worse_than_random": worse,
+                   "imbalance": per[n].get("final_imbalance_ratio"), "n_labeled": per[n]["final_n_labeled"]}
+    curve = s["curves"].get("random", {}).get("top1", [])
+    drops = [a - b for a, b in zip(curve, curve[1:])]
+    return {"rows": rows, "random_curve": curve, "max_drop": max(drops) if drops else None,
+            "warnings": s.get("warnings", [])}
+
+
+def _final_values(results: Path, strategy: str) -> list[float]:
+    import pyarrow.parquet as pq
+
+    rows = [r for r in pq.read_table(results).to_pylist() if r["strategy"] == strategy]
+    last = max(r["round"] for r in rows)
+    return [r["top1"] for r in rows if r["round"] == last]
+
+
+def _fmt(v, spec=".3f", none="-") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none if v is None or (isinstance(v, float) and math.isnan(v)) else "inf"
+    return format(v, spec)
+
+
+def print_setting(name: str, summary: dict, reference: list[dict]) -> None:
+    s = SETTINGS[name]
+    print(f"\n## {name}: {s['seed_size']} seed + {s['rounds']} x {s['budget']} on the {s['pool']} pool")
+    print(f"{'strategy':16s} {'final top-1':>15s} {'labels saved':>13s} {'better/worse vs random':>23s} "
+          f"{'final imbalance':>16s}")
+    for n, r in summary["rows"].items():
+        saved = r["labels_saved"]
+        saved_s = f"{100 * saved:+.0f}%" if isinstance(saved, float) and math.isfinite(saved) else (
+            "not reached" if saved is None else str(saved))
+        print(f"{n:16s} {_fmt(r['final'])} +- {_fmt(r['std'])} {saved_s:>13s} "
+              f"{_fmt(r['better_than_random'], '.2f'):>11s} / {_fmt(r['worse_than_random'], '.2f'):<10s} "
+              f"{_fmt(r['imbalance'], '.2f'):>16s}")
+    if summary["max_drop"] is not None:
+        print(f"random's mean curve: {' '.join(_fmt(v) for v in summary['random_curve'])}; "
+              f"largest drop between rounds {100 * summary['max_drop']:+.2f} points")
+    if reference:
+        by_round: dict[int, list] = {}
+        for ref in reference:
+            by_round.setdefault(ref["round"], []).append(ref)
+        print("random sampling, alq head vs sklearn LogisticRegressionCV (same labels; mean over "
+              f"{len({r['repeat'] for r in reference})} repeats):")
+        for _k, refs in sorted(by_round.items()):
+            a, b = np.mean([r["alq"] for r in refs]), np.mean([r["sklearn"] for r in refs])
+            print(f"  {int(np.mean([r['n_labeled'] for r in refs])):6d} labels: alq {a:.4f}  sklearn {b:.4f}  "
+                  f"diff {100 * (a - b):+.2f} points")
+    for w in summary["warnings"]:
+        print(w)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("settings", nargs="*", default=list(SETTINGS))
+    ap.add_argument("--repeats", type=int, default=REPEATS)
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--sklearn-repeats", type=int, default=SKLEARN_REPEATS)
+    ap.add_argument("--option", action="append", default=[], help="strategy option key=value (exploration)")
+    ap.add_argument("--tag", default="", help="separate run directory (exploration)")
+    ap.add_argument("--clusters", type=Path, default=None, help="another clusters directory (exploration)")
+    args = ap.parse_args(argv)
+    if not have_data():
+        print(f"skipped: {DATA} not found (set ALQ_FMNIST_DIR)")
+        return
+    from alq.cli.app import parse_options
+
+    options = parse_options(args.option)
+    for name in args.settings:
+        t = time.perf_counter()
+        results = run_setting(name, [s for s in args.strategies.split(",") if s], args.repeats, options, args.tag,
+                              args.clusters)
+        ref = []
+        if args.sklearn_repeats and "random" in args.strategies.split(",") and SETTINGS[name]["pool"] == "full":
+            ref = sklearn_reference(name, results, min(args.sklearn_repeats, args.repeats))
+        print_setting(name, summarize_setting(name, results), ref)
+        print(f"({name}: {time.perf_counter() - t:.0f} s)", flush=True)
+
+
+@pytest.mark.bench
+def test_label_efficiency():
+    if not have_data():
+        pytest.skip(f"{DATA} not found (set ALQ_FMNIST_DIR)")
+    main([])
+
+
+if __name__ == "__main__":
+    main()
