@@ -22,7 +22,7 @@ def build_report(results: str | Path, out: str | Path | None, *, metric: str | N
     if not 0 < alpha < 1:
         raise BadInputError(f"--alpha={alpha} must be in (0, 1)")
     s = summarize(load_results(results), metric=metric, baseline=baseline, alpha=alpha)
-    s["warnings"] = report_warnings(s)
+    s["warnings"] = list(s.get("warnings") or []) + [w for w in report_warnings(s) if w not in (s.get("warnings") or [])]
     if out is not None:
         from alq.report.plots import render_all
         from alq.report.tables import render_markdown
