@@ -7,7 +7,6 @@ import pkgutil
 import sys
 
 from alq.cli.app import app, stderr
-from alq.errors import AlqError
 
 _loaded = False
 
@@ -23,25 +22,40 @@ def load_commands():
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 failure, 2 bad usage or input)."""
-    load_commands()
-    try:
-        app(args=argv, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except AlqError as exc:
-        from rich.markup import escape
+    """Run the CLI; return the exit code (0 ok, 1 failure, 2 bad usage or input).
 
+    Every failure is one ``Error:`` line on stderr (see :mod:`alq.cli._boundary`).
+    """
+    from rich.markup import escape
+
+    from alq.cli._boundary import run_guarded
+
+    load_commands()
+    args = sys.argv[1:] if argv is None else list(argv)
+    quiet = any(a in ("-q", "--quiet") for a in args)
+
+    def call() -> int:
+        try:
+            app(args=args, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
+        except SystemExit as exc:
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        return 0
+
+    def error(line: str) -> None:
         # escape: messages quote user data (paths, ids, "file.npz[key]") that rich would read as markup
-        stderr.print(f"[bold red]Error:[/] {escape(exc.line())}", markup=True, highlight=False, soft_wrap=True)
-        return exc.exit_code
+        stderr.print(f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+
+    def warning(line: str) -> None:
+        stderr.print(f"warning: {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+
+    try:
+        return run_guarded(call, quiet=quiet, print_error=error, print_warning=warning)
     except KeyboardInterrupt:
         stderr.print("Interrupted; outputs are written atomically, nothing partial was left.")
         return 130
     except BrokenPipeError:
         return 0
-    return 0
 
 
 def main() -> None:

@@ -44,8 +44,10 @@ def cluster_cmd(
 ) -> None:
     from alq.cluster.api import ClusterOptions, cluster_pool, update_clusters
     from alq.cluster.store import is_cluster_dir
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
 
+    check_outputs([Output(out, "clusters")], [("POOL", pool)], overwrite=None)
     opts = ClusterOptions(threshold=threshold, n_clusters=n_clusters, normalize=normalize, method=method,
                           knn=knn, seed=seed)
     opts.validate()

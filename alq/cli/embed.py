@@ -34,6 +34,10 @@ def embed_cmd(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.embed import EmbedRequest, embed
+    from alq.guard import Output, check_outputs
+
+    check_outputs([Output(out, "pool")], [*(("INPUTS", p) for p in inputs), *(("--ids", p) for p in ids),
+                  ("--encoder", encoder)], overwrite=overwrite)
 
     if engine == "ray":
         raise MissingFeatureError(

@@ -24,9 +24,11 @@ def report_cmd(
 
     from rich.console import Console
 
+    from alq.guard import Output, check_outputs
     from alq.report import build_report
     from alq.report.tables import render_rich
 
+    check_outputs([Output(out, "report")], [("RESULTS", results)], overwrite=None)
     summary = build_report(results, out, metric=metric, baseline=baseline, alpha=alpha)
 
     def render(s: dict) -> None:

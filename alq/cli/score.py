@@ -32,10 +32,12 @@ def score_cmd(
 ) -> None:
     from alq.device import torch_device
     from alq.engine import get_engine
+    from alq.guard import Output, check_outputs
     from alq.model.head import load_head
     from alq.scoring.store import write_scores
     from alq.store import open_pool
 
+    check_outputs([Output(out, "scores")], [("POOL", pool), ("--head", head)], overwrite=None)
     pool_obj = open_pool(pool)
     head_obj = load_head(head)
     head_obj.check_pool(pool_obj, path=str(head))

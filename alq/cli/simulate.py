@@ -59,9 +59,12 @@ def simulate_cmd(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.errors import BadInputError
+    from alq.guard import Output, check_outputs
     from alq.model.train import TrainOptions
     from alq.simulate import SimulationConfig, run_simulation
 
+    check_outputs([Output(out, "run")], [("--pool", pool), ("--labels", labels), ("--test-pool", test_pool),
+                  ("--test-labels", test_labels), ("--clusters", clusters)], overwrite=overwrite)
     norm = None if normalize.lower() in ("none", "") else normalize.lower()
     if norm not in (None, "standardize", "l2"):
         raise BadInputError(f"--normalize={normalize!r} must be none, standardize or l2")

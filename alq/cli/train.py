@@ -31,16 +31,20 @@ def train_cmd(
     dropout: float = typer.Option(0.0, "--dropout", help="Dropout before the last layer (MC dropout for BALD)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same head."),
     metrics: Path | None = typer.Option(None, "--metrics", help="Also write the training metrics as JSON here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out/--metrics replace a file of another kind."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.device import torch_device
     from alq.errors import BadInputError
+    from alq.guard import Output, check_outputs
     from alq.io import sha256_file, write_json
     from alq.model.train import TrainOptions, train_on_pool
     from alq.store import open_pool
     from alq.store.labels import read_labels
 
+    check_outputs([Output(out, "head"), Output(metrics, "metrics", "--metrics")],
+                  [("POOL", pool), ("LABELS", labels)], overwrite=overwrite)
     if normalize not in ("none", "standardize", "l2"):
         raise BadInputError(f"--normalize={normalize!r} must be none, standardize or l2")
     width = hidden if hidden is not None else (DEFAULT_HIDDEN if mlp else 0)
