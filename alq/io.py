@@ -70,6 +70,7 @@ def replace_dir(build: PathLike, target: PathLike) -> None:
     renames, the old one beside it under a ``.old`` name), never a mixture.
     """
     build, target = Path(build), Path(os.path.realpath(target))
+    apply_umask(build)  # mkdtemp made it 0700; the published directory gets the umask's mode (0755)
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
         os.rmdir(old)

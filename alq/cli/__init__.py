@@ -28,13 +28,14 @@ def run(argv: list[str] | None = None) -> int:
     """
     from rich.markup import escape
 
-    from alq.cli._boundary import run_guarded
+    from alq.cli._boundary import check_arguments, run_guarded
 
     load_commands()
     args = sys.argv[1:] if argv is None else list(argv)
     quiet = any(a in ("-q", "--quiet") for a in args)
 
     def call() -> int:
+        check_arguments(args)
         try:
             app(args=args, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
         except SystemExit as exc:

@@ -73,6 +73,10 @@ def _where(exc: BaseException, code: int | None) -> str:
 def os_error_line(exc: BaseException) -> str:
     code = _errno_of(exc)
     what, fix = _FIX.get(code, (None, None))
+    if what is None and not isinstance(exc, OSError):  # torch/pyarrow say only that a write failed
+        what, fix = ("the write failed (no space left on device, or a file-size limit?)",
+                     "free space there or write elsewhere, then rerun")
+        code = errno.ENOSPC
     if what is None:
         what = getattr(exc, "strerror", None) or _first_line(exc)
         fix = "check the path and rerun"
@@ -92,7 +96,7 @@ def _looks_like_io(exc: BaseException) -> bool:
     """torch/pyarrow wrap failed writes in RuntimeError and friends."""
     low = str(exc).lower()
     return any(p in low for p in ("file write failed", "no space left", "file too large", "read-only file",
-                                  "disk quota"))
+                                  "disk quota", "inline_container.cc", "pytorchstreamwriter"))
 
 
 def translate(exc: BaseException) -> tuple[str, int]:
@@ -110,6 +114,26 @@ def translate(exc: BaseException) -> tuple[str, int]:
                 "ALQ_DEBUG=1 shows where it came from)", 2)
     return (f"unexpected {type(exc).__name__}: {_first_line(exc)} (a bug in alq or its environment; rerun with "
             "ALQ_DEBUG=1 for the traceback and report it" + _INTACT + ")", 1)
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_arguments(args: list[str]) -> None:
+    """Checks no single command can make alone: ``--seed`` must be a usable seed everywhere."""
+    from alq.errors import BadInputError
+
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--seed=") else (args[i + 1] if a == "--seed" and
+                                                                     i + 1 < len(args) else None)
+        if value is None:
+            continue
+        try:
+            seed = int(value)
+        except ValueError:
+            continue  # typer says it is not an integer
+        if not 0 <= seed <= MAX_SEED:
+            raise BadInputError(f"--seed={value} must be an integer from 0 to 2^63-1")
 
 
 def debug() -> bool:

@@ -73,7 +73,10 @@ class NpyStreamWriter:
 
     def abort(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # flushing the buffer fails again on a full disk; the file is dropped anyway
+                pass
 
 
 def sync_and_hash(path: str | Path) -> str:
