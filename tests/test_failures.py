@@ -247,8 +247,8 @@ CASES = [
          0, "", _ids_parquet("x.PARQUET", list(range(20, 60))), _pending_excluded),
     Case("pending-latin1", [*SEL, "--pending", "{d}/p.txt", "--out", "{d}/s.parquet"], 2, r"p\.txt.*(UTF-8|encoding)",
          _write("p.txt", "id\ncaf\xe9\n".encode("latin-1"))),
-    Case("working-memory-nan", [*SEL, "--out", "{d}/s.parquet"], 2, r"ALQ_WORKING_MEMORY", env={"ALQ_WORKING_MEMORY": "nan"}),
-    Case("working-memory-inf", [*SEL, "--out", "{d}/s.parquet"], 2, r"ALQ_WORKING_MEMORY", env={"ALQ_WORKING_MEMORY": "inf"}),
+    Case("working-memory-nan", [*SELH, "--out", "{d}/s.parquet"], 2, r"ALQ_WORKING_MEMORY", env={"ALQ_WORKING_MEMORY": "nan"}),
+    Case("working-memory-inf", [*SELH, "--out", "{d}/s.parquet"], 2, r"ALQ_WORKING_MEMORY", env={"ALQ_WORKING_MEMORY": "inf"}),
     # -- disk full (file-size limit) and read-only file systems: exit 1, one line naming the output ------
     *[Case(f"fsize-{name}", [*args, "-q"], 1, r"^Error: writing .*(file too large|no space)", fault="fsize")
       for name, args in [
