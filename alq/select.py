@@ -53,6 +53,9 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
     excluded = np.zeros(pool.count, dtype=bool)
     labeled = np.empty(0, dtype=np.int64)
     if labels is not None:
+        from alq.store.provenance import check_labels_pool
+
+        check_labels_pool(labels, pool)
         labeled = read_labels(labels).resolve(pool, source=str(labels))
         excluded[labeled] = True
     n_pending = 0

@@ -53,6 +53,9 @@ def train_cmd(
                         max_iter=max_iter, seed=seed, ensemble=ensemble, bootstrap=bootstrap, optimizer=optimizer,
                         holdout=holdout, lr=lr, epochs=epochs)
     pool_obj = open_pool(pool)
+    from alq.store.provenance import check_labels_pool
+
+    check_labels_pool(labels, pool_obj, pool_path=pool)
     label_set = read_labels(labels)
     device = torch_device()
     log(f"training on {len(label_set)} labels ({device})", quiet=quiet or as_json)

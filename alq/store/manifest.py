@@ -67,6 +67,15 @@ class Manifest:
             h.update(f"|{s.name}:{s.rows}:{s.sha256}:{s.ids_sha256}".encode())
         return h.hexdigest()[:16]
 
+    def lineage(self) -> set[str]:
+        """Fingerprints this pool had before each of its appends (and has now)."""
+        h = hashlib.sha256(f"{self.dim}|{self.dtype}|{self.id_type}|{self.normalize}".encode())
+        out = {h.copy().hexdigest()[:16]}
+        for s in self.shards:
+            h.update(f"|{s.name}:{s.rows}:{s.sha256}:{s.ids_sha256}".encode())
+            out.add(h.copy().hexdigest()[:16])
+        return out
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["count"] = self.count
