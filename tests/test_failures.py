@@ -151,10 +151,9 @@ def _pt2_payload(d: Path) -> None:
     payload = pickle.dumps(Boom())
     src = zipfile.ZipFile(d / "enc.pt2")
     with zipfile.ZipFile(d / "evil.pt2", "w") as dst:
-        root = src.namelist()[0].split("/")[0]
         for item in src.infolist():
-            dst.writestr(item, src.read(item.filename))
-        dst.writestr(f"{root}/sample_inputs/model.pt", payload)
+            evil = item.filename.endswith("sample_inputs/model.pt")
+            dst.writestr(item, payload if evil else src.read(item.filename))
     src.close()
     (d / "enc.pt2").unlink()
     np.save(d / "raw.npy", np.ones((4, 8), dtype=np.float32))
@@ -447,3 +446,14 @@ def test_no_traceback_without_debug_and_one_with(base: Path, tmp_path: Path):
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     code, _, err = _run_child(args, {"ALQ_DEBUG": "1"})
     assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("Error: "), err
+
+
+def test_trust_encoder_is_what_lets_a_pt2_pickle_run(base: Path, tmp_path: Path):
+    """The refusal above is real: with --trust-encoder torch.export.load does unpickle the payload."""
+    d = tmp_path / "d"
+    d.mkdir()
+    _pt2_payload(d)
+    code, _, err = _run_child(["embed", str(d / "raw.npy"), "--encoder", str(d / "evil.pt2"), "--out",
+                               str(d / "p2"), "--trust-encoder", "-q"], {})
+    assert "Traceback" not in err
+    assert (d / "MARKER").exists(), f"the payload did not run even when trusted (exit {code}: {err})"

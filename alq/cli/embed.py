@@ -28,6 +28,9 @@ def embed_cmd(
     normalize: str | None = typer.Option(None, "--normalize", help="`l2`: store unit-length vectors."),
     append: bool = typer.Option(False, "--append", help="Add new shards to an existing pool (ids stay unique)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool at --out."),
+    trust_encoder: bool = typer.Option(False, "--trust-encoder", help="Load a .pt2 encoder even if its archive "
+                                       "carries pickles that are not plain tensors (they run code on load: only for "
+                                       "files you made yourself)."),
     engine: str = typer.Option("local", "--engine", help="local. (ray is not available for embed yet: see README, "
                                "Scale-out.)"),
     as_json: bool = JSON_OPTION,
@@ -48,7 +51,8 @@ def embed_cmd(
         raise BadInputError(f"--engine {engine!r} is not known; choose from: local, ray")
     req = EmbedRequest(inputs=list(inputs), out=out, ids=list(ids), id_column=id_column,
                        vector_column=vector_column, encoder=encoder, batch_size=batch_size, shard_rows=shard_rows,
-                       dtype=dtype, normalize=normalize, append=append, overwrite=overwrite)
+                       dtype=dtype, normalize=normalize, append=append, overwrite=overwrite,
+                       trust_encoder=trust_encoder)
     with progress_bar(quiet=quiet) as progress:
         summary = embed(req, progress=progress)
     emit(summary, as_json=as_json, quiet=quiet, render=_render)
@@ -72,6 +76,9 @@ embed_cmd.__doc__ = (
     "Example:\n\n"
     "  alq embed vectors/ --out pool/ --dtype float16 --normalize l2\n\n"
     "  alq embed today.parquet --id-column image_id --out pool/ --append --json\n\n"
-    "  alq embed images.npy --ids names.txt --encoder encoder.pt --out pool/"
+    "  alq embed images.npy --ids names.txt --encoder encoder.pt --out pool/\n\n"
+    "Encoders: a TorchScript module or a torch.export program (.pt2) runs its own graph on your inputs (that is "
+    "what an encoder is), so use encoders you trust. No pickle runs on load: a .pt2 whose archive carries "
+    "pickles that are not plain tensors is refused unless --trust-encoder."
 )
 app.command("embed")(embed_cmd)

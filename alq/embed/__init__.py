@@ -36,6 +36,7 @@ class EmbedRequest:
     normalize: str | None = None
     append: bool = False
     overwrite: bool = False
+    trust_encoder: bool = False  # load a .pt2 even if it carries pickles that are not plain tensors
 
 
 def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None = None) -> dict:
@@ -53,7 +54,7 @@ def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None
     if req.encoder is not None:
         from alq.embed.encoder import Encoder
 
-        encoder = Encoder(req.encoder, batch_size=req.batch_size)
+        encoder = Encoder(req.encoder, batch_size=req.batch_size, trust=req.trust_encoder)
     sources = [open_source(f, vector_column=req.vector_column, id_column=req.id_column, raw=encoder is not None)
                for f in files]
     for s in sources:

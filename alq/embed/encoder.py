@@ -2,9 +2,16 @@
 
 The encoder maps a batch of raw inputs (shape (b, ...), float32 for float
 inputs, int64 for integer ones such as token ids) to embeddings of shape
-(b, d). Two safe formats, neither a pickle, so no arbitrary Python runs on
-load: TorchScript (``torch.jit.save``, any suffix but ``.pt2``) and
-``torch.export`` programs (``torch.export.save`` to ``.pt2``). An exported
+(b, d). Two formats: TorchScript (``torch.jit.save``, any suffix but
+``.pt2``) and ``torch.export`` programs (``torch.export.save`` to ``.pt2``).
+
+What alq trusts: an encoder's own graph runs on the inputs (that is what an
+encoder is; TorchScript ``print`` calls included), so encoders must come from
+someone you trust. What alq refuses: pickles. ``torch.export.load`` unpickles
+the archive's sample inputs, weights and constants with
+``torch.load(weights_only=False)``; alq first loads every such member with
+``weights_only=True`` (plain tensors and containers only) and refuses the file
+if any member needs more, unless the user passes ``--trust-encoder``. An exported
 program traced with a fixed batch size gets its last, shorter batch padded
 to ``batch_size`` (and the padding rows dropped).
 """
@@ -19,9 +26,55 @@ import numpy as np
 from alq.errors import BadInputError
 from alq.io import sha256_file
 
+_PICKLE_DIRS = ("/data/", "/constants/", "/weights/", "/sample_inputs/")
+
+
+def check_pt2_pickles(path: Path) -> None:
+    """Refuse a .pt2 archive with a pickled member that is not plain tensors (it would run code on load)."""
+    import io
+    import zipfile
+
+    import torch
+
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BadInputError(f"{path}: not a torch.export program (.pt2) ({exc})") from None
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            if info.is_dir() or name.endswith(".json") or not any(d in f"/{name}" for d in _PICKLE_DIRS):
+                continue
+            head = zf.open(name).read(2)
+            if head[:1] != b"\x80" and head != b"PK":
+                continue  # raw tensor bytes, not a pickle
+            try:
+                torch.load(io.BytesIO(zf.read(name)), map_location="cpu", weights_only=True)
+            except Exception as exc:  # UnpicklingError and friends: it needs more than tensors
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                raise BadInputError(f"{path}: archive member {name} is a pickle that is not plain tensors; alq "
+                                    f"does not run pickles from encoder files ({why})",
+                                    hint="re-export the encoder with torch.export.save, or pass --trust-encoder "
+                                         "if you made this file yourself") from None
+
+
+class _quiet_torch_logs:
+    """torch.export logs a screenful when a file does not load; the Error line says it in one."""
+
+    def __enter__(self):
+        import logging
+
+        self._was = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.disable(self._was)
+
 
 class Encoder:
-    def __init__(self, path: str | Path, *, batch_size: int = 256, device=None):
+    def __init__(self, path: str | Path, *, batch_size: int = 256, device=None, trust: bool = False):
         import torch
 
         from alq.device import torch_device
@@ -34,8 +87,10 @@ class Encoder:
         self.batch_size = batch_size
         self.device = device or torch_device()
         self.exported = self.path.suffix == ".pt2"
+        if self.exported and not trust:
+            check_pt2_pickles(self.path)
         try:
-            with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; it still loads
+            with warnings.catch_warnings(), _quiet_torch_logs():  # torch >= 2.9 marks TorchScript deprecated
                 warnings.simplefilter("ignore", DeprecationWarning)
                 if self.exported:
                     self.module = torch.export.load(str(self.path)).module().to(self.device)
