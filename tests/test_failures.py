@@ -49,7 +49,9 @@ def base(tmp_path_factory):
     w.add(x)
     w.close()
     (d / "done.csv").write_text("id,label\n" + "".join(f"{i},{y[i]}\n" for i in range(20)))
-    steps = [["labels", "import", d / "done.csv", "--pool", d / "pool", "--out", d / "labels.parquet", "-q"],
+    (d / "every.csv").write_text("id,label\n" + "".join(f"{i},{y[i]}\n" for i in range(200)))
+    steps = [["labels", "import", d / "every.csv", "--pool", d / "pool", "--out", d / "all.parquet", "-q"],
+             ["labels", "import", d / "done.csv", "--pool", d / "pool", "--out", d / "labels.parquet", "-q"],
              ["train", d / "pool", d / "labels.parquet", "--out", d / "head.pt", "-q"],
              ["select", d / "pool", "--strategy", "random", "--budget", "10", "--out", d / "sel.parquet", "-q"],
              ["cluster", d / "pool", "--out", d / "clusters", "-q"],
@@ -224,8 +226,8 @@ CASES = [
          r"is a directory", _mkdir("outdir")),
     Case("select-out-parent-is-file", [*SEL, "--out", "{d}/sel.parquet/new.parquet"], 2, r"parent .* is a file"),
     Case("report-out-is-file", ["report", "{d}/results.parquet", "--out", "{d}/done.csv"], 2, r"is a file"),
-    Case("simulate-out-is-file", ["simulate", "--pool", "{d}/pool", "--labels", "{d}/labels.parquet", "--test-pool",
-                                  "{d}/pool", "--test-labels", "{d}/labels.parquet", "-s", "random", "--seed-size", "5",
+    Case("simulate-out-is-file", ["simulate", "--pool", "{d}/pool", "--labels", "{d}/all.parquet", "--test-pool",
+                                  "{d}/pool", "--test-labels", "{d}/all.parquet", "-s", "random", "--seed-size", "5",
                                   "--budget", "5", "--rounds", "1", "--out", "{d}/done.csv"], 2, r"is a file"),
     Case("embed-zero-width", ["embed", "{d}/z.npy", "--out", "{d}/p2"], 2, r"z\.npy.*(0 columns|dimension 0|dim)",
          _npy("z.npy", np.zeros((5, 0), dtype=np.float32))),
@@ -281,9 +283,9 @@ CASES = [
     Case("select-out-through-link-to-labels", [*SEL, "--labels", "{d}/labels.parquet", "--out", "{d}/ln.parquet"], 2,
          r"is also this command's input --labels", _symlink("ln.parquet", "labels.parquet")),
     Case("cluster-out-over-other-dir", ["cluster", "{d}/pool", "--out", "{d}/mine"], 2,
-         r"already holds a directory with other files", _write("mine/notes.txt", "keep me")),
+         r"already holds a directory with other files|not empty", _write("mine/notes.txt", "keep me")),
     Case("score-out-is-pool", ["score", "{d}/pool", "--head", "{d}/head.pt", "--out", "{d}/pool"], 2,
-         r"is also this command's input POOL"),
+         r"is also this command's input POOL|not an alq scores directory"),
     Case("pending-out-is-sent", ["labels", "pending", "--sent", "{d}/sel.parquet", "--out", "{d}/sel.parquet"], 2,
          r"is also this command's input --sent"),
     Case("labels-import-through-symlink", ["labels", "import", "{d}/one.csv", "--pool", "{d}/pool", "--out",
