@@ -459,3 +459,38 @@ def test_trust_encoder_is_what_lets_a_pt2_pickle_run(base: Path, tmp_path: Path)
                                str(d / "p2"), "--trust-encoder", "-q"], {})
     assert "Traceback" not in err
     assert (d / "MARKER").exists(), f"the payload did not run even when trusted (exit {code}: {err})"
+
+
+def test_next_writer_cleans_what_a_killed_one_left(base: Path, tmp_path: Path, cli):
+    """.building / .old / ids spill beside the pool and unlisted shards inside it go with the next append."""
+    d = tmp_path / "d"
+    shutil.copytree(base, d, symlinks=True)
+    (d / ".pool.k1ll3d.building").mkdir()
+    (d / ".pool.k1ll3d.building" / "shard-000000.npy").write_bytes(b"half")
+    (d / ".pool.ids.zz.tmp").mkdir()
+    (d / ".pool.x.old").mkdir()
+    (d / "pool" / "shard-000099.npy").write_bytes(b"orphan")
+    (d / "pool" / ".shard-000002.npy.abc.tmp").write_bytes(b"half")
+    code, out, err = cli("embed", d / "x.npy", "--out", d / "pool", "--append", "-q")
+    assert code == 0, err
+    left = sorted(p.name for p in d.iterdir() if p.name.startswith(".pool.") and not p.name.endswith(".lock"))
+    assert left == [], left
+    assert not (d / "pool" / "shard-000099.npy").exists()
+    assert not (d / "pool" / ".shard-000002.npy.abc.tmp").exists()
+    code, _, err = cli("info", d / "pool", "--verify")
+    assert code == 0, err
+
+
+def test_published_directories_get_the_umask_mode(base: Path, tmp_path: Path, cli):
+    """scores/, clusters/ and report/ are 0755 like pools (mkdtemp alone makes them 0700)."""
+    d = tmp_path / "d"
+    shutil.copytree(base, d, symlinks=True)
+    old = os.umask(0o022)
+    try:
+        assert cli("score", d / "pool", "--head", d / "head.pt", "--out", d / "sc", "-q")[0] == 0
+        assert cli("cluster", d / "pool", "--out", d / "cl", "-q")[0] == 0
+        assert cli("report", d / "results.parquet", "--out", d / "rep", "-q")[0] == 0
+    finally:
+        os.umask(old)
+    for name in ("sc", "cl", "rep", "pool"):
+        assert (d / name).stat().st_mode & 0o777 == 0o755, name

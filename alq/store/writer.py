@@ -101,6 +101,8 @@ class PoolWriter:
             raise
 
     def _open(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        from alq.store.debris import sweep
+
         self.base = None
         self.workdir = None
         if append:
@@ -108,6 +110,7 @@ class PoolWriter:
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
                                  hint="drop --append to create it")
             self.base = read_manifest(self.path)
+            self.swept = sweep(self.path, self.base)  # we hold the lock: a killed writer's leftovers are nobody's
             if dim is not None and dim != self.base.dim:
                 raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
             dtype = self.base.dtype  # appends keep the pool's dtype
@@ -136,6 +139,7 @@ class PoolWriter:
             self.dim = dim
             self.id_type = id_type
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.swept = sweep(self.path, None)
             self.workdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".building",
                                                  dir=self.path.parent))
             apply_umask(self.workdir)
