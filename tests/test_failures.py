@@ -107,6 +107,31 @@ def _dup_shard(d: Path) -> None:
     (d / "pool" / "manifest.json").write_text(json.dumps(m))
 
 
+def _dup_id_across_shards(d: Path) -> None:
+    """Shard 1's first id set to shard 0's first id, with the manifest's checksum updated to match."""
+    import json
+
+    f = d / "pool" / "shard-000001.parquet"
+    t = pq.read_table(f)
+    ids = t.column("id").to_pylist()
+    ids[0] = 0
+    pq.write_table(t.set_column(t.schema.get_field_index("id"), "id", pa.array(ids, type=t.schema.field("id").type)), f)
+    m = json.loads((d / "pool" / "manifest.json").read_text())
+    m["shards"][1]["ids_sha256"] = hashlib.sha256(f.read_bytes()).hexdigest()
+    (d / "pool" / "manifest.json").write_text(json.dumps(m))
+
+
+def _nan_encoder(d: Path) -> None:
+    import torch
+
+    class Enc(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x - 10.0)  # NaN for these inputs
+
+    torch.jit.save(torch.jit.script(Enc()), str(d / "nan_enc.pt"))
+    np.save(d / "raw.npy", np.ones((4, 8), dtype=np.float32))
+
+
 def _npy_short_header(d: Path) -> None:
     """A .npy whose header says 3 rows while the file holds 5."""
     np.save(d / "v.npy", np.ones((5, 4), dtype=np.float32))
@@ -320,6 +345,17 @@ CASES = [
          _all(_npy("x3.npy", np.ones((3, 2), dtype=np.float32)), _write("ids3.txt", "000001\n1_00\n+5\n")),
          lambda d, out: _pool_ids(d / "p2") == ["000001", "1_00", "+5"]
          or pytest.fail(f"ids rewritten: {_pool_ids(d / 'p2')}")),
+    Case("ids-text-bom", ["embed", "{d}/x3.npy", "--ids", "{d}/bom.txt", "--out", "{d}/p2"], 0, "",
+         _all(_npy("x3.npy", np.ones((3, 2), dtype=np.float32)), _write("bom.txt", "\ufeffid\n7\n8\n9\n")),
+         lambda d, out: _pool_ids(d / "p2") == ["7", "8", "9"] or pytest.fail(_pool_ids(d / "p2"))),
+    Case("pt2-garbage-one-line", ["embed", "{d}/raw.npy", "--encoder", "{d}/bad.pt2", "--out", "{d}/p2"], 2,
+         r"bad\.pt2: not a torch\.export program",
+         _all(_write("bad.pt2", b"PK\x03\x04 not really a zip"), _npy("raw.npy", np.ones((4, 8), np.float32)))),
+    Case("encoder-nan-blames-encoder", ["embed", "{d}/raw.npy", "--encoder", "{d}/nan_enc.pt", "--out", "{d}/p2"], 2,
+         r"nan_enc\.pt: the encoder produced NaN", _nan_encoder),
+    Case("float64-beyond-float32", ["embed", "{d}/w.npy", "--out", "{d}/p2"], 2, r"w\.npy: row 1 .*float32 range",
+         _npy("w.npy", np.array([[1.0, 2.0], [1e39, 0.0]]))),
+    Case("dup-id-across-shards-verify", ["info", "{d}/pool", "--verify"], 2, r"id 0 appears twice", _dup_id_across_shards),
     Case("labels-other-pool-train", ["train", "{d}/pool", "{d}/other.parquet", "--out", "{d}/h2.pt"], 2,
          r"other\.parquet.*(another pool|other pool|was made for)", _labels_for_other_pool),
     Case("labels-other-pool-select", [*SEL, "--labels", "{d}/other.parquet", "--out", "{d}/s.parquet"], 2,

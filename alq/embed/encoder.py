@@ -121,6 +121,9 @@ class Encoder:
         with torch.inference_mode():
             for a in range(0, len(raw), self.batch_size):
                 chunk = np.ascontiguousarray(raw[a:a + self.batch_size])
+                if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+                    r = int(np.flatnonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1))[0])
+                    raise BadInputError(f"{source}: row {row0 + a + r} has NaN or Inf")
                 x = torch.from_numpy(chunk).to(device=self.device, dtype=to, non_blocking=True)
                 pad = self.batch_size - len(chunk) if self.exported else 0
                 if pad > 0:
@@ -139,5 +142,11 @@ class Encoder:
                     shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
                     raise BadInputError(f"{self.path}: encoder returned {shape} for a batch of {len(chunk)} "
                                         f"inputs from {source}; expected (batch, dim)")
-                outs.append(y.detach().to("cpu", torch.float32).numpy())
+                y = y.detach().to("cpu", torch.float32).numpy()
+                if not np.isfinite(y).all():
+                    r = int(np.flatnonzero(~np.isfinite(y).all(axis=1))[0])
+                    raise BadInputError(f"{self.path}: the encoder produced NaN or Inf for {source} row {row0 + a + r}"
+                                        " (the input rows are finite)", hint="check the encoder and its inputs' "
+                                        "scale and dtype")
+                outs.append(y)
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
