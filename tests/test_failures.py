@@ -132,6 +132,18 @@ def _nan_encoder(d: Path) -> None:
     np.save(d / "raw.npy", np.ones((4, 8), dtype=np.float32))
 
 
+def _printing_encoder(d: Path) -> None:
+    import torch
+
+    class Enc(torch.nn.Module):
+        def forward(self, x):
+            print("HELLO FROM THE ENCODER")
+            return x * 2
+
+    torch.jit.save(torch.jit.script(Enc()), str(d / "talk.pt"))
+    np.save(d / "raw.npy", np.ones((4, 8), dtype=np.float32))
+
+
 def _npy_short_header(d: Path) -> None:
     """A .npy whose header says 3 rows while the file holds 5."""
     np.save(d / "v.npy", np.ones((5, 4), dtype=np.float32))
@@ -353,6 +365,9 @@ CASES = [
          _all(_write("bad.pt2", b"PK\x03\x04 not really a zip"), _npy("raw.npy", np.ones((4, 8), np.float32)))),
     Case("encoder-nan-blames-encoder", ["embed", "{d}/raw.npy", "--encoder", "{d}/nan_enc.pt", "--out", "{d}/p2"], 2,
          r"nan_enc\.pt: the encoder produced NaN", _nan_encoder),
+    Case("encoder-print-keeps-json-clean", ["embed", "{d}/raw.npy", "--encoder", "{d}/talk.pt", "--out", "{d}/p2",
+                                            "--json"], 0, "", _printing_encoder,
+         lambda d, out: __import__("json").loads(out)),
     Case("float64-beyond-float32", ["embed", "{d}/w.npy", "--out", "{d}/p2"], 2, r"w\.npy: row 1 .*float32 range",
          _npy("w.npy", np.array([[1.0, 2.0], [1e39, 0.0]]))),
     Case("dup-id-across-shards-verify", ["info", "{d}/pool", "--verify"], 2, r"id 0 appears twice", _dup_id_across_shards),

@@ -18,6 +18,8 @@ to ``batch_size`` (and the padding rows dropped).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -129,7 +131,8 @@ class Encoder:
                 if pad > 0:
                     x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
                 try:
-                    y = self.module(x)
+                    with contextlib.redirect_stdout(sys.stderr):  # an encoder's print never mixes into --json
+                        y = self.module(x)
                 except Exception as exc:
                     msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
                     hint = ("an exported encoder runs only the batch size it was traced with: pass that as "
