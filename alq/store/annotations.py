@@ -196,7 +196,7 @@ def _integral_floats(path: Path, lab: pa.Array) -> pa.Array:
     bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
     if bad.size:
         i = int(bad[0])
-        what = "missing label (NaN)" if np.isnan(values[i]) else f"label {values[i]!r} is not a whole number"
+        what = "missing label (NaN)" if np.isnan(values[i]) else f"label {float(values[i])!r} is not a whole number"
         raise BadInputError(f"{_where(path, i)}: {what}", hint="labels are integers or strings")
     return pa.array(values.astype(np.int64))
 
