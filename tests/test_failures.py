@@ -545,3 +545,102 @@ def test_published_directories_get_the_umask_mode(base: Path, tmp_path: Path, cl
         os.umask(old)
     for name in ("sc", "cl", "rep", "pool"):
         assert (d / name).stat().st_mode & 0o777 == 0o755, name
+
+
+# -- a walk over every writing command: bad --out paths and missing inputs never give a traceback -------------
+WRITERS = {
+    "embed": (["embed", "{d}/x.npy", "--out", "{out}"], "dir"),
+    "synth": (["synth", "--out", "{out}", "-n", "10", "-d", "2"], "dir"),
+    "labels-import": (["labels", "import", "{d}/done.csv", "--pool", "{d}/pool", "--out", "{out}"], "file"),
+    "labels-pending": (["labels", "pending", "--sent", "{d}/sel.parquet", "--out", "{out}"], "file"),
+    "train": (["train", "{d}/pool", "{d}/labels.parquet", "--out", "{out}"], "file"),
+    "score": (["score", "{d}/pool", "--head", "{d}/head.pt", "--out", "{out}"], "dir"),
+    "cluster": (["cluster", "{d}/pool", "--out", "{out}"], "dir"),
+    "select": ([*SEL, "--out", "{out}"], "file"),
+    "report": (["report", "{d}/results.parquet", "--out", "{out}"], "dir"),
+    "transform": (["transform", "{d}/pool", "--labels", "{d}/all.parquet", "--per-class-cap", "5", "--labels-out",
+                   "{d}/t.parquet", "--out", "{out}"], "dir"),
+    "simulate": (["simulate", "--pool", "{d}/pool", "--labels", "{d}/all.parquet", "--test-pool", "{d}/pool",
+                  "--test-labels", "{d}/all.parquet", "-s", "random", "--seed-size", "5", "--budget", "5",
+                  "--rounds", "1", "--out", "{out}"], "dir"),
+}
+BAD_OUTS = {"wrong-type": None, "parent-is-file": "{d}/done.csv/sub", "inside-pool": "{d}/pool/extra",
+            "missing-input": "{d}/fresh"}
+
+
+@pytest.mark.parametrize("bad", list(BAD_OUTS))
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_every_command_refuses_bad_outputs_in_one_line(command, bad, base, tmp_path, cli):
+    d = tmp_path / "d"
+    shutil.copytree(base, d, symlinks=True)
+    args, kind = WRITERS[command]
+    out = BAD_OUTS[bad] or ("{d}/done.csv" if kind == "dir" else "{d}/clusters")
+    argv = [a.replace("{out}", out).replace("{d}", str(d)) for a in args]
+    if bad == "missing-input":  # the first input path that exists, gone
+        i = next((i for i, a in enumerate(argv) if a.startswith(str(d)) and os.path.exists(a)), None)
+        if i is None:
+            pytest.skip(f"{command} reads no input file")
+        argv[i] = argv[i] + ".missing"
+    before, visible = _hashes(d), _visible(d)
+    code, _, err = cli(*argv, "-q")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code in (1, 2) and len(lines) == 1 and lines[0].startswith("Error: "), (code, err)
+    assert "Traceback" not in err
+    after = _hashes(d)
+    assert all(after.get(k) == h for k, h in before.items()) and _visible(d) == visible
+
+
+def test_warnings_never_leak_under_quiet_nor_replace_the_error_line():
+    import warnings
+
+    from alq.cli._boundary import run_guarded
+    from alq.errors import BadInputError
+
+    def warn_then(fail: bool):
+        def call() -> int:
+            np.float32(1e30) * np.float32(1e30)  # numpy: RuntimeWarning overflow
+            warnings.warn("torch says something", UserWarning, stacklevel=1)
+            if fail:
+                raise BadInputError("x.npy: row 3 has NaN or Inf")
+            return 0
+        return call
+
+    for fail, quiet in ((False, True), (True, False), (True, True), (False, False)):
+        errors, warns = [], []
+        code = run_guarded(warn_then(fail), quiet=quiet, print_error=errors.append, print_warning=warns.append)
+        assert code == (2 if fail else 0)
+        assert errors == (["x.npy: row 3 has NaN or Inf"] if fail else [])
+        if fail or quiet:
+            assert warns == []
+        else:  # after a successful run, one line per distinct warning
+            assert len(warns) == 2 and any("overflow" in w for w in warns), warns
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions; EACCES cannot be made by chmod")
+def test_permission_denied_is_one_line(base: Path, tmp_path: Path, cli):
+    d = tmp_path / "d"
+    shutil.copytree(base, d, symlinks=True)
+    (d / "locked").mkdir()
+    (d / "locked").chmod(0o555)
+    try:
+        code, _, err = cli(*[a.replace("{d}", str(d)) for a in SEL], "--out", d / "locked" / "s.parquet", "-q")
+    finally:
+        (d / "locked").chmod(0o755)
+    assert code == 1 and re.fullmatch(r"Error: .*locked.*permission denied.*\n", err), err
+
+
+def test_os_error_lines_name_the_path_and_the_fix():
+    import errno
+
+    from alq.cli._boundary import translate
+
+    line, code = translate(OSError(errno.ENOSPC, "No space left on device"))
+    assert code == 1 and "no space left on device" in line and "free space" in line
+    line, code = translate(IsADirectoryError(errno.EISDIR, "Is a directory", "/data/out"))
+    assert code == 1 and line.startswith("/data/out: is a directory (give a file path")
+    line, code = translate(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0"))
+    assert code == 1 and "the write failed" in line
+    line, code = translate(ValueError("expected non-negative integer"))
+    assert code == 2 and line.startswith("bad value: expected non-negative integer")
+    line, code = translate(KeyError("boom"))
+    assert code == 1 and "ALQ_DEBUG=1" in line
