@@ -285,6 +285,8 @@ CASES = [
          0, "", _ids_parquet("x.PARQUET", list(range(20, 60))), _pending_excluded),
     Case("pending-latin1", [*SEL, "--pending", "{d}/p.txt", "--out", "{d}/s.parquet"], 2, r"p\.txt.*(UTF-8|encoding)",
          _write("p.txt", "id\ncaf\xe9\n".encode("latin-1"))),
+    Case("pending-unknown-id-message", [*SEL, "--pending", "{d}/p.txt", "--out", "{d}/s.parquet"], 2,
+         r"p\.txt: row 0: pending id 999999 is not in the pool$", _write("p.txt", "999999\n")),
     Case("working-memory-nan", [*SELH, "--out", "{d}/s.parquet"], 2, r"ALQ_WORKING_MEMORY", env={"ALQ_WORKING_MEMORY": "nan"}),
     Case("working-memory-inf", [*SELH, "--out", "{d}/s.parquet"], 2, r"ALQ_WORKING_MEMORY", env={"ALQ_WORKING_MEMORY": "inf"}),
     # -- disk full (file-size limit) and read-only file systems: exit 1, one line naming the output ------
@@ -644,3 +646,32 @@ def test_os_error_lines_name_the_path_and_the_fix():
     assert code == 2 and line.startswith("bad value: expected non-negative integer")
     line, code = translate(KeyError("boom"))
     assert code == 1 and "ALQ_DEBUG=1" in line
+
+
+def test_sigterm_cleans_up_and_says_so(tmp_path: Path):
+    """A cron timeout sends SIGTERM: the writer's cleanup runs, one line, exit 143, the pool as it was."""
+    import time
+
+    from alq.store import PoolWriter
+
+    pool_dir = tmp_path / "pool"
+    w = PoolWriter(pool_dir, shard_rows=100, dtype="float32")
+    w.add(np.zeros((300, 4), np.float32) + np.arange(4, dtype=np.float32))
+    w.close()
+    before = _hashes(pool_dir)
+    np.save(tmp_path / "big.npy", np.ones((20_000, 4), np.float32))  # 20,000 one-row shards: slow enough
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "alq", "embed", str(tmp_path / "big.npy"), "--out", str(pool_dir),
+                             "--shard-rows", "1", "--dtype", "float32", "--append", "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(pool_dir.glob("shard-*.parquet"))) < 8:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert err.strip().startswith("Error: terminated") and len(err.strip().splitlines()) == 1, err
+    assert _hashes(pool_dir) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".building", ".tmp"))]

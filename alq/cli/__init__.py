@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 from alq.cli.app import app, stderr
 
@@ -50,13 +52,35 @@ def run(argv: list[str] | None = None) -> int:
     def warning(line: str) -> None:
         stderr.print(f"warning: {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
+    previous = _catch_sigterm()
     try:
         return run_guarded(call, quiet=quiet, print_error=error, print_warning=warning)
+    except Terminated:
+        stderr.print("Error: terminated (SIGTERM); outputs are written atomically, nothing partial was left.",
+                     soft_wrap=True)
+        return 143
     except KeyboardInterrupt:
-        stderr.print("Interrupted; outputs are written atomically, nothing partial was left.")
+        stderr.print("Interrupted; outputs are written atomically, nothing partial was left.", soft_wrap=True)
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every writer's cleanup (``except BaseException``) runs."""
+
+
+def _catch_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def main() -> None:

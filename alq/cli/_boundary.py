@@ -148,9 +148,9 @@ def run_guarded(call: Callable[[], int], *, quiet: bool, print_error: Callable[[
         warnings.simplefilter("default")
         try:
             code = call()
-        except (KeyboardInterrupt, SystemExit, BrokenPipeError):
+        except BrokenPipeError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - this is the boundary
+        except Exception as exc:  # the boundary; KeyboardInterrupt, SystemExit and SIGTERM pass to the caller
             if debug():
                 traceback.print_exc()
             line, code = translate(exc)

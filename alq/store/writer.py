@@ -475,6 +475,9 @@ class PoolWriter:
             for s in self._new_shards:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
+            # a signal between mkstemp and bookkeeping can orphan a temp file; under our lock, none is anyone else's
+            for f in self.workdir.glob(".shard-*.tmp"):
+                f.unlink(missing_ok=True)
         self._unlock()
 
     def __del__(self) -> None:
