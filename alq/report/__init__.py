@@ -24,10 +24,14 @@ def build_report(results: str | Path, out: str | Path | None, *, metric: str | N
         raise BadInputError(f"--alpha={alpha} must be in (0, 1)")
     s = summarize(load_results(results), metric=metric, baseline=baseline, alpha=alpha)
     if out is not None:
+        from alq.guard import kind_of
         from alq.report.plots import render_all
         from alq.report.tables import render_markdown
 
         out = Path(out)
+        if kind_of(out) not in (None, "report"):  # the whole folder is replaced: never someone else's
+            raise BadInputError(f"{out}: exists and is not an alq report folder; refusing to replace it",
+                                hint="choose another --out")
         out.parent.mkdir(parents=True, exist_ok=True)
         # built beside OUT and swapped in whole: a kill never leaves new plots next to an old report.md
         build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
