@@ -4,7 +4,8 @@ Rules, checked on resolved paths (symlinks and ``..`` followed), so two
 spellings of one file are one file:
 
 1. An output is never one of the command's inputs, never inside an input
-   directory, and replacing an output directory never deletes an input.
+   directory, and replacing an output directory never deletes an input
+   (a simulation run directory is resumed, never replaced whole: inputs may live in it).
 2. An output never lands inside a pool directory (a pool holds only its
    shards and manifest).
 3. A file output is not an existing directory, a directory output is not an
@@ -142,7 +143,7 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[tuple[str, str | o
             if _inside(target, r) and r.is_dir():
                 raise BadInputError(f"{o.option} {shown}: is inside the input directory {opt} {given}",
                                     hint=f"choose an {o.option} outside it")
-            if is_dir_kind and _inside(r, target):
+            if is_dir_kind and o.kind != "run" and _inside(r, target):  # a run dir is never replaced whole
                 raise BadInputError(f"{o.option} {shown}: holds this command's input {opt} {given}, which "
                                     "replacing it would delete", hint=f"choose another {o.option}")
         pool = _pool_above(target)
