@@ -675,3 +675,21 @@ def test_sigterm_cleans_up_and_says_so(tmp_path: Path):
     assert err.strip().startswith("Error: terminated") and len(err.strip().splitlines()) == 1, err
     assert _hashes(pool_dir) == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith((".building", ".tmp"))]
+
+
+def test_score_and_cluster_clean_their_own_leftovers_and_lock(base: Path, tmp_path: Path, cli):
+    from alq.store import lock
+
+    d = tmp_path / "d"
+    shutil.copytree(base, d, symlinks=True)
+    (d / ".scores.k1ll3d.building").mkdir()
+    (d / ".clusters.k1ll3d.old").mkdir()
+    assert cli("score", d / "pool", "--head", d / "head.pt", "--out", d / "scores", "-q")[0] == 0
+    assert cli("cluster", d / "pool", "--out", d / "clusters", "-q")[0] == 0
+    assert not (d / ".scores.k1ll3d.building").exists() and not (d / ".clusters.k1ll3d.old").exists()
+    fd = lock.acquire(d / "scores")  # another `alq score` writing it now
+    try:
+        code, _, err = cli("score", d / "pool", "--head", d / "head.pt", "--out", d / "scores", "-q")
+    finally:
+        lock.release(fd)
+    assert code == 2 and "is writing it right now" in err

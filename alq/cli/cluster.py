@@ -59,7 +59,9 @@ def cluster_cmd(
     def say(msg: str) -> None:
         log(msg, quiet=quiet)
 
-    with progress_bar(quiet=quiet) as progress:
+    from alq.store.debris import sole_writer
+
+    with sole_writer(out, what="`alq cluster`"), progress_bar(quiet=quiet) as progress:
         if update and is_cluster_dir(out):
             if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
                 say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "

@@ -7,6 +7,7 @@ spill of hashed ids, and inside the pool shard files no manifest lists (a
 killed ``--append``) or ``.shard-*.tmp`` halves. None is part of any pool: the
 manifest, written last, never names them. :func:`sweep` deletes them and must
 only run while holding the pool's writer lock (so no live writer owns them).
+:func:`sole_writer` does the same for scores/ and clusters/ directories.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import glob
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from alq.store.manifest import Manifest
@@ -52,3 +54,15 @@ def sweep(pool_dir: str | Path, manifest: Manifest | None) -> list[str]:
                 _remove(p)
                 removed.append(n)
     return sorted(removed)
+
+
+@contextlib.contextmanager
+def sole_writer(target: str | Path, *, what: str) -> Iterator[list[str]]:
+    """Hold ``target``'s writer lock and clear what killed writers of it left; yields the names removed.
+
+    For directory outputs built beside their target and swapped in (scores/, clusters/).
+    """
+    from alq.store.lock import exclusive_lock
+
+    with exclusive_lock(target, what=what):
+        yield sweep(target, None)
