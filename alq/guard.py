@@ -97,7 +97,7 @@ def kind_of(path: Path) -> str | None:
         if kind is None and {"id", "label"} <= set(schema.names):
             return "labels"  # a labels table written by another tool
         return {"selection": "selection", "labels": "labels", "pending": "pending",
-                "results": "results"}.get(kind, "file")
+                "simulation-results": "results"}.get(kind, "file")
     if suffix == ".json":
         try:
             return "metrics" if isinstance(json.loads(path.read_text()), dict) else "file"
