@@ -476,7 +476,7 @@ class PoolWriter:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
             # a signal between mkstemp and bookkeeping can orphan a temp file; under our lock, none is anyone else's
-            for f in self.workdir.glob(".shard-*.tmp"):
+            for f in self.workdir.glob(".shard-*.tmp") if self.workdir is not None else ():
                 f.unlink(missing_ok=True)
         self._unlock()
 
