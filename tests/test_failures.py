@@ -169,6 +169,12 @@ def _scores_swapped(d: Path) -> None:
     shutil.copyfile(a, b)
 
 
+def _clusters_swapped(d: Path) -> None:
+    c = d / "clusters"
+    a, b = sorted(c.glob("shard-*.clusters.parquet"))[:2]
+    shutil.copyfile(a, b)
+
+
 def _pt2_payload(d: Path) -> None:
     """A torch.export program whose archive also carries a pickle that would create MARKER when loaded."""
     import torch
@@ -381,6 +387,9 @@ CASES = [
          _scores_swapped, _json_fresh_false),
     Case("scores-shard-swapped-verify", ["info", "{d}/scores", "--verify"], 2, r"shard-00000[01].*(sha256|checksum)",
          _scores_swapped),
+    Case("clusters-shard-swapped-select", ["select", "{d}/pool", "--head", "{d}/head.pt", "--clusters", "{d}/clusters",
+                                           "--strategy", "cluster-margin", "--budget", "5", "--out", "{d}/s.parquet"], 2,
+         r"shard-000001\.clusters\.parquet: changed since `alq cluster`", _clusters_swapped),
     Case("clusters-verify-healthy", ["info", "{d}/clusters", "--verify"], 0),
 ]
 
