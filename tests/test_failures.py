@@ -345,6 +345,9 @@ CASES = [
          2, r"q\.csv: line 2: .*(unterminated|quote)", _write("q.csv", 'id,label\n3,"3\n7,7\n')),
     Case("labels-3-and-3.0", ["labels", "import", "{d}/f.csv", "--pool", "{d}/pool", "--out", "{d}/new.parquet"], 0, "",
          _write("f.csv", "id,label\n1,3\n2,3.0\n"), _one_class),
+    Case("labels-parquet-by-content", ["labels", "import", "{d}/ann.PARQUET", "--pool", "{d}/pool", "--out",
+                                       "{d}/new.parquet"], 0, "",
+         lambda d: pq.write_table(pa.table({"id": [1, 2], "label": [3.0, 3.0]}), d / "ann.PARQUET"), _one_class),
     Case("labels-nan", ["labels", "import", "{d}/n.csv", "--pool", "{d}/pool", "--out", "{d}/new.parquet"], 2,
          r"n\.csv: line 3: .*(missing|nan)", _write("n.csv", "id,label\n1,3\n2,nan\n")),
     # -- code runs on load ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from alq.io import parquet_metadata, read_parquet, sha256_file, write_parquet
 from alq.store.labels import KIND, LabelSet, read_id_list, read_labels
 from alq.store.lock import exclusive_lock
 from alq.store.pool import Pool
+from alq.store.readers import is_parquet
 
 POLICIES = ("error", "keep-old", "take-new")
 MAX_HISTORY = 50
@@ -58,7 +59,7 @@ def read_annotations(path: str | Path, *, id_type: str, id_column: str = "id", l
     if not path.exists():
         raise BadInputError(f"{path}: file not found")
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if suffix in (".parquet", ".pq") or is_parquet(path):  # by content too: x.PARQUET, a file with no suffix
         return _read_parquet(path, id_type, id_column, label_column, delimiter)
     return _read_text(path, id_type, id_column, label_column, delimiter, sep="\t" if suffix == ".tsv" else ",")
 
