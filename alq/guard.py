@@ -6,8 +6,8 @@ spellings of one file are one file:
 1. An output is never one of the command's inputs, never inside an input
    directory, and replacing an output directory never deletes an input
    (a simulation run directory is resumed, never replaced whole: inputs may live in it).
-2. An output never lands inside a pool directory (a pool holds only its
-   shards and manifest).
+2. An output never lands inside a pool, clusters/ or scores/ directory
+   (alq owns what is in them: a pool holds only its shards and manifest).
 3. A file output is not an existing directory, a directory output is not an
    existing file, and no parent of the output is a file.
 4. An existing output is replaced only by one of its own kind (a selection
@@ -116,10 +116,25 @@ def _is_head(path: Path) -> bool:
         return False
 
 
-def _pool_above(path: Path) -> Path | None:
-    from alq.store.manifest import is_pool
+_MANAGED = {"manifest.json": "pool", "clusters.json": "clusters directory", "scores.json": "scores directory"}
 
-    return next((p for p in path.parents if is_pool(p)), None)
+
+def _managed_above(path: Path) -> tuple[Path, str] | None:
+    """The nearest pool, clusters/ or scores/ directory holding ``path``: alq owns everything inside those."""
+    for p in path.parents:
+        for marker, what in _MANAGED.items():
+            if (p / marker).is_file() and _alq_format(p / marker):
+                return p, what
+    return None
+
+
+def _alq_format(marker: Path) -> bool:
+    """An alq summary file (``"format": "alq-..."``), not any manifest.json (web apps have those too)."""
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith("alq")
 
 
 def check_outputs(outputs: Sequence[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]] = (), *,
@@ -146,10 +161,11 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[tuple[str, str | o
             if is_dir_kind and o.kind != "run" and _inside(r, target):  # a run dir is never replaced whole
                 raise BadInputError(f"{o.option} {shown}: holds this command's input {opt} {given}, which "
                                     "replacing it would delete", hint=f"choose another {o.option}")
-        pool = _pool_above(target)
-        if pool is not None:
-            raise BadInputError(f"{o.option} {shown}: is inside the pool directory {pool}",
-                                hint=f"a pool holds only its shards and manifest; choose an {o.option} outside it")
+        managed = _managed_above(target)
+        if managed is not None:
+            raise BadInputError(f"{o.option} {shown}: is inside the {managed[1]} {managed[0]}",
+                                hint=f"alq owns what is in it (a later run replaces it); choose an {o.option} "
+                                     "outside it")
         parent = next((p for p in target.parents if os.path.lexists(p)), None)
         if parent is not None and not parent.is_dir():
             raise BadInputError(f"{o.option} {shown}: its parent {parent} is a file, not a directory",
