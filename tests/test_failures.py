@@ -305,12 +305,20 @@ CASES = [
           ("cluster", ["cluster", "{d}/pool", "--out", "{d}/cl2"]),
           ("train", ["train", "{d}/pool", "{d}/labels.parquet", "--out", "{d}/h2.pt"]),
           ("report", ["report", "{d}/results.parquet", "--out", "{d}/rep"]),
+          ("synth", ["synth", "--out", "{d}/syn", "-n", "200", "-d", "8"]),
+          ("labels-pending", ["labels", "pending", "--sent", "{d}/sel.parquet", "--out", "{d}/pend.parquet"]),
+          ("transform", ["transform", "{d}/pool", "--labels", "{d}/all.parquet", "--per-class-cap", "50",
+                         "--out", "{d}/tp", "--labels-out", "{d}/tl.parquet"]),
       ]],
     *[Case(f"erofs-{name}", [*args, "-q"], 1, r"^Error: .*ro.*read-only file system", _mkdir("ro"), fault="erofs")
       for name, args in [
           ("select", [*SEL, "--out", "{d}/ro/s.parquet"]),
           ("train", ["train", "{d}/pool", "{d}/labels.parquet", "--out", "{d}/ro/h.pt"]),
           ("embed", ["embed", "{d}/x.npy", "--out", "{d}/ro/p"]),
+          ("labels-import", ["labels", "import", "{d}/done.csv", "--pool", "{d}/pool", "--out", "{d}/ro/l.parquet"]),
+          ("score", ["score", "{d}/pool", "--head", "{d}/head.pt", "--out", "{d}/ro/sc"]),
+          ("cluster", ["cluster", "{d}/pool", "--out", "{d}/ro/cl"]),
+          ("report", ["report", "{d}/results.parquet", "--out", "{d}/ro/rep"]),
       ]],
     # -- outputs that would destroy inputs ------------------------------------------------------------
     Case("select-out-is-labels", [*SEL, "--labels", "{d}/labels.parquet", "--out", "{d}/labels.parquet"], 2,
