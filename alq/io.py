@@ -30,8 +30,10 @@ def atomic_path(target: PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; move it into place on success.
 
     On any exception the temporary file is removed and ``target`` is untouched.
+    A symlinked ``target`` is written through: the file it points to is replaced
+    and the link stays.
     """
-    target = Path(target)
+    target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
@@ -67,7 +69,8 @@ def replace_dir(build: PathLike, target: PathLike) -> None:
     either the old or the new directory at ``target`` (or, between the two
     renames, the old one beside it under a ``.old`` name), never a mixture.
     """
-    build, target = Path(build), Path(target)
+    build, target = Path(build), Path(os.path.realpath(target))
+    apply_umask(build)  # mkdtemp made it 0700; the published directory gets the umask's mode (0755)
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
         os.rmdir(old)

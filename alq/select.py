@@ -53,6 +53,9 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
     excluded = np.zeros(pool.count, dtype=bool)
     labeled = np.empty(0, dtype=np.int64)
     if labels is not None:
+        from alq.store.provenance import check_labels_pool
+
+        check_labels_pool(labels, pool)
         labeled = read_labels(labels).resolve(pool, source=str(labels))
         excluded[labeled] = True
     n_pending = 0
@@ -61,7 +64,8 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
         idx = pool.lookup(ids)
         if (idx < 0).any():
             r = int(np.flatnonzero(idx < 0)[0])
-            raise BadInputError(f"{p}: row {r}: pending id {ids[r]!r} is not in the pool")
+            raise BadInputError(f"{p}: row {r}: pending id {ids[r].item() if hasattr(ids[r], 'item') else ids[r]!r} "
+                                "is not in the pool")
         n_pending += int(np.count_nonzero(~excluded[idx]))
         excluded[idx] = True
     return excluded, labeled, n_pending
@@ -92,6 +96,10 @@ def check_selection(sel: Selection, ctx: Context, strategy: str) -> None:
         raise AlqFailure(f"strategy {strategy} returned duplicate rows")
     if idx.size and (idx.min() < 0 or idx.max() >= ctx.pool.count or ctx.excluded[idx].any()):
         raise AlqFailure(f"strategy {strategy} returned labeled, pending or out-of-range rows")
+    ids = np.asarray(ctx.pool.ids(idx))
+    if len(np.unique(ids if ids.dtype.kind in "iu" else ids.astype(str))) != len(ids):
+        raise AlqFailure(f"strategy {strategy} returned distinct rows holding the same id",
+                         hint="the pool holds duplicate ids: check it with `alq info POOL --verify`")
 
 
 def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Context, dict]:

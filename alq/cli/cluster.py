@@ -47,8 +47,10 @@ def cluster_cmd(
 ) -> None:
     from alq.cluster.api import ClusterOptions, cluster_pool, update_clusters
     from alq.cluster.store import is_cluster_dir
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
 
+    check_outputs([Output(out, "clusters")], [("POOL", pool)], overwrite=None)
     opts = ClusterOptions(threshold=threshold, n_clusters=n_clusters, normalize=normalize, method=method,
                           knn=knn, seed=seed)
     opts.validate()
@@ -60,7 +62,9 @@ def cluster_cmd(
     def say(msg: str) -> None:
         log(msg, quiet=quiet)
 
-    with progress_bar(quiet=quiet) as progress:
+    from alq.store.debris import sole_writer
+
+    with sole_writer(out, what="`alq cluster`"), progress_bar(quiet=quiet) as progress:
         if update and is_cluster_dir(out):
             if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
                 say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "

@@ -34,12 +34,19 @@ def embed_cmd(
     keep_columns: str | None = typer.Option(None, "--keep-columns", help="Comma-separated input columns kept beside "
                                             "the ids in each shard (default: every plain scalar column, e.g. "
                                             "file_path, url; `none` keeps none)."),
+    trust_encoder: bool = typer.Option(False, "--trust-encoder", help="Load a .pt2 encoder even if its archive "
+                                       "carries pickles that are not plain tensors (they run code on load: only for "
+                                       "files you made yourself)."),
     engine: str = typer.Option("local", "--engine", help="local. (ray is not available for embed yet: see README, "
                                "Scale-out.)"),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.embed import EmbedRequest, embed
+    from alq.guard import Output, check_outputs
+
+    check_outputs([Output(out, "pool")], [*(("INPUTS", p) for p in inputs), *(("--ids", p) for p in ids),
+                  ("--encoder", encoder)], overwrite=overwrite)
 
     if engine == "ray":
         raise MissingFeatureError(
@@ -51,7 +58,8 @@ def embed_cmd(
     req = EmbedRequest(inputs=list(inputs), out=out, ids=list(ids), id_column=id_column,
                        vector_column=vector_column, encoder=encoder, batch_size=batch_size, shard_rows=shard_rows,
                        dtype=dtype, normalize=normalize, append=append, overwrite=overwrite,
-                       skip_existing=skip_existing, keep_columns=_columns_arg(keep_columns))
+                       skip_existing=skip_existing, keep_columns=_columns_arg(keep_columns),
+                       trust_encoder=trust_encoder)
     with progress_bar(quiet=quiet) as progress:
         summary = embed(req, progress=progress)
     emit(summary, as_json=as_json, quiet=quiet, render=_render)
@@ -85,6 +93,9 @@ embed_cmd.__doc__ = (
     "Example:\n\n"
     "  alq embed vectors/ --out pool/ --dtype float16 --normalize l2\n\n"
     "  alq embed today.parquet --id-column image_id --out pool/ --append --json\n\n"
-    "  alq embed images.npy --ids names.txt --encoder encoder.pt --out pool/"
+    "  alq embed images.npy --ids names.txt --encoder encoder.pt --out pool/\n\n"
+    "Encoders: a TorchScript module or a torch.export program (.pt2) runs its own graph on your inputs (that is "
+    "what an encoder is), so use encoders you trust. No pickle runs on load: a .pt2 whose archive carries "
+    "pickles that are not plain tensors is refused unless --trust-encoder."
 )
 app.command("embed")(embed_cmd)

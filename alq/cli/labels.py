@@ -38,8 +38,12 @@ def import_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import import_labels
+
+    check_outputs([] if dry_run else [Output(out, "labels")], [*(("FILES", f) for f in files), ("--pool", pool)],
+                  overwrite=None)
 
     summary = import_labels(list(files), open_pool(pool), out, on_conflict=on_conflict, id_column=id_column,
                             label_column=label_column, delimiter=delimiter, dry_run=dry_run, pool_path=pool)
@@ -105,8 +109,12 @@ def pending_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import pending_ids, write_pending
+
+    check_outputs([Output(out, "pending")], [*(("--sent", s) for s in sent), ("--labels", labels), ("--pool", pool)],
+                  overwrite=None)
 
     ids, files, summary = pending_ids(list(sent), labels, open_pool(pool) if pool else None)
     write_pending(out, ids, files, summary)

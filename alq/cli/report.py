@@ -24,9 +24,11 @@ def report_cmd(
 
     from rich.console import Console
 
+    from alq.guard import Output, check_outputs
     from alq.report import build_report
     from alq.report.tables import render_rich
 
+    check_outputs([Output(out, "report")], [("RESULTS", results)], overwrite=None)
     if baseline is not None:
         from alq.errors import BadInputError
         from alq.report.analysis import load_results

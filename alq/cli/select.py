@@ -55,6 +55,7 @@ def select_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
     round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a file that is not a selection."),
     candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
                                                 help="cluster-margin: k_m = r x budget candidates; auto (default) "
                                                      "= 0.1 x unlabeled / budget within [1.25, 10]."),
@@ -67,8 +68,12 @@ def select_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.select import SelectRequest, run_select
 
+    check_outputs([Output(out, "selection")], [("POOL", pool), ("--head", head), ("--labels", labels),
+                  ("--clusters", clusters), ("--scores", scores), *(("--pending", p) for p in pending)],
+                  overwrite=overwrite)
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})

@@ -65,8 +65,11 @@ def simulate_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.simulate import SimulationConfig, run_simulation
 
+    check_outputs([Output(out, "run")], [("--pool", pool), ("--labels", labels), ("--test-pool", test_pool),
+                  ("--test-labels", test_labels), ("--clusters", clusters)], overwrite=overwrite)
     train = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
                                    normalize=normalize, holdout=holdout, optimizer=optimizer, max_iter=max_iter,
                                    epochs=epochs, lr=lr, ensemble=ensemble, bootstrap=bootstrap, dropout=dropout,

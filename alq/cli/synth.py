@@ -32,7 +32,10 @@ def synth_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.synth import SynthSpec, synth_pool
+
+    check_outputs([Output(out, "pool"), Output(labels_out, "labels", "--labels-out")], overwrite=overwrite)
 
     spec = SynthSpec(n=n, dim=dim, classes=classes, seed=seed, imbalance_ratio=imbalance_ratio,
                      redundancy=redundancy, separation=separation, modes=modes)

@@ -125,6 +125,9 @@ def load_clusters(path: str | Path, pool) -> np.ndarray:
     parts = []
     for rec in summary["shards"]:
         f = directory / rec.get("file", shard_file(rec["name"]))
+        if isinstance(rec.get("file_sha256"), str) and f.is_file() and sha256_file(f) != rec["file_sha256"]:
+            raise StaleError(f"{f}: changed since `alq cluster` wrote it (sha256 mismatch: copied over another "
+                             "shard's file, or edited)", hint=f"re-cluster with `alq cluster {where} --out {directory}`")
         col = read_parquet(f, columns=["cluster"]).column("cluster")
         if len(col) != int(rec["rows"]):
             raise BadInputError(f"{f}: {len(col)} cluster ids but shard {rec['name']} has {rec['rows']} rows",

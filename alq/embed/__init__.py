@@ -38,6 +38,7 @@ class EmbedRequest:
     overwrite: bool = False
     skip_existing: bool = False  # --append: skip rows whose id and vector are already in the pool
     keep_columns: list[str] | None = None  # metadata columns to keep (None: every plain scalar column)
+    trust_encoder: bool = False  # load a .pt2 even if it carries pickles that are not plain tensors
 
 
 def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None = None) -> dict:
@@ -55,7 +56,7 @@ def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None
     if req.encoder is not None:
         from alq.embed.encoder import Encoder
 
-        encoder = Encoder(req.encoder, batch_size=req.batch_size)
+        encoder = Encoder(req.encoder, batch_size=req.batch_size, trust=req.trust_encoder)
     sources = [open_source(f, vector_column=req.vector_column, id_column=req.id_column, raw=encoder is not None,
                            keep_columns=req.keep_columns) for f in files]
     for s in sources:

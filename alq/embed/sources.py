@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from alq.errors import BadInputError
 from alq.store.npyfile import NpyInfo, iter_npy_rows, npy_info, read_npy_header
+from alq.store.readers import is_parquet, iter_text_ids, scan_text_ids
 
 VECTOR_NAMES = ("embedding", "embeddings", "vector", "vectors", "emb", "features", "x")
 ID_NAMES = ("id", "ids")
@@ -82,6 +83,8 @@ class NpySource(Source):
         if not raw and len(shape) != 2:
             raise BadInputError(f"{path}: vectors must be 2-D (rows, dim), got shape {shape}",
                                 hint="raw inputs need --encoder")
+        if not raw and shape[1] == 0:
+            raise BadInputError(f"{path}: vectors have 0 columns (shape {shape}); a pool needs dimension >= 1")
         if dtype.kind not in ("fiub" if raw else "fiu"):
             raise BadInputError(f"{path}: dtype {dtype} is not numeric")
         self.rows = int(shape[0])
@@ -435,7 +438,7 @@ class IdStream:
             if self.info.dtype.kind not in "iuUS":
                 raise BadInputError(f"{self.path}: ids have dtype {self.info.dtype}; alq ids are integers or strings")
             self.rows = self.info.rows
-        elif suffix in (".parquet", ".pq"):
+        elif suffix in (".parquet", ".pq") or is_parquet(self.path):
             self.kind = "parquet"
             try:
                 self.pf = pq.ParquetFile(self.path)
@@ -454,22 +457,8 @@ class IdStream:
         self._given = 0
 
     def _scan_text(self) -> tuple[int, bool, bool]:
-        rows, header, numeric = 0, False, True
-        with open(self.path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                v = line.rstrip("\r\n").split(",")[0].strip()
-                if i == 0 and v in ID_NAMES:
-                    header = True
-                    continue
-                if not v:
-                    continue
-                rows += 1
-                if numeric:
-                    try:
-                        int(v)
-                    except ValueError:
-                        numeric = False
-        return rows, header, numeric
+        rows, numeric = scan_text_ids(self.path)  # the labels reader's rules (alq.store.readers)
+        return rows, False, numeric
 
     def _chunks(self, block: int) -> Iterator:
         if self.kind == "npy":
@@ -479,18 +468,14 @@ class IdStream:
             for rb in self.pf.iter_batches(batch_size=block, columns=[self.column], use_threads=False):
                 yield rb.column(0)
         else:
-            with open(self.path, encoding="utf-8") as fh:
-                buf: list = []
-                for i, line in enumerate(fh):
-                    v = line.rstrip("\r\n").split(",")[0].strip()
-                    if (i == 0 and self.header) or not v:
-                        continue
-                    buf.append(int(v) if self.numeric else v)
-                    if len(buf) >= block:
-                        yield np.array(buf, dtype=np.int64 if self.numeric else object)
-                        buf = []
-                if buf:
+            buf: list = []
+            for _, v in iter_text_ids(self.path):
+                buf.append(int(v) if self.numeric else v)
+                if len(buf) >= block:
                     yield np.array(buf, dtype=np.int64 if self.numeric else object)
+                    buf = []
+            if buf:
+                yield np.array(buf, dtype=np.int64 if self.numeric else object)
 
     def take(self, n: int):
         """The next ``n`` ids (numpy array or Arrow array)."""

@@ -32,7 +32,7 @@ import torch
 
 from alq import __version__
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, replace_dir, write_json
+from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
 
@@ -142,7 +142,8 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
                 "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
                 "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
                 "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
-                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet"} for s in stats],
+                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
+                            "sha256": sha256_file(work / f"{s['name']}.parquet")} for s in stats],
                 "alq_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(work / META, meta)
@@ -198,6 +199,10 @@ class ScoresStore:
         shards = self.meta.get("shards", [])
         if [s.get("rows") for s in shards] != list(pool.shard_rows):
             return "scores shards do not line up with the pool's"
+        for s in shards:  # a shard copied over another, or rewritten in place at the same size
+            f = self.path / s.get("file", "")
+            if "sha256" in s and (not f.is_file() or sha256_file(f) != s["sha256"]):
+                return f"{f.name} changed since `alq score` (sha256 mismatch)"
         return None
 
     def check_fresh(self, pool, head, aggregate: str | None = None) -> None:

@@ -118,7 +118,9 @@ def _verify_listed_files(root: Path, data) -> list[str]:
                 if f is None:
                     problems.append(f"{root / name}: missing")
                     return
-                if isinstance(node.get("sha256"), str) and f.is_file() and sha256_file(f) != node["sha256"]:
+                # clusters.json entries carry the pool shard's sha256 and their own file's file_sha256
+                want = node.get("file_sha256") if "file_sha256" in node else node.get("sha256")
+                if isinstance(want, str) and f.is_file() and sha256_file(f) != want:
                     problems.append(f"{f}: checksum mismatch (file changed or truncated)")
                     return
             for v in node.values():

@@ -308,7 +308,25 @@ class ShardedPool(Pool):
             except StoreError as exc:
                 problems.append(str(exc))
                 break
+        if not problems and self.manifest.shards:
+            problems.extend(self._duplicate_ids())
         return problems
+
+    def _duplicate_ids(self) -> list[str]:
+        """Ids are identities: the full check (every id once across all shards), for --verify."""
+        parts = [np.asarray(self.shard_ids(s)) for s in range(len(self.manifest.shards))]
+        ids = np.concatenate(parts)
+        key = ids if ids.dtype.kind in "iu" else ids.astype(str)
+        order = np.argsort(key, kind="stable")
+        same = np.flatnonzero(key[order][1:] == key[order][:-1])
+        if not same.size:
+            return []
+        a, b = int(order[same[0]]), int(order[same[0] + 1])
+        starts = np.cumsum([0] + [len(p) for p in parts])
+        sa, sb = (int(np.searchsorted(starts, r, side="right") - 1) for r in (a, b))
+        v = ids[a].item() if hasattr(ids[a], "item") else ids[a]
+        return [f"{self.path}: id {v!r} appears twice (shard {self.manifest.shards[sa].name} row {a - starts[sa]} "
+                f"and shard {self.manifest.shards[sb].name} row {b - starts[sb]}); {same.size} duplicate ids in all"]
 
 
 class MemoryPool(Pool):

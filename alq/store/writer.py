@@ -102,6 +102,8 @@ class PoolWriter:
             raise
 
     def _open(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        from alq.store.debris import sweep
+
         self.base = None
         self.workdir = None
         if append:
@@ -109,6 +111,7 @@ class PoolWriter:
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
                                  hint="drop --append to create it")
             self.base = read_manifest(self.path)
+            self.swept = sweep(self.path, self.base)  # we hold the lock: a killed writer's leftovers are nobody's
             if dim is not None and dim != self.base.dim:
                 raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
             dtype = self.base.dtype  # appends keep the pool's dtype
@@ -139,6 +142,7 @@ class PoolWriter:
             self.dim = dim
             self.id_type = id_type
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.swept = sweep(self.path, None)
             self.workdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".building",
                                                  dir=self.path.parent))
             apply_umask(self.workdir)
@@ -279,22 +283,36 @@ class PoolWriter:
         them; float16 overflows iff max |x| >= 65520), so no (rows, dim)
         boolean temporaries are made.
         """
-        vec = vectors.astype(np.float32, copy=False)
+        if vectors.dtype.itemsize > 4 and vectors.dtype.kind == "f" and len(vectors):
+            wide = np.maximum(vectors.max(axis=1), -vectors.min(axis=1))  # NaN propagates
+            big = np.isfinite(wide) & (wide > np.finfo(np.float32).max)
+            if big.any():
+                raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} has a finite value "
+                                    f"beyond the float32 range (|x| > 3.4e38)", hint="rescale the vectors")
+        with np.errstate(over="ignore", invalid="ignore"):
+            vec = vectors.astype(np.float32, copy=False)
         mx, mn = vec.max(axis=1), vec.min(axis=1)
         bad = ~(np.isfinite(mx) & np.isfinite(mn))
         if bad.any():
             raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(bad)[0])} has NaN or Inf")
+        scale = np.maximum(mx, -mn)  # max |x| per row
         if self.normalize == "l2":
-            norms = np.linalg.norm(vec, axis=1, keepdims=True)
-            if (norms == 0).any():
-                row = int(np.flatnonzero(norms[:, 0] == 0)[0])
+            if (scale == 0).any():
+                row = int(np.flatnonzero(scale == 0)[0])
                 raise BadInputError(f"{source}: row {row0 + row} is all zeros and cannot be l2-normalised")
-            vec = vec / norms
+            # divide by max |x| first: the squares of 1e20 (or 1e-30) would overflow (underflow) float32
+            vec = vec / scale[:, None]
+            vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)
         elif self.dtype == np.float16:
-            big = np.maximum(mx, -mn) >= 65520.0  # rounds to inf in float16
+            big = scale >= 65520.0  # rounds to inf in float16
             if big.any():
                 raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} overflows float16 "
                                     "(|x| > 65504)", hint="use --dtype float32 or --normalize l2")
+            tiny = (scale > 0) & (scale < 2.0 ** -25)  # every value rounds to 0 in float16
+            if tiny.any():
+                raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(tiny)[0])} underflows float16 "
+                                    "(every |x| < 3e-8 would be stored as 0)",
+                                    hint="use --dtype float32 or --normalize l2")
         if vec.dtype == self.dtype:
             return vec
         n = vec.size
@@ -506,6 +524,9 @@ class PoolWriter:
             for s in self._new_shards:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
+            # a signal between mkstemp and bookkeeping can orphan a temp file; under our lock, none is anyone else's
+            for f in self.workdir.glob(".shard-*.tmp") if self.workdir is not None else ():
+                f.unlink(missing_ok=True)
         self._unlock()
 
     def __del__(self) -> None:
