@@ -7,11 +7,13 @@ of a streamed pool-wide stage, in the spirit of scikit-learn's
 
 from __future__ import annotations
 
+import math
 import os
 
 from alq.errors import BadInputError
 
 DEFAULT_WORKING_MEMORY_MIB = 256
+DEFAULT_SHARD_ROWS = 262_144  # rows per pool shard (`--shard-rows`)
 
 
 def working_memory_bytes() -> int:
@@ -20,8 +22,8 @@ def working_memory_bytes() -> int:
         mib = float(raw)
     except ValueError:
         raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} is not a number of MiB") from None
-    if mib <= 0:
-        raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} must be > 0 (MiB)")
+    if not math.isfinite(mib) or mib <= 0:
+        raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} must be a finite number of MiB > 0")
     return int(mib * 1024 * 1024)
 
 

@@ -30,8 +30,10 @@ def atomic_path(target: PathLike, *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; move it into place on success.
 
     On any exception the temporary file is removed and ``target`` is untouched.
+    A symlinked ``target`` is written through: the file it points to is replaced
+    and the link stays.
     """
-    target = Path(target)
+    target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent)
     os.close(fd)
@@ -67,7 +69,8 @@ def replace_dir(build: PathLike, target: PathLike) -> None:
     either the old or the new directory at ``target`` (or, between the two
     renames, the old one beside it under a ``.old`` name), never a mixture.
     """
-    build, target = Path(build), Path(target)
+    build, target = Path(build), Path(os.path.realpath(target))
+    apply_umask(build)  # mkdtemp made it 0700; the published directory gets the umask's mode (0755)
     if target.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
         os.rmdir(old)
@@ -85,7 +88,35 @@ def _fsync(path: Path) -> None:
 
 def write_json(path: PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(dumps_strict(obj, indent=2, sort_keys=True) + "\n")
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN / +-Infinity float replaced by None, so the JSON is strict.
+
+    ``JSON.parse``, polars and most JSON readers reject the ``NaN``/``Infinity`` that Python's
+    json module writes by default; alq writes ``null`` instead (documented per field: e.g. a
+    labeling efficiency that is undefined because a curve never reaches the target accuracy).
+    """
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if type(obj).__module__ == "numpy":
+        try:
+            return strict_json(_json_default(obj))
+        except TypeError:
+            return obj
+    return obj
+
+
+def dumps_strict(obj: Any, **kwargs) -> str:
+    """``json.dumps`` of :func:`strict_json` (``allow_nan=False``: a non-finite float can never slip out)."""
+    return json.dumps(strict_json(obj), default=_json_default, allow_nan=False, **kwargs)
 
 
 def _json_default(o: Any):

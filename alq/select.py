@@ -21,7 +21,6 @@ import torch
 from alq import __version__
 from alq.device import torch_device
 from alq.errors import AlqFailure, BadInputError, BudgetError
-from alq.io import write_parquet
 from alq.model.head import Head, load_head
 from alq.store.labels import read_id_list, read_labels
 from alq.store.pool import Pool, open_pool
@@ -46,6 +45,7 @@ class SelectRequest:
     engine: str = "local"
     engine_options: dict = field(default_factory=dict)
     scores: str | Path | None = None  # scores directory from `alq score`: reused when fresh
+    with_columns: list[str] = field(default_factory=list)  # pool metadata columns added to the selection
 
 
 def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tuple[np.ndarray, np.ndarray, int]:
@@ -53,6 +53,9 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
     excluded = np.zeros(pool.count, dtype=bool)
     labeled = np.empty(0, dtype=np.int64)
     if labels is not None:
+        from alq.store.provenance import check_labels_pool
+
+        check_labels_pool(labels, pool)
         labeled = read_labels(labels).resolve(pool, source=str(labels))
         excluded[labeled] = True
     n_pending = 0
@@ -61,7 +64,8 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
         idx = pool.lookup(ids)
         if (idx < 0).any():
             r = int(np.flatnonzero(idx < 0)[0])
-            raise BadInputError(f"{p}: row {r}: pending id {ids[r]!r} is not in the pool")
+            raise BadInputError(f"{p}: row {r}: pending id {ids[r].item() if hasattr(ids[r], 'item') else ids[r]!r} "
+                                "is not in the pool")
         n_pending += int(np.count_nonzero(~excluded[idx]))
         excluded[idx] = True
     return excluded, labeled, n_pending
@@ -92,6 +96,10 @@ def check_selection(sel: Selection, ctx: Context, strategy: str) -> None:
         raise AlqFailure(f"strategy {strategy} returned duplicate rows")
     if idx.size and (idx.min() < 0 or idx.max() >= ctx.pool.count or ctx.excluded[idx].any()):
         raise AlqFailure(f"strategy {strategy} returned labeled, pending or out-of-range rows")
+    ids = np.asarray(ctx.pool.ids(idx))
+    if len(np.unique(ids if ids.dtype.kind in "iu" else ids.astype(str))) != len(ids):
+        raise AlqFailure(f"strategy {strategy} returned distinct rows holding the same id",
+                         hint="the pool holds duplicate ids: check it with `alq info POOL --verify`")
 
 
 def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Context, dict]:
@@ -173,10 +181,9 @@ def selection_table(pool: Pool, sel: Selection, req: SelectRequest, predicted: l
 
 
 def _class_array(predicted: list | None, n: int) -> pa.Array:
+    """Always a string column (class names as text; null without a head): one schema for every strategy."""
     if predicted is None:
         return pa.nulls(n, type=pa.string())
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in predicted):
-        return pa.array(predicted, type=pa.int64())
     return pa.array([str(c) for c in predicted], type=pa.string())
 
 
@@ -185,6 +192,10 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
     """Select a batch; write it to ``out`` (atomically) when given. Returns (table, summary)."""
     t0 = time.perf_counter()
     pool = pool if pool is not None else open_pool(req.pool)
+    if req.with_columns:  # before the (long) selection: a wrong name is an input error
+        from alq.export import available_columns, pool_columns
+
+        pool_columns(pool, np.empty(0, np.int64), req.with_columns) if available_columns(pool) else None
     ctx, info = build_context(req, pool, progress=progress)
     strat = get_strategy(req.strategy)
     t_sel = time.perf_counter()
@@ -193,6 +204,14 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
     check_selection(sel, ctx, req.strategy)
     predicted = predicted_classes(ctx.head, pool, sel.indices)
     table = selection_table(pool, sel, req, predicted)
+    if req.with_columns:
+        from alq.export import pool_columns
+
+        extra = pool_columns(pool, sel.indices, req.with_columns)
+        for name in extra.column_names:
+            if name in table.column_names:
+                raise BadInputError(f"--with-columns {name!r} clashes with the selection's own column")
+            table = table.append_column(extra.schema.field(name), extra.column(name))
     hist: dict = {}
     if predicted is not None:
         for c in predicted:
@@ -212,7 +231,9 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
             "score_meaning": get_strategy(req.strategy).score_meaning,
             "alq_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if out is not None:
-        write_parquet(out, table, meta)
+        from alq.export import write_rows
+
+        summary["format"] = write_rows(table, out, meta=meta)
         summary["output"] = str(out)
     summary["seconds"] = round(time.perf_counter() - t0, 4)
     return table, summary

@@ -39,5 +39,7 @@ def context(pool, budget, labeled=(), pending=(), head=None, seed=0, **options):
 
 
 def head_for(x, y, labeled, **opts):
+    """A head on the raw embeddings by default (features = embeddings), so references can use x directly."""
+    opts.setdefault("normalize", None)
     c = int(y.max()) + 1
     return train_head(x[labeled], y[labeled], list(range(c)), multilabel=False, opts=TrainOptions(**opts))

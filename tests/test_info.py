@@ -113,7 +113,8 @@ def test_head_file(tmp_path, cli):
     assert code == 2 and "bad.pt: not a readable alq head file" in err
 
 
-@pytest.mark.parametrize("name,fmt", [("clusters.json", "alq-clusters"), ("scores.json", "alq-scores")])
+@pytest.mark.parametrize("name,fmt", [("_clusters.json", "alq-clusters"), ("_scores.json", "alq-scores"),
+                                      ("clusters.json", "alq-clusters"), ("scores.json", "alq-scores")])  # + legacy
 def test_clusters_and_scores_dirs(tmp_path, cli, name, fmt):
     d = tmp_path / "out"
     d.mkdir()

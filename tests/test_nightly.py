@@ -1,8 +1,11 @@
-"""The README's nightly cron script, run verbatim for two nights on sample_data.
+"""The README's nightly cron script, run verbatim for the nights a deployment meets.
 
-Night 1 builds the pool from the first 1,200 rows, imports the labels that
-came back and sends a batch; night 2 appends the remaining rows, updates the
-clusters and sends a second batch that must not repeat the first (pending).
+Night 1 is a fresh deployment: the pool is built from the first 1,200 rows
+and, with no labels yet, the cold-start branch sends a kcenter batch. Night 1
+is then rerun (the rows are already in the pool: skipped; the same batch is
+written again). Night 2 appends the remaining rows, imports the labels of
+night 1's batch and sends a Cluster-Margin batch that must not repeat it.
+Night 3 has no incoming data and still sends a batch.
 """
 
 from __future__ import annotations
@@ -28,23 +31,7 @@ def readme_script() -> str:
     return m.group(1)
 
 
-@pytest.mark.slow
-def test_readme_nightly_script_two_nights(tmp_path):
-    script = tmp_path / "nightly.sh"
-    script.write_text(readme_script())
-    table = pq.read_table(REPO / "sample_data" / "pool.parquet")
-    for day, part in (("20261121", table.slice(0, 1200)), ("20261122", table.slice(1200))):
-        (tmp_path / "incoming" / day).mkdir(parents=True)
-        pq.write_table(part, tmp_path / "incoming" / day / "vectors.parquet")
-    (tmp_path / "sent").mkdir()
-    (tmp_path / "returned" / "20261121").mkdir(parents=True)
-    first = set(table.slice(0, 1200).column("id").to_pylist())
-    rows = list(csv.reader(open(REPO / "sample_data" / "labels_round0.csv")))
-    with open(tmp_path / "returned" / "20261121" / "labels.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(rows[0])
-        w.writerows(r for r in rows[1:] if int(r[0]) in first)
-
+def _env(tmp_path: Path) -> dict:
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ, AL_DIR=str(tmp_path), BUDGET="50", PYTHONPATH=str(REPO),
                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
@@ -54,19 +41,53 @@ def test_readme_nightly_script_two_nights(tmp_path):
         shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m alq "$@"\n')
         shim.chmod(0o755)
         env["PATH"] = str(shim.parent) + os.pathsep + env["PATH"]
-    summaries = []
-    for day in ("20261121", "20261122"):
-        proc = subprocess.run(["bash", str(script)], env=dict(env, TODAY=day), capture_output=True, text=True,
-                              timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        summaries.append(json.loads(proc.stdout))
-    night1, night2 = summaries
-    assert night1["selected"] == night2["selected"] == 50
-    assert night1["pool_rows"] == 1200 and night2["pool_rows"] == 1497
-    assert night1["pending"] == 0 and night2["pending"] == 50
-    labeled = {int(r[0]) for r in rows[1:] if int(r[0]) in first}
-    batch1 = set(pq.read_table(tmp_path / "sent" / "20261121.parquet").column("id").to_pylist())
-    batch2 = set(pq.read_table(tmp_path / "sent" / "20261122.parquet").column("id").to_pylist())
-    assert not batch1 & batch2, "night 2 re-selected rows still out for labeling"
-    assert not (batch1 | batch2) & labeled
+    return env
+
+
+def _night(script: Path, env: dict, day: str) -> dict:
+    proc = subprocess.run(["bash", str(script)], env=dict(env, TODAY=day), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def _ids(path: Path) -> list:
+    return pq.read_table(path).column("id").to_pylist()
+
+
+@pytest.mark.slow
+def test_readme_nightly_script_real_nights(tmp_path):
+    script = tmp_path / "nightly.sh"
+    script.write_text(readme_script())
+    table = pq.read_table(REPO / "sample_data" / "pool.parquet")
+    truth = dict(zip(*pq.read_table(REPO / "sample_data" / "pool_labels.parquet").to_pydict().values()))
+    for day, part in (("20261121", table.slice(0, 1200)), ("20261122", table.slice(1200))):
+        (tmp_path / "incoming" / day).mkdir(parents=True)
+        pq.write_table(part, tmp_path / "incoming" / day / "vectors.parquet")
+    env = _env(tmp_path)
+
+    night1 = _night(script, env, "20261121")  # fresh deployment: no labels, no head
+    assert night1["strategy"] == "kcenter" and night1["selected"] == 50
+    assert night1["pool_rows"] == 1200 and night1["labeled"] == 0 and night1["pending"] == 0
+    batch1 = _ids(tmp_path / "sent" / "20261121.parquet")
+
+    rerun = _night(script, env, "20261121")  # the same night again: no error, same pool, same batch
+    assert rerun["pool_rows"] == 1200 and rerun["pending"] == 0
+    assert _ids(tmp_path / "sent" / "20261121.parquet") == batch1
+
+    (tmp_path / "returned" / "20261122").mkdir(parents=True)  # annotators return night 1's batch
+    with open(tmp_path / "returned" / "20261122" / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "label"])
+        w.writerows((i, truth[i]) for i in batch1)
+    night2 = _night(script, env, "20261122")
+    assert night2["strategy"] == "cluster-margin" and night2["selected"] == 50
+    assert night2["pool_rows"] == 1497 and night2["labeled"] == 50 and night2["pending"] == 0
     assert night2["clusters_covered"] >= 1
+    batch2 = _ids(tmp_path / "sent" / "20261122.parquet")
+    assert not set(batch1) & set(batch2), "night 2 re-selected labeled rows"
+
+    night3 = _night(script, env, "20261123")  # nothing new came in, nothing came back
+    assert night3["pool_rows"] == 1497 and night3["selected"] == 50 and night3["pending"] == 50
+    batch3 = _ids(tmp_path / "sent" / "20261123.parquet")
+    assert not set(batch3) & (set(batch1) | set(batch2)), "night 3 re-sent rows labeled or still out"

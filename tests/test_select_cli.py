@@ -99,7 +99,7 @@ def test_budget_errors_and_allow_smaller(cli, job):
     base = ("select", path, "--head", tmp / "head.pt", "--labels", tmp / "labels.parquet", "--pending",
             tmp / "sent.parquet", "--strategy", "margin")
     (tmp / "out.parquet").write_bytes(b"previous batch")
-    code, _, err = cli(*base, "--budget", str(n_unl + 1), "--out", tmp / "out.parquet")
+    code, _, err = cli(*base, "--budget", str(n_unl + 1), "--out", tmp / "out.parquet", "--overwrite")
     assert code == 2 and f"--budget={n_unl + 1} exceeds the {n_unl} unlabeled rows" in err and "--allow-smaller" in err
     assert (tmp / "out.parquet").read_bytes() == b"previous batch"  # untouched
     code, _, err = cli(*base, "--budget", "0")

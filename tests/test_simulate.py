@@ -372,3 +372,13 @@ def test_balanced_random_refused_outside_simulate(small_pool, cli):
 def test_help_has_an_example(cli, command):
     code, out, _ = cli(command, "--help")
     assert code == 0 and "Example:" in out and f"alq {command}" in out
+
+
+def test_resume_refuses_fewer_rounds_or_repeats_than_stored(oracle_files, cli):
+    tmp, *_ = oracle_files
+    first = _run_random_only(tmp, cli, tmp / "run")  # 2 rounds, 2 repeats
+    code, _, err = cli(*_args(tmp, tmp / "run", "--resume", strategies="random", rounds=1, repeats=2))
+    assert code == 2 and "has 2 rounds" in err and "--rounds 2" in err
+    code, _, err = cli(*_args(tmp, tmp / "run", "--resume", strategies="random", rounds=2, repeats=1))
+    assert code == 2 and "has 2 repeats" in err and "--repeats 2" in err
+    assert _rows(tmp / "run" / "results.parquet") == first

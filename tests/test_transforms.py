@@ -173,10 +173,10 @@ def test_refuses_to_overwrite_input_or_existing_output(labeled_pool, cli):
     before = _digests(tmp)
     code, _, err = cli("transform", tmp / "pool", "--labels", tmp / "labels.parquet", "--out", tmp / "pool",
                        "--labels-out", tmp / "o.parquet", "--per-class-cap", "10")
-    assert code == 2 and "never modify" in err
+    assert code == 2 and "is also this command's input POOL" in err  # the output guard (alq.guard)
     (tmp / "o.parquet").write_text("keep me")
     code, _, err = cli("transform", tmp / "pool", "--labels", tmp / "labels.parquet", "--out", tmp / "new",
                        "--labels-out", tmp / "o.parquet", "--per-class-cap", "10")
-    assert code == 2 and "already exists" in err
+    assert code == 2 and "already holds a file alq did not write" in err
     assert (tmp / "o.parquet").read_text() == "keep me"
     assert _digests(tmp) == before

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
+import threading
 
 from alq.cli.app import app, stderr
-from alq.errors import AlqError
 
 _loaded = False
 
@@ -18,30 +19,82 @@ def load_commands():
         for mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
             if mod not in ("app",) and not mod.startswith("_"):
                 importlib.import_module(f"{__name__}.{mod}")
+        from alq.cli._help import polish_docs
+
+        polish_docs(app)
         _loaded = True
     return app
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 1 failure, 2 bad usage or input)."""
-    load_commands()
-    try:
-        app(args=argv, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except AlqError as exc:
-        from rich.markup import escape
+def build_command():
+    """The click command of the app, with flags shown without a type."""
+    import typer.main
 
+    from alq.cli._help import hide_flag_types
+
+    cmd = typer.main.get_command(load_commands())
+    hide_flag_types(cmd)
+    return cmd
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (0 ok, 1 failure, 2 bad usage or input).
+
+    Every failure is one ``Error:`` line on stderr (see :mod:`alq.cli._boundary`).
+    """
+    from rich.markup import escape
+
+    from alq.cli._boundary import check_arguments, run_guarded
+
+    load_commands()
+    args = sys.argv[1:] if argv is None else list(argv)
+    quiet = any(a in ("-q", "--quiet") for a in args)
+
+    def call() -> int:
+        check_arguments(args)
+        try:
+            build_command()(args=args, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
+        except SystemExit as exc:
+            code = exc.code
+            return code if isinstance(code, int) else (0 if code is None else 1)
+        return 0
+
+    def error(line: str) -> None:
         # escape: messages quote user data (paths, ids, "file.npz[key]") that rich would read as markup
-        stderr.print(f"[bold red]Error:[/] {escape(exc.line())}", markup=True, highlight=False, soft_wrap=True)
-        return exc.exit_code
+        stderr.print(f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+
+    def warning(line: str) -> None:
+        stderr.print(f"warning: {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+
+    previous = _catch_sigterm()
+    try:
+        return run_guarded(call, quiet=quiet, print_error=error, print_warning=warning)
+    except Terminated:
+        stderr.print("Error: terminated (SIGTERM); outputs are written atomically, nothing partial was left.",
+                     soft_wrap=True)
+        return 143
     except KeyboardInterrupt:
-        stderr.print("Interrupted; outputs are written atomically, nothing partial was left.")
+        stderr.print("Interrupted; outputs are written atomically, nothing partial was left.", soft_wrap=True)
         return 130
     except BrokenPipeError:
         return 0
-    return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every writer's cleanup (``except BaseException``) runs."""
+
+
+def _catch_sigterm():
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def main() -> None:

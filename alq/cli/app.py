@@ -8,15 +8,12 @@ stdout carries results (``--json``); stderr carries people's output
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 from rich.console import Console
-
-from alq.io import _json_default
 
 app = typer.Typer(
     name="alq",
@@ -30,7 +27,7 @@ app = typer.Typer(
         "--strategy cluster-margin --budget 100000 --out batch.parquet"
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -38,9 +35,21 @@ app = typer.Typer(
 
 stderr = Console(stderr=True, highlight=False)
 
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print alq's version and exit.", is_eager=True,
+                                       callback=lambda v: _version(v))) -> None:
+    """Large-batch active learning on precomputed embeddings."""
+
+
+def _version(value: bool) -> None:
+    from alq.cli._help import version_callback
+
+    version_callback(value)
+
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
 ENGINE_OPTION = typer.Option("local", "--engine", help="local (in-process) or ray (the per-shard map runs as Ray "
-                             "tasks; needs `pip install 'alq[ray]'`).")
+                             "tasks; needs `pip install 'alq\\[ray]'`).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                   help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
 RAY_GPUS_OPTION = typer.Option(0.0, "--ray-gpus-per-task", help="GPUs per Ray task; workers then use CUDA.")
@@ -56,18 +65,19 @@ QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on
 
 def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[[dict], None] | None = None) -> None:
     """Print a result: JSON on stdout, or a human rendering (default: key: value lines on stdout)."""
-    if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    from alq.io import dumps_strict
+
+    if as_json:  # strict JSON: NaN/Infinity are written as null
+        sys.stdout.write(dumps_strict(summary, indent=2) + "\n")
         return
     if quiet:
         return
     if render is not None:
         render(summary)
         return
-    for key, value in summary.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value, default=_json_default)
-        typer.echo(f"{key}: {value}")
+    from alq.cli._render import key_values
+
+    key_values(summary)  # a short table, numbers rounded (--json has them in full)
 
 
 def log(message: str, *, quiet: bool = False) -> None:
@@ -87,9 +97,10 @@ def progress_bar(*, quiet: bool = False) -> Iterator[Callable[[str, int, int], N
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=stderr, transient=True) as bar:
         def update(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done, total=total)
+            key, _, label = task.partition("|")  # "key|what is running now": one bar, a changing label
+            if key not in tasks:
+                tasks[key] = bar.add_task(label or key, total=total)
+            bar.update(tasks[key], completed=done, total=total, description=label or key)
 
         yield update
 

@@ -47,8 +47,10 @@ def cluster_cmd(
 ) -> None:
     from alq.cluster.api import ClusterOptions, cluster_pool, update_clusters
     from alq.cluster.store import is_cluster_dir
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
 
+    check_outputs([Output(out, "clusters")], [("POOL", pool)], overwrite=None)
     opts = ClusterOptions(threshold=threshold, n_clusters=n_clusters, normalize=normalize, method=method,
                           knn=knn, seed=seed)
     opts.validate()
@@ -60,7 +62,9 @@ def cluster_cmd(
     def say(msg: str) -> None:
         log(msg, quiet=quiet)
 
-    with progress_bar(quiet=quiet) as progress:
+    from alq.store.debris import sole_writer
+
+    with sole_writer(out, what="`alq cluster`"), progress_bar(quiet=quiet) as progress:
         if update and is_cluster_dir(out):
             if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
                 say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "
@@ -92,7 +96,7 @@ cluster_cmd.__doc__ = (
     "Cluster the pool's embeddings by average-linkage HAC (for --strategy cluster-margin).\n\n"
     "Run once per pool; the clusters are reused every round. Up to 20,000 rows the exact algorithm runs "
     "(NN-chain on the full distance matrix); above, average linkage runs on a k-nearest-neighbour graph built "
-    "with faiss (GPU when present). Writes DIR/clusters.json (summary) and one Parquet of (id, cluster) per pool "
+    "with faiss (GPU when present). Writes DIR/_clusters.json (summary) and one Parquet of (id, cluster) per pool "
     "shard. After `alq embed --append`, --update assigns the new rows without re-clustering; "
     "`alq select` refuses stale clusters and says which command to run.\n\n"
     "Example:\n\n"

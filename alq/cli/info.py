@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from alq.cli.app import JSON_OPTION, app, emit
-from alq.io import _json_default
 
 _MAX_ROWS = 25
 
@@ -44,6 +43,8 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, (dict, list)):
+        from alq.io import _json_default
+
         s = json.dumps(v, default=_json_default)
         return s if len(s) <= 200 else s[:197] + "..."
     return str(v)

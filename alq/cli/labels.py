@@ -24,7 +24,8 @@ labels_app = typer.Typer(
 
 
 def import_cmd(
-    files: list[Path] = typer.Argument(..., help="Annotator files: CSV/TSV (header with id,label) or Parquet."),
+    files: list[Path] = typer.Argument(..., help="Annotator files: CSV/TSV (header with id,label), Parquet, "
+                                     "or a Label Studio JSON export (.json)."),
     pool: Path = typer.Option(..., "--pool", "-p", help="Pool directory: every id must be in it."),
     out: Path = typer.Option(..., "--out", "-o", help="Labels file to create or merge into (written atomically)."),
     on_conflict: str = typer.Option("error", "--on-conflict", help="An id already labeled differently: error, "
@@ -37,11 +38,16 @@ def import_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import import_labels
 
+    check_outputs([] if dry_run else [Output(out, "labels")], [*(("FILES", f) for f in files), ("--pool", pool)],
+                  overwrite=None)
+
     summary = import_labels(list(files), open_pool(pool), out, on_conflict=on_conflict, id_column=id_column,
                             label_column=label_column, delimiter=delimiter, dry_run=dry_run, pool_path=pool)
+    summary["output"] = str(out)  # the output-path key every command shares (`out` kept)
 
     def render(s: dict) -> None:
         verb = "would write" if dry_run else "wrote"
@@ -55,7 +61,9 @@ def import_cmd(
 import_cmd.__doc__ = (
     "Import annotator output into the labels file (merged atomically).\n\n"
     "Labels may be integers or strings; multi-label rows are a Parquet list column or a delimited string "
-    "(--delimiter). Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
+    "(--delimiter). A Label Studio JSON export (tasks from `alq export --format label-studio`) gives each "
+    "annotated task's choice (several choices: multi-label); tasks not yet annotated stay pending. "
+    "Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
     "and missing columns are refused with one line naming the file and line; nothing is written then.\n\n"
     "Example:\n\n"
     "  alq labels import batch1_done.csv batch2_done.parquet --pool pool/ --out labels.parquet\n\n"
@@ -101,12 +109,16 @@ def pending_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import pending_ids, write_pending
 
+    check_outputs([Output(out, "pending")], [*(("--sent", s) for s in sent), ("--labels", labels), ("--pool", pool)],
+                  overwrite=None)
+
     ids, files, summary = pending_ids(list(sent), labels, open_pool(pool) if pool else None)
     write_pending(out, ids, files, summary)
-    summary["out"] = str(out)
+    summary["out"] = summary["output"] = str(out)
     emit(summary, as_json=as_json, quiet=quiet, render=lambda s: typer.echo(
         f"wrote {out}: {s['pending']} ids still out for labeling ({s['sent_unique']} sent, {s['labeled']} labeled)"))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit
+from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
 
 
 def report_cmd(
@@ -14,8 +14,8 @@ def report_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Report folder: PNG plots, report.md, report.json."),
     metric: str | None = typer.Option(None, "--metric", help="Curve metric: top1 (default), top5, "
                                          "macro_accuracy, map (multi-label default) or pooled_ap."),
-    baseline: str = typer.Option("random", "--baseline", help="Strategy that labels saved and labeling "
-                                 "efficiency are measured against."),
+    baseline: str | None = typer.Option(None, "--baseline", help="Strategy that labels saved and labeling "
+                                        "efficiency are measured against (default random, when the run has it)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the paired t-tests."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -24,10 +24,25 @@ def report_cmd(
 
     from rich.console import Console
 
+    from alq.guard import Output, check_outputs
     from alq.report import build_report
     from alq.report.tables import render_rich
 
-    summary = build_report(results, out, metric=metric, baseline=baseline, alpha=alpha)
+    check_outputs([Output(out, "report")], [("RESULTS", results)], overwrite=None)
+    if baseline is not None:
+        from alq.errors import BadInputError
+        from alq.report.analysis import load_results
+
+        names = load_results(results).strategies
+        if baseline not in names:
+            raise BadInputError(f"--baseline {baseline!r} is not a strategy of {results} "
+                                f"(it has: {', '.join(names)})")
+    summary = build_report(results, out, metric=metric, baseline=baseline or "random", alpha=alpha)
+    if out is not None:
+        summary["output"] = str(out)  # the output-path key every command shares (`report_dir` kept)
+    if not as_json:
+        for w in summary.get("warnings", []):
+            log(f"[yellow]warning:[/] {w}", quiet=quiet)
 
     def render(s: dict) -> None:
         console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)

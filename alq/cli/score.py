@@ -32,17 +32,22 @@ def score_cmd(
 ) -> None:
     from alq.device import torch_device
     from alq.engine import get_engine
+    from alq.guard import Output, check_outputs
     from alq.model.head import load_head
     from alq.scoring.store import write_scores
     from alq.store import open_pool
 
+    check_outputs([Output(out, "scores")], [("POOL", pool), ("--head", head)], overwrite=None)
     pool_obj = open_pool(pool)
     head_obj = load_head(head)
     head_obj.check_pool(pool_obj, path=str(head))
     # with Ray, each worker picks its own device (CUDA on GPU workers)
-    summary = write_scores(pool_obj, head_obj, out, top_k=top_k, aggregate=aggregate,
-                           engine=get_engine(engine, **engine_options(engine, ray_address, ray_gpus_per_task)),
-                           device=None if engine == "ray" else torch_device(), pool_path=str(pool))
+    from alq.store.debris import sole_writer
+
+    with sole_writer(out, what="`alq score`"):
+        summary = write_scores(pool_obj, head_obj, out, top_k=top_k, aggregate=aggregate,
+                               engine=get_engine(engine, **engine_options(engine, ray_address, ray_gpus_per_task)),
+                               device=None if engine == "ray" else torch_device(), pool_path=str(pool))
     summary["head"] = str(head)
     emit(summary, as_json=as_json, quiet=quiet)
 

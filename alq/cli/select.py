@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from alq.cli._strategies import catalog
 from alq.cli.app import (  # noqa: I001
     ENGINE_OPTION,
     JSON_OPTION,
@@ -15,10 +16,11 @@ from alq.cli.app import (  # noqa: I001
     app,
     emit,
     engine_options,
+    log,
     parse_options,
     progress_bar,
 )
-from alq.strategies import load_all
+from alq.errors import BadInputError
 
 _ON_RAY = {
     "sharded": "ray: per-shard tasks",
@@ -30,7 +32,7 @@ _ON_RAY = {
 def _strategy_help() -> str:
     lines = [f"[bold]{name}[/]: {cls.help} [dim]({_ON_RAY.get(cls.distributed, 'ray: driver')}"
              + ("; simulation only" if cls.simulation_only else "") + ")[/]"
-             for name, cls in sorted(load_all().items())]
+             for name, cls in catalog().items()]
     return "\n\n".join(lines)
 
 
@@ -38,7 +40,11 @@ def select_cmd(
     pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Selection Parquet to write (atomically)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Selection to write (atomically): Parquet, or CSV / "
+                                    "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
+    with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the pool "
+                                            "kept from the input (`alq embed`), e.g. file_path,url, added to the "
+                                            "selection."),
     head: Path | None = typer.Option(None, "--head", help="Head file from `alq train` (strategies that score)."),
     labels: Path | None = typer.Option(None, "--labels", help="Labels file: these rows are never selected."),
     pending: list[Path] = typer.Option([], "--pending", help="Ids still out for labeling (Parquet with `id`, or "
@@ -49,6 +55,7 @@ def select_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
     round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a file that is not a selection."),
     candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
                                                 help="cluster-margin: k_m = r x budget candidates; auto (default) "
                                                      "= 0.1 x unlabeled / budget within [1.25, 10]."),
@@ -61,17 +68,30 @@ def select_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.select import SelectRequest, run_select
 
+    check_outputs([Output(out, "selection")], [("POOL", pool), ("--head", head), ("--labels", labels),
+                  ("--clusters", clusters), ("--scores", scores), *(("--pending", p) for p in pending)],
+                  overwrite=overwrite)
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})
     req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=head, labels=labels,
                         pending=list(pending), clusters=clusters, options=options, allow_smaller=allow_smaller,
                         round=round_, engine=engine,
-                        engine_options=engine_options(engine, ray_address, ray_gpus_per_task), scores=scores)
+                        engine_options=engine_options(engine, ray_address, ray_gpus_per_task), scores=scores,
+                        with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
+    to_stdout = out is not None and str(out) == "-"
+    if to_stdout and as_json:
+        raise BadInputError("--out - writes the selection to stdout; it cannot also carry the --json summary",
+                            hint="write the selection to a file, or drop --json")
     with progress_bar(quiet=quiet) as progress:
         _, summary = run_select(req, out, progress=progress)
+    if to_stdout:  # stdout holds the rows: the human summary goes to stderr
+        log(f"{summary['strategy']}: selected {summary['selected']:,} rows -> stdout ({summary['format']})",
+            quiet=quiet)
+        return
     emit(summary, as_json=as_json, quiet=quiet, render=_render)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from alq.cli import head_options as ho
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, parse_options, progress_bar
-from alq.strategies import load_all
+from alq.cli._strategies import catalog
+from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, parse_options, progress_bar
 
 
 def split_names(values: list[str]) -> list[str]:
@@ -18,7 +18,7 @@ def split_names(values: list[str]) -> list[str]:
 
 def _strategy_list() -> str:
     return ", ".join(name + (" (simulation only)" if cls.simulation_only else "")
-                     for name, cls in sorted(load_all().items()))
+                     for name, cls in catalog().items())
 
 
 def simulate_cmd(
@@ -65,8 +65,11 @@ def simulate_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.simulate import SimulationConfig, run_simulation
 
+    check_outputs([Output(out, "run")], [("--pool", pool), ("--labels", labels), ("--test-pool", test_pool),
+                  ("--test-labels", test_labels), ("--clusters", clusters)], overwrite=overwrite)
     train = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
                                    normalize=normalize, holdout=holdout, optimizer=optimizer, max_iter=max_iter,
                                    epochs=epochs, lr=lr, ensemble=ensemble, bootstrap=bootstrap, dropout=dropout,
@@ -77,6 +80,12 @@ def simulate_cmd(
                            head_mode=head_mode, train=train, options=parse_options(option), clusters=clusters)
     with progress_bar(quiet=quiet) as progress:
         summary = run_simulation(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    summary["output"] = str(out)  # the output-path key every command shares
+    from alq.report.checks import simulation_warnings
+
+    summary["warnings"] = simulation_warnings(summary)
+    for w in summary["warnings"]:
+        log(f"[yellow]warning:[/] {w}", quiet=quiet or as_json)
     emit(summary, as_json=as_json, quiet=quiet)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
-from alq.store.writer import DEFAULT_SHARD_ROWS
+from alq.config import DEFAULT_SHARD_ROWS
 
 
 def synth_cmd(
@@ -32,13 +32,17 @@ def synth_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.synth import SynthSpec, synth_pool
+
+    check_outputs([Output(out, "pool"), Output(labels_out, "labels", "--labels-out")], overwrite=overwrite)
 
     spec = SynthSpec(n=n, dim=dim, classes=classes, seed=seed, imbalance_ratio=imbalance_ratio,
                      redundancy=redundancy, separation=separation, modes=modes)
     with progress_bar(quiet=quiet) as progress:
         summary = synth_pool(spec, out, labels_out=labels_out, shard_rows=shard_rows, dtype=dtype,
                              id_prefix=id_prefix, overwrite=overwrite, progress=progress)
+    summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
 

@@ -31,21 +31,28 @@ def train_cmd(
     dropout: float = ho.DROPOUT,
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same head."),
     metrics: Path | None = typer.Option(None, "--metrics", help="Also write the training metrics as JSON here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let --out/--metrics replace a file of another kind."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.device import torch_device
+    from alq.guard import Output, check_outputs
     from alq.io import sha256_file, write_json
     from alq.model.train import train_on_pool
     from alq.store import open_pool
     from alq.store.labels import read_labels
 
+    check_outputs([Output(out, "head"), Output(metrics, "metrics", "--metrics")],
+                  [("POOL", pool), ("LABELS", labels)], overwrite=overwrite)
     opts = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
                                   normalize=normalize, holdout=holdout, optimizer=optimizer, max_iter=max_iter,
                                   epochs=epochs, lr=lr, ensemble=ensemble, bootstrap=bootstrap, dropout=dropout,
                                   class_weighted=class_weighted, seed=seed)
     width = opts.hidden
     pool_obj = open_pool(pool)
+    from alq.store.provenance import check_labels_pool
+
+    check_labels_pool(labels, pool_obj, pool_path=pool)
     label_set = read_labels(labels)
     device = torch_device()
     log(f"training on {len(label_set)} labels ({device})", quiet=quiet or as_json)

@@ -33,7 +33,11 @@ def transform_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq.guard import Output, check_outputs
     from alq.simulate.transforms import TransformSpec, transform_pool
+
+    check_outputs([Output(out, "pool"), Output(labels_out, "labels", "--labels-out")],
+                  [("POOL", pool), ("--labels", labels)], overwrite=overwrite)
 
     spec = TransformSpec(per_class_cap=per_class_cap, imbalance_ratio=imbalance_ratio, max_class_size=max_class_size,
                          class_order=class_order, redundancy=redundancy, unique_rows=unique_rows, noise=noise,
@@ -41,6 +45,7 @@ def transform_cmd(
     with progress_bar(quiet=quiet) as progress:
         summary = transform_pool(pool, labels, out, labels_out, spec, shard_rows=shard_rows, overwrite=overwrite,
                                  progress=progress)
+    summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
 

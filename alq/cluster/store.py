@@ -29,7 +29,8 @@ from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json
 
 FORMAT = "alq-clusters"
 VERSION = 1
-SUMMARY = "clusters.json"
+SUMMARY = "_clusters.json"  # `_`-prefixed: directory readers (pyarrow, pandas, polars, duckdb) skip it
+LEGACY_SUMMARY = "clusters.json"  # written before; still read, replaced on the next write
 
 
 def shard_file(shard_name: str) -> str:
@@ -68,7 +69,7 @@ def write_shard(directory: Path, shard_name: str, ids: np.ndarray, labels: np.nd
 
 def read_summary(directory: str | Path) -> dict:
     directory = Path(directory)
-    path = directory / SUMMARY
+    path = summary_path(directory)
     if not directory.exists():
         raise BadInputError(f"{directory}: cluster directory not found; build it with `alq cluster POOL --out {directory}`")
     if not path.exists():
@@ -124,6 +125,9 @@ def load_clusters(path: str | Path, pool) -> np.ndarray:
     parts = []
     for rec in summary["shards"]:
         f = directory / rec.get("file", shard_file(rec["name"]))
+        if isinstance(rec.get("file_sha256"), str) and f.is_file() and sha256_file(f) != rec["file_sha256"]:
+            raise StaleError(f"{f}: changed since `alq cluster` wrote it (sha256 mismatch: copied over another "
+                             "shard's file, or edited)", hint=f"re-cluster with `alq cluster {where} --out {directory}`")
         col = read_parquet(f, columns=["cluster"]).column("cluster")
         if len(col) != int(rec["rows"]):
             raise BadInputError(f"{f}: {len(col)} cluster ids but shard {rec['name']} has {rec['rows']} rows",
@@ -141,10 +145,17 @@ def load_clusters(path: str | Path, pool) -> np.ndarray:
 
 def write_summary(directory: str | Path, summary: dict) -> None:
     write_json(Path(directory) / SUMMARY, summary)
+    (Path(directory) / LEGACY_SUMMARY).unlink(missing_ok=True)  # the new name is now the one in force
+
+
+def summary_path(directory: str | Path) -> Path:
+    """The summary file of a cluster directory (the legacy name when only that one exists)."""
+    new, old = Path(directory) / SUMMARY, Path(directory) / LEGACY_SUMMARY
+    return old if not new.is_file() and old.is_file() else new
 
 
 def is_cluster_dir(path: str | Path) -> bool:
-    return (Path(path) / SUMMARY).is_file()
+    return summary_path(path).is_file()
 
 
 def check_out_dir(out: Path) -> None:

@@ -88,7 +88,8 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20) -> np.ndarray:
     faiss = _faiss()
     x = np.ascontiguousarray(x, dtype=np.float32)
     km = faiss.Kmeans(x.shape[1], int(k), niter=niter, seed=int(seed) % (2**31), verbose=False,
-                      gpu=faiss_gpu_count() > 0, max_points_per_centroid=max(256, -(-len(x) // k)))
+                      gpu=faiss_gpu_count() > 0, max_points_per_centroid=max(256, -(-len(x) // k)),
+                      min_points_per_centroid=1)  # faiss only warns below it (on stderr, past -q); few points are fine
     km.train(x)
     return np.asarray(km.centroids, dtype=np.float32).reshape(k, x.shape[1])
 

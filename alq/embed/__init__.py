@@ -36,6 +36,9 @@ class EmbedRequest:
     normalize: str | None = None
     append: bool = False
     overwrite: bool = False
+    skip_existing: bool = False  # --append: skip rows whose id and vector are already in the pool
+    keep_columns: list[str] | None = None  # metadata columns to keep (None: every plain scalar column)
+    trust_encoder: bool = False  # load a .pt2 even if it carries pickles that are not plain tensors
 
 
 def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None = None) -> dict:
@@ -53,9 +56,9 @@ def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None
     if req.encoder is not None:
         from alq.embed.encoder import Encoder
 
-        encoder = Encoder(req.encoder, batch_size=req.batch_size)
-    sources = [open_source(f, vector_column=req.vector_column, id_column=req.id_column, raw=encoder is not None)
-               for f in files]
+        encoder = Encoder(req.encoder, batch_size=req.batch_size, trust=req.trust_encoder)
+    sources = [open_source(f, vector_column=req.vector_column, id_column=req.id_column, raw=encoder is not None,
+                           keep_columns=req.keep_columns) for f in files]
     for s in sources:
         if s.rows == 0:
             raise BadInputError(f"{s.name}: empty input (0 rows)")
@@ -82,6 +85,14 @@ def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None
                 raise BadInputError(f"{encoder.path}: not the encoder this pool was built with "
                                     f"({old.get('file')}, sha256 {old.get('sha256', '')[:12]}...)",
                                     hint="embed with the same encoder, or build a new pool")
+    existing = None
+    if req.skip_existing:
+        if not req.append:
+            raise BadInputError("--skip-existing needs --append (it skips rows already in the pool)")
+        if is_pool(out):
+            from alq.embed.existing import ExistingRows
+
+            existing = ExistingRows(out)
     writer = PoolWriter(out, dtype=req.dtype, shard_rows=req.shard_rows, normalize=req.normalize,
                         append=req.append, overwrite=req.overwrite, extra=extra)
     with writer:
@@ -98,17 +109,37 @@ def embed(req: EmbedRequest, *, progress: Callable[[str, int, int], None] | None
                 if encoder is not None:
                     vectors = encoder.encode(vectors, source=batch.source, row0=batch.row0)
                 ids = ids_stream.take(len(vectors)) if ids_stream is not None else batch.ids
-                writer.add(vectors, ids, source=batch.source, source_row0=batch.row0)
+                if existing is None:
+                    writer.add(vectors, ids, source=batch.source, source_row0=batch.row0, columns=batch.columns)
+                else:
+                    _add_new_rows(writer, existing, vectors, ids, batch)
                 done += len(vectors)
                 progress("embed", done, total)
                 del batch, vectors, ids  # free this block before the reader allocates the next
-        manifest = writer.close()
-    return {"pool": str(out), "appended": bool(req.append), "rows_added": total, "count": manifest.count,
+        if existing is not None and writer.rows_written == 0:
+            writer.abort()  # every row was already there: the pool stays exactly as it was
+            manifest = read_manifest(out)
+        else:
+            manifest = writer.close()
+    skipped = existing.skipped if existing is not None else 0
+    return {"pool": str(out), "output": str(out), "appended": bool(req.append), "rows_added": total - skipped,
+            "rows_skipped": skipped, "columns": writer.columns_schema.names if writer.columns_schema else [], "count": manifest.count,
             "dim": manifest.dim, "dtype": manifest.dtype, "id_type": manifest.id_type,
             "normalize": manifest.normalize, "shards": len(manifest.shards),
             "shards_added": len(writer.new_shards),
             "inputs": [str(f) for f in files], "encoder": str(req.encoder) if req.encoder else None,
             "fingerprint": manifest.fingerprint, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _add_new_rows(writer: PoolWriter, existing, vectors, ids, batch) -> None:
+    """Add the rows of one block that are not already in the pool, in runs that keep source rows exact."""
+    from alq.embed.existing import runs
+
+    keep = existing.keep_mask(ids, vectors, source=batch.source, row0=batch.row0)
+    for a, b in runs(keep):
+        sub_ids = ids[a:b] if ids is not None else None
+        cols = batch.columns.slice(a, b - a) if batch.columns is not None else None
+        writer.add(vectors[a:b], sub_ids, source=batch.source, source_row0=batch.row0 + a, columns=cols)
 
 
 def _first_two_different(dims: dict) -> tuple[tuple[str, int], tuple[str, int]]:

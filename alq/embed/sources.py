@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from alq.errors import BadInputError
 from alq.store.npyfile import NpyInfo, iter_npy_rows, npy_info, read_npy_header
+from alq.store.readers import is_parquet, iter_text_ids, scan_text_ids
 
 VECTOR_NAMES = ("embedding", "embeddings", "vector", "vectors", "emb", "features", "x")
 ID_NAMES = ("id", "ids")
@@ -37,6 +38,7 @@ class Batch:
     ids: np.ndarray | pa.Array | None  # None: generate
     row0: int
     source: str
+    columns: pa.Table | None = None  # metadata columns of the same rows (Parquet inputs)
 
 
 class Source(ABC):
@@ -81,6 +83,8 @@ class NpySource(Source):
         if not raw and len(shape) != 2:
             raise BadInputError(f"{path}: vectors must be 2-D (rows, dim), got shape {shape}",
                                 hint="raw inputs need --encoder")
+        if not raw and shape[1] == 0:
+            raise BadInputError(f"{path}: vectors have 0 columns (shape {shape}); a pool needs dimension >= 1")
         if dtype.kind not in ("fiub" if raw else "fiu"):
             raise BadInputError(f"{path}: dtype {dtype} is not numeric")
         self.rows = int(shape[0])
@@ -201,7 +205,8 @@ def _is_list(t: pa.DataType) -> bool:
 class ParquetSource(Source):
     """A Parquet file with a vector column (list<float> or fixed_size_list<float>) and optionally ids."""
 
-    def __init__(self, path: Path, *, vector_column: str | None = None, id_column: str | None = None):
+    def __init__(self, path: Path, *, vector_column: str | None = None, id_column: str | None = None,
+                 keep_columns: list[str] | None = None):
         self.path = path
         try:
             self.pf = pq.ParquetFile(path)
@@ -229,12 +234,13 @@ class ParquetSource(Source):
                 raise BadInputError(f"{path}: no id column {id_column!r} (has {', '.join(names)})")
             icol = id_column
         else:
-            icol = next((c for c in ID_NAMES if c in names), None)
+            icol = next((c for c in ID_NAMES if c in names), None) or _id_like_column(schema, path)
         if icol is not None:
             itype = schema.field(icol).type
             if not (pa.types.is_integer(itype) or pa.types.is_string(itype) or pa.types.is_large_string(itype)):
                 raise BadInputError(f"{path}: id column {icol!r} has type {itype}; alq ids are integers or strings")
         self.vcol, self.icol = vcol, icol
+        self.keep = _kept_columns(schema, exclude=(vcol, icol), wanted=keep_columns, path=path)
         self.has_ids = icol is not None
         self.rows = int(self.pf.metadata.num_rows)
         # a variable-length list column's dim is only known once read; the guess only sizes blocks
@@ -257,7 +263,7 @@ class ParquetSource(Source):
         return (self.dim_hint or 1024) * self.value_bytes
 
     def batches(self, block_rows: int) -> Iterator[Batch]:
-        cols = [self.vcol] + ([self.icol] if self.icol else [])
+        cols = [self.vcol] + ([self.icol] if self.icol else []) + self.keep
         r = 0
         # threads decode column chunks in parallel (nested list columns are the slow part of Parquet)
         it = self.pf.iter_batches(batch_size=block_rows, columns=cols, use_threads=True)
@@ -270,7 +276,11 @@ class ParquetSource(Source):
                 raise BadInputError(f"{self.path}: unreadable near row {r} ({_first_line(exc)})") from None
             vectors = self._vectors(rb.column(0), r)
             ids = rb.column(1) if self.icol else None
-            yield Batch(vectors, ids, r, self.name)
+            meta = None
+            if self.keep:
+                first = 2 if self.icol else 1
+                meta = pa.Table.from_batches([rb.select(list(range(first, first + len(self.keep))))])
+            yield Batch(vectors, ids, r, self.name, meta)
             r += rb.num_rows
 
     def _vectors(self, col: pa.Array, row0: int) -> np.ndarray:
@@ -295,6 +305,38 @@ class ParquetSource(Source):
         if d == 0:
             raise BadInputError(f"{self.path}: row {row0}: vector is empty")
         return flat.to_numpy(zero_copy_only=False).reshape(n, d)
+
+
+def _id_like_column(schema: pa.Schema, path) -> str | None:
+    """``image_id``, ``sample_id``...: the one integer or string column named like an id (Hugging Face exports).
+
+    None when there is none (ids are then generated); several are refused, since guessing would be silent.
+    """
+    like = [f.name for f in schema if f.name.lower().endswith(("_id", "_ids"))
+            and (pa.types.is_integer(f.type) or pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+    if len(like) > 1:
+        raise BadInputError(f"{path}: no `id` column, and several columns look like ids ({', '.join(like)})",
+                            hint="pass --id-column NAME")
+    return like[0] if like else None
+
+
+def _is_plain(t: pa.DataType) -> bool:
+    """Columns kept by default: scalars a table join or an annotation tool can use (not bytes, lists, structs)."""
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+            or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t)
+            or pa.types.is_decimal(t) or pa.types.is_dictionary(t))
+
+
+def _kept_columns(schema: pa.Schema, *, exclude, wanted: list[str] | None, path) -> list[str]:
+    """Metadata columns to keep: ``wanted`` (``--keep-columns``), or by default every plain scalar column."""
+    rest = [f.name for f in schema if f.name not in exclude]
+    if wanted is None:
+        return [c for c in rest if _is_plain(schema.field(c).type)]
+    missing = [c for c in wanted if c not in schema.names]
+    if missing:
+        raise BadInputError(f"{path}: --keep-columns names {', '.join(missing)}, not in the file "
+                            f"(has {', '.join(schema.names)})")
+    return [c for c in wanted if c not in exclude]
 
 
 # -- an existing pool ---------------------------------------------------------
@@ -354,7 +396,7 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def open_source(path: Path, *, vector_column: str | None = None, id_column: str | None = None,
-                raw: bool = False) -> Source:
+                raw: bool = False, keep_columns: list[str] | None = None) -> Source:
     from alq.store.manifest import is_pool
 
     if path.is_dir():
@@ -369,7 +411,7 @@ def open_source(path: Path, *, vector_column: str | None = None, id_column: str 
     if suffix in (".parquet", ".pq"):
         if raw:
             raise BadInputError(f"{path}: --encoder reads raw inputs from .npy or .npz files")
-        return ParquetSource(path, vector_column=vector_column, id_column=id_column)
+        return ParquetSource(path, vector_column=vector_column, id_column=id_column, keep_columns=keep_columns)
     if is_pool(path):  # pragma: no cover - handled above
         return PoolSource(path)
     raise BadInputError(f"{path}: unsupported input type {suffix or '(no suffix)'} (use .npy, .npz, .parquet)")
@@ -396,7 +438,7 @@ class IdStream:
             if self.info.dtype.kind not in "iuUS":
                 raise BadInputError(f"{self.path}: ids have dtype {self.info.dtype}; alq ids are integers or strings")
             self.rows = self.info.rows
-        elif suffix in (".parquet", ".pq"):
+        elif suffix in (".parquet", ".pq") or is_parquet(self.path):
             self.kind = "parquet"
             try:
                 self.pf = pq.ParquetFile(self.path)
@@ -415,22 +457,8 @@ class IdStream:
         self._given = 0
 
     def _scan_text(self) -> tuple[int, bool, bool]:
-        rows, header, numeric = 0, False, True
-        with open(self.path, encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                v = line.rstrip("\r\n").split(",")[0].strip()
-                if i == 0 and v in ID_NAMES:
-                    header = True
-                    continue
-                if not v:
-                    continue
-                rows += 1
-                if numeric:
-                    try:
-                        int(v)
-                    except ValueError:
-                        numeric = False
-        return rows, header, numeric
+        rows, numeric = scan_text_ids(self.path)  # the labels reader's rules (alq.store.readers)
+        return rows, False, numeric
 
     def _chunks(self, block: int) -> Iterator:
         if self.kind == "npy":
@@ -440,18 +468,14 @@ class IdStream:
             for rb in self.pf.iter_batches(batch_size=block, columns=[self.column], use_threads=False):
                 yield rb.column(0)
         else:
-            with open(self.path, encoding="utf-8") as fh:
-                buf: list = []
-                for i, line in enumerate(fh):
-                    v = line.rstrip("\r\n").split(",")[0].strip()
-                    if (i == 0 and self.header) or not v:
-                        continue
-                    buf.append(int(v) if self.numeric else v)
-                    if len(buf) >= block:
-                        yield np.array(buf, dtype=np.int64 if self.numeric else object)
-                        buf = []
-                if buf:
+            buf: list = []
+            for _, v in iter_text_ids(self.path):
+                buf.append(int(v) if self.numeric else v)
+                if len(buf) >= block:
                     yield np.array(buf, dtype=np.int64 if self.numeric else object)
+                    buf = []
+            if buf:
+                yield np.array(buf, dtype=np.int64 if self.numeric else object)
 
     def take(self, n: int):
         """The next ``n`` ids (numpy array or Arrow array)."""

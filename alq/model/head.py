@@ -197,7 +197,8 @@ def load_head(path: str | Path, *, device=None) -> Head:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise BadInputError(f"{p}: not a readable alq head file ({str(exc).splitlines()[0][:160]})") from None
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise BadInputError(f"{p}: not a readable alq head file ({why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BadInputError(f"{p}: not an alq head file")
     if payload.get("version") != VERSION:

@@ -293,7 +293,7 @@ def summarize(res: Results, *, metric: str | None = None, baseline: str = "rando
 
 
 def too_few_repeats(repeats: int) -> str:
-    return (f"warning: {repeats} repeat(s) per strategy are too few for significance: the paired t-tests "
+    return (f"{repeats} repeat(s) per strategy are too few for significance: the paired t-tests "
             f"need >= {MIN_REPEATS_FOR_TESTS}, so the penalty matrix says nothing (zeros are not ties); "
             f"rerun `alq simulate` with --repeats {MIN_REPEATS_FOR_TESTS} or more")
 

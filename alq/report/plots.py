@@ -42,6 +42,23 @@ def _log_axis(ax, values) -> None:
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
+def band(y: np.ndarray, ci: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% band y +- ci clipped to the metric's range [lo, hi] (t intervals of few repeats overshoot it)."""
+    return np.clip(y - ci, lo, hi), np.clip(y + ci, lo, hi)
+
+
+def round_axis(ax) -> None:
+    """Rounds are whole numbers: integer ticks only (no 1.5)."""
+    from matplotlib import ticker
+
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+
+
+def _few_repeats(s: dict) -> str:
+    repeats = (s.get("run") or {}).get("repeats")
+    return f" - only {repeats} repeat(s): bands are wide" if isinstance(repeats, int) and repeats < 3 else ""
+
+
 def _save(fig: Figure, path: Path) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -58,12 +75,13 @@ def learning_curves(s: dict, path: Path) -> Path:
         x, y, ci = _arr(c["n_labeled"]), _arr(c[metric]), _arr(c["ci95"])
         y, ci = 100 * y, 100 * ci
         ax.plot(x, y, marker="o", ms=3, color=col[n], label=n)
-        band = ~np.isnan(ci)
-        if band.any():
-            ax.fill_between(x[band], (y - ci)[band], (y + ci)[band], color=col[n], alpha=0.18, linewidth=0)
+        ok = ~np.isnan(ci)
+        if ok.any():
+            lo, hi = band(y[ok], ci[ok], 0.0, 100.0)
+            ax.fill_between(x[ok], lo, hi, color=col[n], alpha=0.18, linewidth=0)
     ax.set_xlabel("labeled examples")
     ax.set_ylabel(f"{LABELS.get(metric, metric)} (%)")
-    ax.set_title("Learning curves (mean and 95% CI over repeats)")
+    ax.set_title("Learning curves (mean and 95% CI over repeats)" + _few_repeats(s), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -162,9 +180,10 @@ def class_balance(s: dict, path: Path) -> Path:
         finite += ir[np.isfinite(ir)].tolist()
         ent, ci = _arr(c["class_entropy"]), _arr(c["class_entropy_ci95"])
         ax2.plot(r, ent, marker="o", ms=3, color=col[n], label=n)
-        band = ~np.isnan(ci)
-        if band.any():
-            ax2.fill_between(r[band], (ent - ci)[band], (ent + ci)[band], color=col[n], alpha=0.18, linewidth=0)
+        ok = ~np.isnan(ci)
+        if ok.any():
+            lo, hi = band(ent[ok], ci[ok], 0.0, 1.0)
+            ax2.fill_between(r[ok], lo, hi, color=col[n], alpha=0.18, linewidth=0)
     _log_axis(ax1, finite)
     ax1.set_xlabel("round")
     ax1.set_ylabel("imbalance ratio (most / least labeled class)")
@@ -174,6 +193,7 @@ def class_balance(s: dict, path: Path) -> Path:
     ax2.set_title("Normalised class entropy (1 = balanced)", fontsize=10)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
+        round_axis(ax)
     ax2.legend(fontsize=8)
     return _save(fig, path)
 
@@ -200,6 +220,7 @@ def timing(s: dict, path: Path) -> Path:
         ax.set_ylabel("seconds (mean over repeats)")
         ax.set_title(f"{title} seconds per round", fontsize=10)
         ax.grid(alpha=0.3)
+        round_axis(ax)
     axes[1].legend(fontsize=8)
     return _save(fig, path)
 

@@ -32,13 +32,14 @@ import torch
 
 from alq import __version__
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, replace_dir, write_json
+from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
 
 FORMAT = "alq-scores"
 VERSION = 1
-META = "scores.json"
+META = "_scores.json"  # `_`-prefixed: directory readers (pyarrow, pandas, polars, duckdb) skip it
+LEGACY_META = "scores.json"  # written before; still read
 
 
 def shard_names(pool) -> list[str]:
@@ -48,8 +49,15 @@ def shard_names(pool) -> list[str]:
     return [f"shard-{s:06d}" for s in range(pool.n_shards)]
 
 
+def meta_path(path) -> Path:
+    """The metadata file of a scores directory (the legacy name when only that one exists)."""
+    new = Path(path) / META
+    old = Path(path) / LEGACY_META
+    return old if not new.is_file() and old.is_file() else new
+
+
 def is_scores(path) -> bool:
-    return (Path(path) / META).is_file()
+    return meta_path(path).is_file()
 
 
 def _class_array(classes: list) -> pa.Array:
@@ -134,7 +142,8 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
                 "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
                 "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
                 "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
-                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet"} for s in stats],
+                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
+                            "sha256": sha256_file(work / f"{s['name']}.parquet")} for s in stats],
                 "alq_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(work / META, meta)
@@ -160,11 +169,12 @@ class ScoresStore:
         self.path = Path(path)
         if not self.path.exists():
             raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
-        meta = read_json(self.path / META, what="scores metadata")
+        mpath = meta_path(self.path)
+        meta = read_json(mpath, what="scores metadata")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise BadInputError(f"{self.path / META}: not an alq scores file")
+            raise BadInputError(f"{mpath}: not an alq scores file")
         if meta.get("version") != VERSION:
-            raise BadInputError(f"{self.path / META}: scores format version {meta.get('version')} not supported",
+            raise BadInputError(f"{mpath}: scores format version {meta.get('version')} not supported",
                                 hint="rerun `alq score`")
         self.meta = meta
 
@@ -189,6 +199,10 @@ class ScoresStore:
         shards = self.meta.get("shards", [])
         if [s.get("rows") for s in shards] != list(pool.shard_rows):
             return "scores shards do not line up with the pool's"
+        for s in shards:  # a shard copied over another, or rewritten in place at the same size
+            f = self.path / s.get("file", "")
+            if "sha256" in s and (not f.is_file() or sha256_file(f) != s["sha256"]):
+                return f"{f.name} changed since `alq score` (sha256 mismatch)"
         return None
 
     def check_fresh(self, pool, head, aggregate: str | None = None) -> None:

@@ -232,9 +232,10 @@ class Simulation:
             for r in range(repeats):
                 seed_rows, head0 = self._seed_round(r)
                 for name in names:
-                    for _ in self._strategy_rounds(name, r, seed_rows, head0):
+                    for k in self._strategy_rounds(name, r, seed_rows, head0):
                         done += 1
-                        self.progress("simulate", done, total)
+                        self.progress(f"simulate|simulate {name}: repeat {r + 1}/{repeats}, round {k}/{len(budgets)}",
+                                      done, total)
                         self._write_results(config)
             self._write_results(config, final=True)
         finally:

@@ -158,6 +158,14 @@ def merge_config(old: dict, new: dict, *, where: str) -> dict:
     if nb[:len(ob)] != ob and ob[:len(nb)] != nb:
         raise BadInputError(f"{where}: this run buys {ob} labels per round, not {nb}",
                             hint="resume with the original --budget/--rounds, or use a new --out")
+    if len(nb) < len(ob):  # would be ignored: the stored rounds run anyway
+        raise BadInputError(f"{where}: this run has {len(ob)} rounds; --resume with {len(nb)} would still run "
+                            f"all {len(ob)}", hint=f"resume with --rounds {len(ob)} (or more, to extend it), "
+                            "or use a new --out")
+    orep, nrep = int(o.get("repeats", 0)), int(n.get("repeats", 0))
+    if nrep < orep:
+        raise BadInputError(f"{where}: this run has {orep} repeats; --resume with --repeats {nrep} would still "
+                            f"run all {orep}", hint=f"resume with --repeats {orep} (or more), or use a new --out")
     merged = json.loads(json.dumps(old))
     exp = merged["experiment"]
     exp["strategies"] = list(o.get("strategies", [])) + [s for s in n.get("strategies", [])

@@ -13,6 +13,7 @@ selections) minus the ids whose labels came back.
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from alq.io import parquet_metadata, read_parquet, sha256_file, write_parquet
 from alq.store.labels import KIND, LabelSet, read_id_list, read_labels
 from alq.store.lock import exclusive_lock
 from alq.store.pool import Pool
+from alq.store.readers import is_parquet
 
 POLICIES = ("error", "keep-old", "take-new")
 MAX_HISTORY = 50
@@ -57,8 +59,15 @@ def read_annotations(path: str | Path, *, id_type: str, id_column: str = "id", l
     if not path.exists():
         raise BadInputError(f"{path}: file not found")
     suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if suffix in (".parquet", ".pq") or is_parquet(path):  # by content too: x.PARQUET, a file with no suffix
         return _read_parquet(path, id_type, id_column, label_column, delimiter)
+    if suffix == ".json":  # a Label Studio export (alq/labelstudio.py)
+        from alq.labelstudio import read_export, typed_ids
+
+        ids, labels, multilabel, _ = read_export(path)
+        if not ids:
+            raise BadInputError(f"{path}: no task has an annotation yet")
+        return Annotations(path, typed_ids(ids, id_type, path), labels, multilabel, None, raw_text=True)
     return _read_text(path, id_type, id_column, label_column, delimiter, sep="\t" if suffix == ".tsv" else ",")
 
 
@@ -70,7 +79,8 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
     lines: list[int] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, delimiter=sep)
+            reader = csv.reader(fh, delimiter=sep, strict=True)
+            start = 1  # the line the row being read starts on, for quoting errors
             header = next(reader, None)
             while header is not None and not any(h.strip() for h in header):
                 header = next(reader, None)
@@ -83,7 +93,12 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
                     raise BadInputError(f"{path}: no {col!r} column (header has {', '.join(header)})",
                                         hint="pass --id-column / --label-column")
             ci, cl = header.index(id_column), header.index(label_column)
+            start = reader.line_num + 1
             for row in reader:
+                if reader.line_num != start and any("\n" in v or "\r" in v for v in row):
+                    raise BadInputError(f"{path}: line {start}: a quoted field spans lines {start}-"
+                                        f"{reader.line_num} (an unterminated quote?)")
+                start = reader.line_num + 1
                 if not row or not any(v.strip() for v in row):
                     continue
                 if len(row) != len(header):
@@ -95,7 +110,7 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
     except UnicodeDecodeError as exc:
         raise BadInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
-        raise BadInputError(f"{path}: not a readable CSV file ({exc})") from None
+        raise BadInputError(f"{path}: line {start}: bad quoting ({exc}: an unterminated quote?)") from None
     if not raw_ids:
         raise BadInputError(f"{path}: no rows after the header")
     a = Annotations(path, np.empty(0), [], False, None, lines=lines, raw_text=True)
@@ -109,6 +124,9 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
                 ids[i] = int(v)
             except ValueError:
                 raise BadInputError(f"{a.where(i)}: id {v!r} is not an integer (the pool uses integer ids)") from None
+            except OverflowError:
+                raise BadInputError(f"{a.where(i)}: id {v} does not fit in a 64-bit integer (the pool's "
+                                    "ids are int64)") from None
     else:
         ids = np.array(raw_ids, dtype=object)
     if delimiter:
@@ -117,6 +135,9 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
         for i, v in enumerate(raw_labels):
             if not v:
                 raise BadInputError(f"{a.where(i)}: empty label")
+            if v.lower() == "nan":
+                raise BadInputError(f"{a.where(i)}: missing label ({v!r}); a NaN is not a class",
+                                    hint="drop the row, or give it a label")
         labels = raw_labels
     a.ids, a.labels, a.multilabel = ids, labels, bool(delimiter)
     return a
@@ -148,7 +169,9 @@ def _read_parquet(path: Path, id_type: str, id_column: str, label_column: str, d
     lt = lab.type
     is_list = pa.types.is_list(lt) or pa.types.is_large_list(lt) or pa.types.is_fixed_size_list(lt)
     scalar = lt.value_type if is_list else lt
-    if pa.types.is_integer(scalar):
+    if pa.types.is_floating(scalar) and not is_list:
+        lab, kind = _integral_floats(path, lab), "int"  # 3.0 is the class 3, as in CSV; NaN is refused
+    elif pa.types.is_integer(scalar):
         kind = "int"
     elif pa.types.is_string(scalar) or pa.types.is_large_string(scalar):
         kind = "string"
@@ -173,12 +196,29 @@ def _read_parquet(path: Path, id_type: str, id_column: str, label_column: str, d
     return Annotations(path, ids, labels, multilabel, kind)
 
 
+_INTEGRAL_FLOAT = re.compile(r"-?[0-9]+\.0*")
+
+
+def _integral_floats(path: Path, lab: pa.Array) -> pa.Array:
+    values = lab.to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+    if bad.size:
+        i = int(bad[0])
+        what = "missing label (NaN)" if np.isnan(values[i]) else f"label {float(values[i])!r} is not a whole number"
+        raise BadInputError(f"{_where(path, i)}: {what}", hint="labels are integers or strings")
+    return pa.array(values.astype(np.int64))
+
+
 def _as_int(v: str) -> int | None:
+    """``3`` and ``3.0`` (what spreadsheets and pandas write for integer columns) are the integer 3;
+    ``007``, ``+1`` and ``3.5`` stay strings."""
+    if _INTEGRAL_FLOAT.fullmatch(v):
+        v = v.split(".")[0]
     try:
         n = int(v)
     except ValueError:
         return None
-    return n if str(n) == v else None  # "007" and "+1" stay strings
+    return n if str(n) == v else None
 
 
 def _type_labels(a: Annotations, kind: str | None) -> tuple[list, str]:

@@ -17,7 +17,8 @@ import numpy as np
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_json, read_parquet, read_parquet_schema, sha256_file
 
-DIR_FORMATS = {"clusters.json": "alq-clusters", "scores.json": "alq-scores"}
+DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores",
+               "clusters.json": "alq-clusters", "scores.json": "alq-scores"}  # `_` names first; the others: legacy
 
 
 def describe(path: str | Path, *, verify: bool = False) -> dict:
@@ -32,7 +33,7 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
         for name, fmt in DIR_FORMATS.items():
             if (p / name).is_file():
                 return _json_dir(p, p / name, fmt, verify)
-        raise BadInputError(f"{p}: not an alq directory (no manifest.json, clusters.json or scores.json)")
+        raise BadInputError(f"{p}: not an alq directory (no manifest.json, _clusters.json or _scores.json)")
     if p.name == "manifest.json":
         return _pool(p.parent, verify)
     if p.name in DIR_FORMATS:
@@ -80,6 +81,10 @@ def _pool(p: Path, verify: bool) -> dict:
             out["first_id"], out["last_id"] = _py(first[0]), _py(last[0])
         except BadInputError as exc:
             out["first_id"] = f"unreadable ({exc})"
+        from alq.store.writer import metadata_schema
+
+        meta = metadata_schema(p / m.shards[0].parquet)
+        out["metadata_columns"] = {f.name: str(f.type) for f in meta} if meta is not None else {}
     if verify:
         out["problems"] = pool.verify()
         out["verified"] = not out["problems"]
@@ -113,7 +118,9 @@ def _verify_listed_files(root: Path, data) -> list[str]:
                 if f is None:
                     problems.append(f"{root / name}: missing")
                     return
-                if isinstance(node.get("sha256"), str) and f.is_file() and sha256_file(f) != node["sha256"]:
+                # clusters.json entries carry the pool shard's sha256 and their own file's file_sha256
+                want = node.get("file_sha256") if "file_sha256" in node else node.get("sha256")
+                if isinstance(want, str) and f.is_file() and sha256_file(f) != want:
                     problems.append(f"{f}: checksum mismatch (file changed or truncated)")
                     return
             for v in node.values():

@@ -18,6 +18,7 @@ import pyarrow as pa
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_parquet, write_parquet
 from alq.store.pool import Pool
+from alq.store.readers import is_parquet, iter_text_ids, plain_int
 
 KIND = "labels"
 
@@ -127,18 +128,16 @@ def read_id_list(path: str | Path, *, column: str = "id") -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{p}: file not found")
-    if p.suffix == ".parquet":
+    if is_parquet(p):  # by content: x.pq, x.PARQUET
         table = read_parquet(p)
         if column not in table.column_names:
             raise BadInputError(f"{p}: no {column!r} column (has {', '.join(table.column_names)})")
         arr = table.column(column).to_numpy(zero_copy_only=False)
-    else:
-        lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
-        if lines and lines[0].split(",")[0].strip() == column:
-            lines = lines[1:]
-        values = [ln.split(",")[0].strip() for ln in lines]
-        try:
-            arr = np.array([int(v) for v in values], dtype=np.int64)
-        except ValueError:
+    else:  # the same rules as `alq embed --ids` (alq.store.readers)
+        values = [v for _, v in iter_text_ids(p, header_names=(column,))]
+        ints = [plain_int(v) for v in values]
+        if all(i is not None for i in ints):
+            arr = np.array(ints, dtype=np.int64)
+        else:
             arr = np.array(values, dtype=object)
     return arr.astype(np.int64) if np.issubdtype(arr.dtype, np.integer) else arr.astype(object)

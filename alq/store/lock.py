@@ -6,6 +6,8 @@ its rows. ``exclusive_lock(target)`` takes ``flock`` on ``.NAME.lock``
 next to ``target`` without waiting; the kernel drops it when the process
 dies, even by SIGKILL, so no stale lock is ever left to clear by hand.
 The empty lock file itself stays (removing it would race with a waiter).
+The lock is keyed on the resolved target, so two paths to one pool (a
+symlink, ``a/../pool``) share one lock.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from alq.errors import BadInputError
 
 
 def lock_path(target: str | Path) -> Path:
-    target = Path(target)
+    """The lock file of ``target``, keyed on what it resolves to (a symlink locks what it points to)."""
+    target = Path(os.path.realpath(target))
     return target.parent / f".{target.name}.lock"
 
 

@@ -67,6 +67,15 @@ class Manifest:
             h.update(f"|{s.name}:{s.rows}:{s.sha256}:{s.ids_sha256}".encode())
         return h.hexdigest()[:16]
 
+    def lineage(self) -> set[str]:
+        """Fingerprints this pool had before each of its appends (and has now)."""
+        h = hashlib.sha256(f"{self.dim}|{self.dtype}|{self.id_type}|{self.normalize}".encode())
+        out = {h.copy().hexdigest()[:16]}
+        for s in self.shards:
+            h.update(f"|{s.name}:{s.rows}:{s.sha256}:{s.ids_sha256}".encode())
+            out.add(h.copy().hexdigest()[:16])
+        return out
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["count"] = self.count
@@ -91,7 +100,22 @@ class Manifest:
             raise StoreError(f"{path}: manifest has dtype={m.dtype!r} id_type={m.id_type!r} dim={m.dim}")
         if "count" in d and int(d["count"]) != m.count:
             raise StoreError(f"{path}: manifest count {d['count']} != sum of shard rows {m.count}")
+        _check_distinct(m, path)
         return m
+
+
+def _check_distinct(m: Manifest, path) -> None:
+    """A shard listed twice (or two shards with the same ids file) would give every id twice."""
+    seen: dict[str, str] = {}
+    for s in m.shards:
+        for key in (s.name, "ids:" + s.ids_sha256 if s.rows else None):
+            if key is None:
+                continue
+            if key in seen:
+                what = "is listed more than once" if key == s.name else f"has the same ids file as {seen[key]}"
+                raise StoreError(f"{path}: shard {s.name} {what} (every id in it would count twice)",
+                                 hint="restore manifest.json from a backup, or rebuild the pool with `alq embed`")
+            seen[key] = s.name
 
 
 def manifest_path(pool_dir: str | Path) -> Path:

@@ -73,7 +73,10 @@ class NpyStreamWriter:
 
     def abort(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:  # flushing the buffer fails again on a full disk; the file is dropped anyway
+                pass
 
 
 def sync_and_hash(path: str | Path) -> str:
@@ -135,6 +138,10 @@ def npy_info(path: str | Path) -> NpyInfo:
     size = p.stat().st_size
     if size < need:
         raise BadInputError(f"{p}: truncated .npy file ({size} bytes, header promises {need})")
+    if size > need:
+        raise BadInputError(f"{p}: holds {size - need} bytes more than its header's shape {tuple(shape)} "
+                            f"promises ({size} bytes, header says {need})",
+                            hint="the header is wrong or data was appended; re-save it with np.save")
     return NpyInfo(path=p, shape=shape, dtype=dtype, offset=offset)
 
 

@@ -163,7 +163,10 @@ class Pool(ABC):
         bounds = np.flatnonzero(np.diff(shard[order])) + 1
         for group in np.split(order, bounds):
             s = int(shard[group[0]])
-            out[group] = self.shard_vectors(s)[row[group]]
+            vectors = self.shard_vectors(s)
+            out[group] = vectors[row[group]]
+            if len(group) >= _SCATTER_RELEASE_ROWS:
+                drop_resident(vectors)
         return out
 
     def ids(self, indices=None) -> np.ndarray:
@@ -305,7 +308,25 @@ class ShardedPool(Pool):
             except StoreError as exc:
                 problems.append(str(exc))
                 break
+        if not problems and self.manifest.shards:
+            problems.extend(self._duplicate_ids())
         return problems
+
+    def _duplicate_ids(self) -> list[str]:
+        """Ids are identities: the full check (every id once across all shards), for --verify."""
+        parts = [np.asarray(self.shard_ids(s)) for s in range(len(self.manifest.shards))]
+        ids = np.concatenate(parts)
+        key = ids if ids.dtype.kind in "iu" else ids.astype(str)
+        order = np.argsort(key, kind="stable")
+        same = np.flatnonzero(key[order][1:] == key[order][:-1])
+        if not same.size:
+            return []
+        a, b = int(order[same[0]]), int(order[same[0] + 1])
+        starts = np.cumsum([0] + [len(p) for p in parts])
+        sa, sb = (int(np.searchsorted(starts, r, side="right") - 1) for r in (a, b))
+        v = ids[a].item() if hasattr(ids[a], "item") else ids[a]
+        return [f"{self.path}: id {v!r} appears twice (shard {self.manifest.shards[sa].name} row {a - starts[sa]} "
+                f"and shard {self.manifest.shards[sb].name} row {b - starts[sb]}); {same.size} duplicate ids in all"]
 
 
 class MemoryPool(Pool):
@@ -350,6 +371,31 @@ class MemoryPool(Pool):
     def shard_ids(self, shard: int) -> np.ndarray:
         o = self.offsets
         return self._ids[o[shard]:o[shard + 1]]
+
+
+_SCATTER_RELEASE_ROWS = 256
+
+
+def drop_resident(arr: np.ndarray) -> None:
+    """Drop a memory-mapped array's pages from this process's resident set (its data stays valid).
+
+    A scattered gather (``take`` of thousands of rows, e.g. the predicted class
+    of a selected batch) faults in pages all over a shard, and the kernel maps
+    whole neighbourhoods around each fault, so a pool's mapped pages pile up in
+    RSS as the pool grows. ``madvise(MADV_DONTNEED)`` on a read-only file
+    mapping only unmaps them: the next access re-reads from the page cache.
+    """
+    import mmap
+
+    base = arr
+    while base is not None and not isinstance(getattr(base, "_mmap", None), mmap.mmap):
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None) if base is not None else None
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed or not advisable: nothing to drop
+            pass
 
 
 def open_pool(path: str | Path) -> ShardedPool:

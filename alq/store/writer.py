@@ -30,14 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alq.config import DEFAULT_SHARD_ROWS
 from alq.errors import BadInputError, StoreError
 from alq.io import apply_umask, atomic_path, replace_dir, sha256_file
 from alq.store import lock
 from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
 from alq.store.npyfile import NpyStreamWriter, npy_info, sync_and_hash
-
-DEFAULT_SHARD_ROWS = 262_144
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,8 @@ class PoolWriter:
         self._npy: NpyStreamWriter | None = None
         self._npy_tmp: Path | None = None
         self._shard_ids: list[np.ndarray] = []
+        self._shard_cols: list[pa.Table] = []
+        self.columns_schema: pa.Schema | None = None  # metadata columns kept beside the ids
         self._spill: UniqueIdSpill | None = None
         self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
         self._pool: ThreadPoolExecutor | None = None
@@ -101,6 +102,8 @@ class PoolWriter:
             raise
 
     def _open(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        from alq.store.debris import sweep
+
         self.base = None
         self.workdir = None
         if append:
@@ -108,6 +111,7 @@ class PoolWriter:
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
                                  hint="drop --append to create it")
             self.base = read_manifest(self.path)
+            self.swept = sweep(self.path, self.base)  # we hold the lock: a killed writer's leftovers are nobody's
             if dim is not None and dim != self.base.dim:
                 raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
             dtype = self.base.dtype  # appends keep the pool's dtype
@@ -122,6 +126,8 @@ class PoolWriter:
             self.id_type = self.base.id_type
             self.workdir = self.path
             self.extra = {**self.base.extra, **self.extra}
+            if self.base.shards:
+                self.columns_schema = metadata_schema(self.path / self.base.shards[0].parquet)
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise BadInputError(f"{self.path}: exists and is not a directory")
@@ -136,6 +142,7 @@ class PoolWriter:
             self.dim = dim
             self.id_type = id_type
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.swept = sweep(self.path, None)
             self.workdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".building",
                                                  dir=self.path.parent))
             apply_umask(self.workdir)
@@ -234,8 +241,14 @@ class PoolWriter:
                                 f"{row0 + best[0]} and {row0 + best[1]}")
 
     # -- vectors -------------------------------------------------------------
-    def add(self, vectors: np.ndarray, ids=None, *, source: str = "input", source_row0: int = 0) -> None:
-        """Add a batch of shape (rows, dim). ``ids=None`` generates int64 ids continuing the pool's."""
+    def add(self, vectors: np.ndarray, ids=None, *, source: str = "input", source_row0: int = 0,
+            columns: pa.Table | None = None) -> None:
+        """Add a batch of shape (rows, dim). ``ids=None`` generates int64 ids continuing the pool's.
+
+        ``columns``: metadata of the same rows (file paths, URLs...), stored beside the ids in the
+        shard's Parquet. The first batch of a new pool fixes their names and types; later batches
+        (and appends) are cast to them, missing columns become nulls, unknown ones are refused.
+        """
         if self._closed:
             raise RuntimeError("PoolWriter is closed")
         vectors = np.asarray(vectors)
@@ -254,13 +267,14 @@ class PoolWriter:
         ids = self._normalise_ids(ids, len(out), source, source_row0)
         hashes = hash_ids(ids)
         self._check_batch_duplicates(ids, hashes, source, source_row0)
+        cols = self._conform_columns(columns, len(out), source)
         start = self.base_count + self._new_rows
         self._spill.add(hashes, np.arange(start, start + len(out), dtype=np.int64))
         self._segments.append(_Segment(self._new_rows, len(out), source, source_row0))
         if self.id_type == "int64":
             self._next_generated = max(self._next_generated, int(ids.max()) + 1)
         self._new_rows += len(out)
-        self._write_rows(out, ids)
+        self._write_rows(out, ids, cols)
 
     def _prepare(self, vectors: np.ndarray, source: str, row0: int) -> np.ndarray:
         """Finite check, optional l2 normalisation, cast to the pool dtype.
@@ -269,22 +283,36 @@ class PoolWriter:
         them; float16 overflows iff max |x| >= 65520), so no (rows, dim)
         boolean temporaries are made.
         """
-        vec = vectors.astype(np.float32, copy=False)
+        if vectors.dtype.itemsize > 4 and vectors.dtype.kind == "f" and len(vectors):
+            wide = np.maximum(vectors.max(axis=1), -vectors.min(axis=1))  # NaN propagates
+            big = np.isfinite(wide) & (wide > np.finfo(np.float32).max)
+            if big.any():
+                raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} has a finite value "
+                                    f"beyond the float32 range (|x| > 3.4e38)", hint="rescale the vectors")
+        with np.errstate(over="ignore", invalid="ignore"):
+            vec = vectors.astype(np.float32, copy=False)
         mx, mn = vec.max(axis=1), vec.min(axis=1)
         bad = ~(np.isfinite(mx) & np.isfinite(mn))
         if bad.any():
             raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(bad)[0])} has NaN or Inf")
+        scale = np.maximum(mx, -mn)  # max |x| per row
         if self.normalize == "l2":
-            norms = np.linalg.norm(vec, axis=1, keepdims=True)
-            if (norms == 0).any():
-                row = int(np.flatnonzero(norms[:, 0] == 0)[0])
+            if (scale == 0).any():
+                row = int(np.flatnonzero(scale == 0)[0])
                 raise BadInputError(f"{source}: row {row0 + row} is all zeros and cannot be l2-normalised")
-            vec = vec / norms
+            # divide by max |x| first: the squares of 1e20 (or 1e-30) would overflow (underflow) float32
+            vec = vec / scale[:, None]
+            vec = vec / np.linalg.norm(vec, axis=1, keepdims=True)
         elif self.dtype == np.float16:
-            big = np.maximum(mx, -mn) >= 65520.0  # rounds to inf in float16
+            big = scale >= 65520.0  # rounds to inf in float16
             if big.any():
                 raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(big)[0])} overflows float16 "
                                     "(|x| > 65504)", hint="use --dtype float32 or --normalize l2")
+            tiny = (scale > 0) & (scale < 2.0 ** -25)  # every value rounds to 0 in float16
+            if tiny.any():
+                raise BadInputError(f"{source}: row {row0 + int(np.flatnonzero(tiny)[0])} underflows float16 "
+                                    "(every |x| < 3e-8 would be stored as 0)",
+                                    hint="use --dtype float32 or --normalize l2")
         if vec.dtype == self.dtype:
             return vec
         n = vec.size
@@ -294,7 +322,36 @@ class PoolWriter:
         np.copyto(out, vec, casting="unsafe")
         return out
 
-    def _write_rows(self, vecs: np.ndarray, ids: np.ndarray) -> None:
+    def _conform_columns(self, columns: pa.Table | None, n: int, source: str) -> pa.Table | None:
+        if columns is not None and columns.num_columns == 0:
+            columns = None
+        if self.columns_schema is None:
+            if columns is None:
+                return None
+            if self._new_rows or self.base_count:
+                raise BadInputError(f"{source}: has metadata columns ({', '.join(columns.column_names)}) but the "
+                                    "pool's earlier rows have none", hint="pass --keep-columns none")
+            self.columns_schema = columns.schema.remove_metadata()
+            return columns.replace_schema_metadata(None)
+        schema = self.columns_schema
+        given = columns.column_names if columns is not None else []
+        unknown = [c for c in given if c not in schema.names]
+        if unknown:
+            raise BadInputError(f"{source}: metadata column(s) {', '.join(unknown)} are not in the pool (it keeps "
+                                f"{', '.join(schema.names)})", hint="pass --keep-columns with the pool's columns")
+        arrays = []
+        for f in schema:
+            if f.name in given:
+                try:
+                    arrays.append(columns.column(f.name).cast(f.type))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    raise BadInputError(f"{source}: column {f.name!r} has type {columns.schema.field(f.name).type}, "
+                                        f"the pool keeps it as {f.type}") from None
+            else:
+                arrays.append(pa.nulls(n, f.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _write_rows(self, vecs: np.ndarray, ids: np.ndarray, cols: pa.Table | None = None) -> None:
         done = 0
         while done < len(vecs):
             if self._npy is None:
@@ -302,6 +359,10 @@ class PoolWriter:
             k = min(len(vecs) - done, self.shard_rows - self._npy.rows)
             self._npy.write(vecs[done:done + k])
             self._shard_ids.append(ids[done:done + k])
+            if self.columns_schema is not None:
+                self._shard_cols.append(cols.slice(done, k) if cols is not None else
+                                        pa.Table.from_arrays([pa.nulls(k, f.type) for f in self.columns_schema],
+                                                             schema=self.columns_schema))
             done += k
             if self._npy.rows == self.shard_rows:
                 self._finish_shard()
@@ -324,8 +385,14 @@ class PoolWriter:
         ids = np.concatenate(self._shard_ids) if len(self._shard_ids) > 1 else self._shard_ids[0]
         self._shard_ids = []
         id_arr = pa.array(ids, type=pa.int64()) if self.id_type == "int64" else pa.array(ids.tolist(), type=pa.string())
+        table = pa.table({"id": id_arr})
+        if self._shard_cols:
+            meta = pa.concat_tables(self._shard_cols)
+            self._shard_cols = []
+            for c in meta.column_names:
+                table = table.append_column(meta.schema.field(c), meta.column(c))
         with atomic_path(self.workdir / f"{name}.parquet", suffix=".parquet") as ptmp:
-            pq.write_table(pa.table({"id": id_arr}), ptmp)
+            pq.write_table(table, ptmp)
             ids_sha = sha256_file(ptmp)
         final = self.workdir / f"{name}.npy"
         apply_umask(tmp)
@@ -457,6 +524,9 @@ class PoolWriter:
             for s in self._new_shards:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
+            # a signal between mkstemp and bookkeeping can orphan a temp file; under our lock, none is anyone else's
+            for f in self.workdir.glob(".shard-*.tmp") if self.workdir is not None else ():
+                f.unlink(missing_ok=True)
         self._unlock()
 
     def __del__(self) -> None:
@@ -473,6 +543,16 @@ class PoolWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not self._closed:
             self.abort()
+
+
+def metadata_schema(shard_parquet: Path) -> pa.Schema | None:
+    """The metadata columns (all but ``id``) of a shard's ids Parquet, or None when it has only ids."""
+    try:
+        schema = pq.read_schema(shard_parquet)
+    except (pa.ArrowException, OSError):
+        return None  # a missing or unreadable shard is named by the shard checks that follow
+    fields = [f for f in schema if f.name != "id"]
+    return pa.schema(fields) if fields else None
 
 
 def _check_shard_file(f: Path, rows: int, dim: int, dtype: str) -> None:

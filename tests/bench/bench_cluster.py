@@ -158,7 +158,7 @@ def test_bench_select_cluster_margin_vs_margin():
     path = make_pool(n)
     pool = open_pool(path)
     cdir = WORK / f"clusters-{n}"
-    if not (cdir / "clusters.json").exists():
+    if not ((cdir / "_clusters.json").exists() or (cdir / "clusters.json").exists()):
         cluster_pool(pool, cdir, ClusterOptions())
     clusters = load_clusters(cdir, pool)
     head = _head(pool.dim)

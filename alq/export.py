@@ -1,0 +1,159 @@
+"""Selections out to annotation tools: the user's metadata joined back, CSV / JSON lines / Parquet.
+
+``alq embed`` keeps the input's metadata columns (file paths, URLs...) beside
+the ids in each shard's Parquet; :func:`pool_columns` reads them back for
+selected pool rows, one shard at a time. :func:`write_rows` writes a table
+in the format its output name asks for (``.csv``, ``.jsonl``/``.ndjson``,
+anything else Parquet), atomically, or to stdout for ``-`` (CSV, or JSON
+lines with ``fmt="jsonl"``). JSON lines are strict JSON: NaN and +-Inf
+become ``null`` (a kcenter pick's first score is ``inf``; CSV writes ``inf``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from alq.errors import BadInputError
+from alq.io import atomic_path, strict_json, write_parquet
+
+FORMATS = ("parquet", "csv", "jsonl")
+_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def available_columns(pool) -> list[str]:
+    """Metadata columns a pool keeps (all but ``id`` in its first shard's Parquet)."""
+    from alq.store.writer import metadata_schema
+
+    if not pool.n_shards:
+        return []
+    schema = metadata_schema(pool.path / pool.manifest.shards[0].parquet)
+    return schema.names if schema is not None else []
+
+
+def pool_columns(pool, indices: np.ndarray, names: list[str]) -> pa.Table:
+    """The metadata columns ``names`` of pool rows ``indices`` (global, in that order)."""
+    import pyarrow.parquet as pq
+
+    have = available_columns(pool)
+    missing = [c for c in names if c not in have]
+    if missing:
+        raise BadInputError(f"{pool.path}: the pool keeps no column {', '.join(map(repr, missing))} "
+                            f"(it keeps: {', '.join(have) if have else 'only ids'})",
+                            hint="`alq embed` keeps the input's scalar columns, or those named by --keep-columns")
+    idx = np.asarray(indices, dtype=np.int64)
+    shard, row = pool.locate(idx)
+    parts, where = [], []
+    for s in np.unique(shard):
+        sel = np.flatnonzero(shard == s)
+        t = pq.read_table(pool.path / pool.manifest.shards[int(s)].parquet, columns=names)
+        parts.append(t.take(pa.array(row[sel])))
+        where.append(sel)
+    if not parts:
+        return pa.table({c: pa.array([], type=pa.string()) for c in names})
+    table = pa.concat_tables(parts)
+    order = np.argsort(np.concatenate(where), kind="stable")
+    return table.take(pa.array(order))
+
+
+def output_format(out: str | Path, fmt: str | None = None) -> str:
+    """The format to write: ``fmt`` when given, else from the name (``-``: CSV)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise BadInputError(f"--format {fmt!r} must be one of {', '.join(FORMATS)}")
+        return fmt
+    if str(out) == "-":
+        return "csv"
+    return _SUFFIX.get(Path(out).suffix.lower(), "parquet")
+
+
+def _jsonl_lines(table: pa.Table):
+    for rec in table.to_pylist():
+        yield json.dumps(strict_json(rec), default=str, allow_nan=False) + "\n"  # default: dates, decimals
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    import csv
+    import io
+
+    import pyarrow.csv as pacsv
+
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(table.column_names)  # unquoted unless needed, as tools expect
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
+    return head.getvalue().encode() + sink.getvalue().to_pybytes()
+
+
+def write_rows(table: pa.Table, out: str | Path, *, meta: dict | None = None, fmt: str | None = None) -> str:
+    """Write ``table`` to ``out`` (``-``: stdout) as CSV, JSON lines or Parquet; return the format used."""
+    kind = output_format(out, fmt)
+    if str(out) == "-":
+        if kind == "parquet":
+            raise BadInputError("--out - writes CSV or JSON lines to stdout, not Parquet", hint="pass --format csv")
+        stream = sys.stdout
+        stream.flush()
+        if kind == "csv":
+            stream.buffer.write(_csv_bytes(table)) if hasattr(stream, "buffer") else stream.write(
+                _csv_bytes(table).decode())
+        else:
+            stream.writelines(_jsonl_lines(table))
+        stream.flush()
+        return kind
+    if kind == "parquet":
+        write_parquet(out, table, meta)
+    elif kind == "csv":
+        with atomic_path(out, suffix=".csv") as tmp:
+            tmp.write_bytes(_csv_bytes(table))
+    else:
+        with atomic_path(out, suffix=".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(_jsonl_lines(table))
+    return kind
+
+
+def export_selection(selection: str | Path, out: str | Path, *, fmt: str | None = None, pool=None,
+                     columns: list[str] | None = None) -> dict:
+    """``alq export``: a selection (+ pool metadata columns) as CSV / JSON lines / Parquet / Label Studio."""
+    from alq.io import parquet_metadata, read_parquet
+
+    selection = Path(selection)
+    table = read_parquet(selection)
+    meta = parquet_metadata(selection)
+    if meta.get("kind") != "selection" or "id" not in table.column_names:
+        raise BadInputError(f"{selection}: not an alq selection (from `alq select`)")
+    columns = list(columns or [])
+    if columns:
+        if pool is None:
+            raise BadInputError("--with-columns needs --pool (the pool the selection came from)")
+        from alq.store.pool import open_pool
+
+        p = open_pool(pool)
+        ids = table.column("id").to_numpy(zero_copy_only=False)
+        rows = p.lookup(ids.astype(np.int64) if p.id_type == "int64" else ids.astype(object))
+        if (rows < 0).any():
+            i = int(np.flatnonzero(rows < 0)[0])
+            raise BadInputError(f"{selection}: row {i}: id {ids[i]!r} is not in {pool}",
+                                hint="pass the pool this selection was made from")
+        extra = pool_columns(p, rows, columns)
+        for name in extra.column_names:
+            if name not in table.column_names:
+                table = table.append_column(extra.schema.field(name), extra.column(name))
+    if fmt == "label-studio":
+        from alq.labelstudio import to_tasks
+
+        text = json.dumps(to_tasks(table, columns), indent=1, allow_nan=False) + "\n"
+        if str(out) == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            with atomic_path(out, suffix=".json") as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        kind = fmt
+    else:
+        kind = write_rows(table, out, meta=meta, fmt=fmt)
+    return {"selection": str(selection), "output": str(out), "format": kind, "rows": table.num_rows,
+            "columns": table.column_names}

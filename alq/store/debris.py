@@ -1,0 +1,68 @@
+"""Clean what killed writers left: a later writer of the same pool removes it.
+
+A SIGKILL or SIGTERM during ``alq embed``/``alq synth`` can leave, beside the
+pool, a ``.POOL.*.building`` directory (a fresh build), a ``.POOL.*.old``
+directory (between the two renames of a replace), a ``.POOL.ids.*.tmp``
+spill of hashed ids, and inside the pool shard files no manifest lists (a
+killed ``--append``) or ``.shard-*.tmp`` halves. None is part of any pool: the
+manifest, written last, never names them. :func:`sweep` deletes them and must
+only run while holding the pool's writer lock (so no live writer owns them).
+:func:`sole_writer` does the same for scores/ and clusters/ directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from alq.store.manifest import Manifest
+
+_SHARD_FILE = re.compile(r"shard-\d{6,}\.(npy|parquet)")
+
+
+def _remove(p: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink()
+
+
+def sweep(pool_dir: str | Path, manifest: Manifest | None) -> list[str]:
+    """Remove killed writers' leftovers for ``pool_dir``; returns the names removed."""
+    given = Path(pool_dir)
+    removed: list[str] = []
+    for parent, name in {(given.parent, given.name), (Path(os.path.realpath(given)).parent,
+                                                      Path(os.path.realpath(given)).name)}:
+        if not parent.is_dir():
+            continue
+        for p in parent.glob(f".{glob.escape(name)}.*"):
+            n = p.name
+            if n.endswith((".building", ".old")) or (n.startswith(f".{name}.ids.") and n.endswith(".tmp")):
+                _remove(p)
+                removed.append(n)
+    if manifest is not None and given.is_dir():
+        listed = {f for s in manifest.shards for f in (s.npy, s.parquet)}
+        for p in given.iterdir():
+            n = p.name
+            if (_SHARD_FILE.fullmatch(n) and n not in listed) or (n.startswith(".shard-") and n.endswith(".tmp")):
+                _remove(p)
+                removed.append(n)
+    return sorted(removed)
+
+
+@contextlib.contextmanager
+def sole_writer(target: str | Path, *, what: str) -> Iterator[list[str]]:
+    """Hold ``target``'s writer lock and clear what killed writers of it left; yields the names removed.
+
+    For directory outputs built beside their target and swapped in (scores/, clusters/).
+    """
+    from alq.store.lock import exclusive_lock
+
+    with exclusive_lock(target, what=what):
+        yield sweep(target, None)
