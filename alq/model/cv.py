@@ -33,6 +33,7 @@ import torch
 
 # Strengths lambda searched: whole decades 10^-1 .. 10^-7 (strongest first), then half decades around the best.
 COARSE = (-1, -7)
+STRONGEST = 2  # decades above 10^-1 tried when 10^-1 is the best of the downward pass
 DEFAULT_FOLDS = 5
 # Below this many rows per fold (or when a class has fewer rows than folds can split) the folds
 # shrink; with fewer than MIN_ROWS labels there is no cross-validation at all.
@@ -85,7 +86,8 @@ def select_weight_decay(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, mul
         return FALLBACK_WEIGHT_DECAY, {"folds": 0, "reason": f"fewer than {MIN_ROWS} labels: no cross-validation",
                                        "weight_decay": FALLBACK_WEIGHT_DECAY}, None
     path = _Path(x, y, n_classes, multilabel=multilabel, opts=opts, weights=weights, stats=stats, k=k)
-    # coarse: whole decades, strongest first, until a decade improves neither measure
+    # coarse: whole decades, from 10^-1 down until a decade improves neither measure; if 10^-1 itself
+    # is best (few labels in many dimensions), up from there the same way (to 10^2)
     best = None
     for e in range(COARSE[0], COARSE[1] - 1, -1):
         lam = 10.0 ** e
@@ -95,6 +97,17 @@ def select_weight_decay(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, mul
             best = lam
         elif not improved:
             break
+    if best == 10.0 ** COARSE[0]:
+        prev = best
+        for e in range(COARSE[0] + 1, STRONGEST + 1):
+            lam = 10.0 ** e
+            path.evaluate(lam, start_from=prev)
+            prev = lam
+            improved = path.improves(lam)
+            if path.key(lam) < path.key(best):
+                best = lam
+            elif not improved:
+                break
     # fine: the half decades either side of the best decade, each started from it
     for lam in (best * 10 ** 0.5, best * 10 ** -0.5):
         path.evaluate(lam, start_from=best)
