@@ -306,8 +306,10 @@ def print_setting(name: str, summary: dict, reference: list[dict]) -> None:
               f"{_fmt(r['better_than_random'], '.2f'):>11s} / {_fmt(r['worse_than_random'], '.2f'):<10s} "
               f"{_fmt(r['imbalance'], '.2f'):>16s}")
     if summary["max_drop"] is not None:
+        fall = summary["max_drop"]
         print(f"random's mean curve: {' '.join(_fmt(v) for v in summary['random_curve'])}; "
-              f"largest drop between rounds {100 * summary['max_drop']:+.2f} points")
+              + (f"largest fall between rounds {100 * fall:.2f} points" if fall > 0
+                 else f"never falls (smallest gain {-100 * fall:.2f} points)"))
     if reference:
         by_round: dict[int, list] = {}
         for ref in reference:
