@@ -524,9 +524,15 @@ class PoolWriter:
             for s in self._new_shards:
                 for f in (s.npy, s.parquet):
                     (self.workdir / f).unlink(missing_ok=True)
-            # a signal between mkstemp and bookkeeping can orphan a temp file; under our lock, none is anyone else's
+            # a signal between mkstemp (or the rename to a shard name) and bookkeeping can orphan a file;
+            # under our lock, no temp file and no shard the base manifest does not list is anyone else's
             for f in self.workdir.glob(".shard-*.tmp") if self.workdir is not None else ():
                 f.unlink(missing_ok=True)
+            listed = {name for sh in self.base.shards for name in (sh.npy, sh.parquet)}
+            for pattern in ("shard-*.npy", "shard-*.parquet"):
+                for f in self.workdir.glob(pattern) if self.workdir is not None else ():
+                    if f.name not in listed:
+                        f.unlink(missing_ok=True)
         self._unlock()
 
     def __del__(self) -> None:
