@@ -46,7 +46,7 @@ demo: install
 	@echo "== alq info: what the pool and the labels file hold (--verify re-checks every shard)"
 	$(ALQ) info $(DEMO)/pool --verify
 	$(ALQ) info $(DEMO)/labels.parquet
-	@echo "== alq train: a linear head on the labeled rows (L-BFGS, early stopping on 10% of the labels)"
+	@echo "== alq train: a linear head on the labeled rows (pool-standardised inputs, L2 strength by 5-fold CV, L-BFGS)"
 	$(ALQ) train $(DEMO)/pool $(DEMO)/labels.parquet --out $(DEMO)/head.pt
 	@echo "== alq score: every pool row through the head, one Parquet per shard"
 	$(ALQ) score $(DEMO)/pool --head $(DEMO)/head.pt --out $(DEMO)/scores
