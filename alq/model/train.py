@@ -465,6 +465,7 @@ def _train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool
                "weight_decay_chosen_by": "cross-validation" if cv is not None and cv["folds"] else (
                    "fallback (too few labels for cross-validation)" if cv is not None else "given"),
                "cv_folds": cv["folds"] if cv else None,
+               "cv_repeats": cv.get("repeats") if cv else None,
                "cv_accuracy": cv.get("cv_accuracy") if cv else None,
                "cv_evaluations": cv.get("evaluations") if cv else None,
                "standardize_stats": stats_source,
