@@ -7,8 +7,10 @@ installed and a GPU visible); ``cuda``/``cuda:N`` requires a GPU; ``auto``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 
 from alq.errors import BadInputError
 
@@ -83,3 +85,25 @@ def faiss_set_nprobe(index, nprobe: int) -> None:
         except (RuntimeError, AttributeError):
             pass
     index.nprobe = int(nprobe)
+
+
+@contextlib.contextmanager
+def serial(device, enable: bool = True) -> Iterator[None]:
+    """Run the enclosed torch work on one CPU thread (the caller's thread count is restored).
+
+    For work that is memory-light or small (per-row bookkeeping over N in the
+    diversity strategies, head fits on a few thousand labels): on a busy machine
+    torch's thread pool waits for descheduled threads and makes it 10-100x
+    slower. No effect on a GPU or with ``enable=False``.
+    """
+    import torch
+
+    if not enable or torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -19,7 +19,6 @@ on which one was used (tests pin this).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -29,29 +28,10 @@ import numpy as np
 import torch
 
 from alq.config import rows_per_block, working_memory_bytes
-from alq.device import torch_device
+from alq.device import serial, torch_device  # noqa: F401 - serial is used here and re-exported
 from alq.store.pool import Pool
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def serial(device, enable: bool = True) -> Iterator[None]:
-    """Run torch's per-row bookkeeping (max, compare, gather over N) on one CPU thread.
-
-    Those ops are memory-light; on a busy machine torch's thread pool waits
-    for descheduled threads and makes them 100x slower. Matrix products keep
-    every thread. No effect on a GPU or with ``enable=False``.
-    """
-    if not enable or torch.device(device).type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def iter_pool_rows(pool: Pool, rows: np.ndarray, block_rows: int) -> Iterator[tuple[int, int, np.ndarray]]:

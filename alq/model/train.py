@@ -28,7 +28,6 @@ checks without improvement, keeping the best weights. With fewer than
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from alq import __version__
+from alq.device import serial
 from alq.errors import BadInputError
 from alq.model.head import Head, HeadNet
 from alq.model.precondition import LinearBasis, PreconditionedLinear
@@ -353,25 +353,11 @@ def fit_net(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, multilabel: boo
 SINGLE_THREAD_MAX_VALUES = 1 << 23
 
 
-@contextlib.contextmanager
-def _fit_threads(device, values: int):
-    """One torch thread for small CPU fits (see SINGLE_THREAD_MAX_VALUES); the caller's setting is restored."""
-    if torch.device(device).type != "cpu" or values > SINGLE_THREAD_MAX_VALUES or torch.get_num_threads() == 1:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool, opts: TrainOptions,
                device=None, meta: dict | None = None, init: Head | None = None,
                standardizer: tuple[np.ndarray, np.ndarray] | None = None) -> Head:
     """Train a head (or an ensemble); see :func:`_train_head`. Small CPU fits run on one thread."""
-    with _fit_threads(device or torch.device("cpu"), int(np.size(x))):
+    with serial(device or torch.device("cpu"), enable=int(np.size(x)) <= SINGLE_THREAD_MAX_VALUES):
         return _train_head(x, y, classes, multilabel=multilabel, opts=opts, device=device, meta=meta, init=init,
                            standardizer=standardizer)
 
