@@ -6,6 +6,13 @@ of fixed-size or variable lists of floats + an optional id column), and an
 existing pool directory. Every reader knows its row count before reading,
 so progress has a total and an ids file can be checked up front; none
 holds more than one block (or one Parquet row group) in memory.
+
+Inputs may be ``s3://`` / ``gs://`` URIs, read in place: .npy and stored
+.npz arrays by header + positioned range reads (:mod:`alq.embed.ranged`),
+deflated .npz members streamed through the zip, Parquet through pyarrow's
+random-access file (footer, then the column chunks it needs). Every reader
+can also start at any row (``batches(block, start, stop)``), which is what a
+Ray task encoding one slice of the inputs needs.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from alq import fs
+from alq.embed.ranged import ArrayAt, npy_file, npy_header_at, open_file, stored_member_offset
 from alq.errors import BadInputError
-from alq.store.npyfile import NpyInfo, iter_npy_rows, npy_info, read_npy_header
+from alq.store.npyfile import iter_npy_rows, npy_info, read_npy_header
 from alq.store.readers import is_parquet, iter_text_ids, scan_text_ids
 
 VECTOR_NAMES = ("embedding", "embeddings", "vector", "vectors", "emb", "features", "x")
@@ -42,7 +51,7 @@ class Batch:
 
 
 class Source(ABC):
-    path: Path
+    path: str | Path  # as given: a local path or a URI
     rows: int
     dim: int | None  # None where unknown before reading (variable-length lists)
     has_ids: bool
@@ -52,8 +61,8 @@ class Source(ABC):
         return str(self.path)
 
     @abstractmethod
-    def batches(self, block_rows: int) -> Iterator[Batch]:
-        """Yield consecutive batches of at most ``block_rows`` rows.
+    def batches(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        """Yield consecutive batches of at most ``block_rows`` rows, covering rows [start, stop).
 
         A batch's arrays may be overwritten by the next one: consume it first.
         """
@@ -74,9 +83,10 @@ class NpySource(Source):
 
     has_ids = False
 
-    def __init__(self, path: Path, *, raw: bool = False):
+    def __init__(self, path: str | Path, *, raw: bool = False):
         self.path = path
-        self.info: NpyInfo = npy_info(path)
+        self.fh = open_file(path)
+        self.info: ArrayAt = npy_file(self.fh, source=str(path))
         shape, dtype = self.info.shape, self.info.dtype
         if len(shape) == 0:
             raise BadInputError(f"{path}: holds a scalar, not an array of rows")
@@ -92,11 +102,11 @@ class NpySource(Source):
         self.raw = raw
 
     def row_bytes(self) -> int:
-        return self.info.row_items * self.info.dtype.itemsize
+        return self.info.row_bytes
 
-    def batches(self, block_rows: int) -> Iterator[Batch]:
+    def batches(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         # one reused buffer: embed consumes each batch before asking for the next
-        for r, block in iter_npy_rows(self.info, block_rows, reuse=True):
+        for r, block in self.info.blocks(self.fh, block_rows, start, stop, reuse=True):
             yield Batch(block, None, r, self.name)
 
 
@@ -112,18 +122,36 @@ class _NpzMember:
             raise BadInputError(f"{source}[{key}]: holds Python objects; alq reads numeric arrays only")
         if fortran and len(self.shape) > 1:
             raise BadInputError(f"{source}[{key}]: array is in Fortran order")
+        # an uncompressed member (np.savez) is read in place from any row; a deflated one is streamed
+        self.at: ArrayAt | None = None
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type == zipfile.ZIP_STORED:
+            base = stored_member_offset(zf.fp, info.header_offset, source=source)
+            at = npy_header_at(zf.fp, base, source=f"{source}[{key}]")
+            if at.offset - base + (at.rows * at.row_bytes if at.shape else at.dtype.itemsize) <= info.file_size:
+                self.at = at
 
     @property
     def rows(self) -> int:
         return int(self.shape[0]) if self.shape else 0
 
-    def iter_rows(self, block_rows: int) -> Iterator[np.ndarray]:
+    def iter_rows(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        stop = self.rows if stop is None else min(stop, self.rows)
+        if self.at is not None:
+            for _, block in self.at.blocks(self.zf.fp, block_rows, start, stop):
+                yield block
+            return
         items = int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
         with self.zf.open(f"{self.key}.npy") as fh:
             read_npy_header(fh, source=self.source)
             r = 0
-            while r < self.rows:
-                n = min(block_rows, self.rows - r)
+            while r < start:  # a deflated member has no row offsets: read through, one block at a time
+                n = min(block_rows, start - r)
+                if len(fh.read(n * items * self.dtype.itemsize)) != n * items * self.dtype.itemsize:
+                    raise BadInputError(f"{self.source}[{self.key}]: truncated before row {start}")
+                r += n
+            while r < stop:
+                n = min(block_rows, stop - r)
                 want = n * items * self.dtype.itemsize
                 try:
                     buf = fh.read(want)
@@ -138,10 +166,11 @@ class _NpzMember:
 class NpzSource(Source):
     """An .npz with a vector array (``--vector-column`` names its key) and optionally ids."""
 
-    def __init__(self, path: Path, *, vector_key: str | None = None, id_key: str | None = None, raw: bool = False):
+    def __init__(self, path: str | Path, *, vector_key: str | None = None, id_key: str | None = None,
+                 raw: bool = False):
         self.path = path
         try:
-            self.zf = zipfile.ZipFile(path)
+            self.zf = zipfile.ZipFile(open_file(path))  # a remote object: zip directory and members by range reads
         except (zipfile.BadZipFile, OSError) as exc:
             raise BadInputError(f"{path}: not a readable .npz file ({_first_line(exc)})") from None
         keys = [n[:-4] for n in self.zf.namelist() if n.endswith(".npy")]
@@ -186,10 +215,10 @@ class NpzSource(Source):
     def row_bytes(self) -> int:
         return int(np.prod(self.vec.shape[1:], dtype=np.int64)) * self.vec.dtype.itemsize
 
-    def batches(self, block_rows: int) -> Iterator[Batch]:
-        id_iter = self.ids.iter_rows(block_rows) if self.ids is not None else None
-        r = 0
-        for block in self.vec.iter_rows(block_rows):
+    def batches(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        id_iter = self.ids.iter_rows(block_rows, start, stop) if self.ids is not None else None
+        r = start
+        for block in self.vec.iter_rows(block_rows, start, stop):
             ids = next(id_iter) if id_iter is not None else None
             if ids is not None and ids.dtype.kind in "US":
                 ids = ids.astype(str).astype(object)
@@ -205,11 +234,11 @@ def _is_list(t: pa.DataType) -> bool:
 class ParquetSource(Source):
     """A Parquet file with a vector column (list<float> or fixed_size_list<float>) and optionally ids."""
 
-    def __init__(self, path: Path, *, vector_column: str | None = None, id_column: str | None = None,
+    def __init__(self, path: str | Path, *, vector_column: str | None = None, id_column: str | None = None,
                  keep_columns: list[str] | None = None):
         self.path = path
         try:
-            self.pf = pq.ParquetFile(path)
+            self.pf = pq.ParquetFile(fs.open_input(path) if fs.is_remote(path) else path)
         except (pa.ArrowException, OSError) as exc:
             raise BadInputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
         schema = self.pf.schema_arrow
@@ -262,18 +291,38 @@ class ParquetSource(Source):
     def row_bytes(self) -> int:
         return (self.dim_hint or 1024) * self.value_bytes
 
-    def batches(self, block_rows: int) -> Iterator[Batch]:
+    def columns_schema(self) -> pa.Schema | None:
+        """The schema of the metadata columns this source keeps (None when it keeps none)."""
+        if not self.keep:
+            return None
+        return pa.schema([self.pf.schema_arrow.field(c) for c in self.keep]).remove_metadata()
+
+    def batches(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         cols = [self.vcol] + ([self.icol] if self.icol else []) + self.keep
-        r = 0
+        stop = self.rows if stop is None else min(stop, self.rows)
+        md = self.pf.metadata
+        bounds = np.cumsum([0] + [md.row_group(g).num_rows for g in range(md.num_row_groups)])
+        groups = [g for g in range(md.num_row_groups) if bounds[g + 1] > start and bounds[g] < stop]
+        if not groups:
+            return
+        r = int(bounds[groups[0]])
         # threads decode column chunks in parallel (nested list columns are the slow part of Parquet)
-        it = self.pf.iter_batches(batch_size=block_rows, columns=cols, use_threads=True)
-        while True:
+        it = self.pf.iter_batches(batch_size=block_rows, columns=cols, use_threads=True, row_groups=groups)
+        while r < stop:
             try:
                 rb = next(it)
             except StopIteration:
                 return
             except (pa.ArrowException, OSError) as exc:
-                raise BadInputError(f"{self.path}: unreadable near row {r} ({_first_line(exc)})") from None
+                raise BadInputError(f"{self.path}: unreadable near row {max(r, start)} ({_first_line(exc)})") from None
+            if r + rb.num_rows <= start:
+                r += rb.num_rows
+                continue
+            if r < start or r + rb.num_rows > stop:  # the first and last row groups overlap the range's ends
+                a = max(start - r, 0)
+                rb, r = rb.slice(a, min(stop - r, rb.num_rows) - a), r + a
+                if rb.num_rows == 0:
+                    continue
             vectors = self._vectors(rb.column(0), r)
             ids = rb.column(1) if self.icol else None
             meta = None
@@ -345,7 +394,7 @@ class PoolSource(Source):
 
     has_ids = True
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str | Path):
         from alq.store import open_pool
 
         self.path = path
@@ -356,37 +405,54 @@ class PoolSource(Source):
     def row_bytes(self) -> int:
         return self.pool.dim * self.pool.dtype.itemsize
 
-    def batches(self, block_rows: int) -> Iterator[Batch]:
+    def batches(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        stop = self.rows if stop is None else min(stop, self.rows)
         for s in range(self.pool.n_shards):
+            off, end = int(self.pool.offsets[s]), int(self.pool.offsets[s + 1])
+            if end <= start or off >= stop:
+                continue
             vecs = self.pool.shard_vectors(s)
             ids = self.pool.shard_ids(s)
-            off = int(self.pool.offsets[s])
-            for a in range(0, len(vecs), block_rows):
-                b = min(a + block_rows, len(vecs))
+            for a in range(max(start - off, 0), min(stop, end) - off, block_rows):
+                b = min(a + block_rows, min(stop, end) - off)
                 yield Batch(np.asarray(vecs[a:b]), ids[a:b], off + a, f"{self.path}/{self.pool.manifest.shards[s].npy}")
 
 
 # -- opening inputs -----------------------------------------------------------
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files and directories -> the list of input files (directories: supported files, sorted)."""
-    from alq.store.manifest import is_pool
+def _is_pool(path) -> bool:
+    from alq.store.manifest import MANIFEST, is_pool
 
-    out: list[Path] = []
+    return fs.exists(fs.join(path, MANIFEST)) if fs.is_remote(path) else is_pool(path)
+
+
+def _suffix(path) -> str:
+    name = fs.name_of(path)
+    return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def expand_inputs(inputs: list) -> list:
+    """Files, directories and URI prefixes -> the input files (directories: supported files, sorted).
+
+    Local inputs come back as Paths, remote ones as URI strings (as typed, for
+    error lines; files found under a prefix as ``prefix/name``).
+    """
+    out: list = []
     for p in inputs:
-        p = Path(p)
-        if not p.exists():
+        remote = fs.is_remote(p)
+        p = str(p) if remote else Path(p)
+        kind = fs.file_type(p)
+        if kind == "missing":
             raise BadInputError(f"{p}: input not found")
-        if p.is_dir() and not is_pool(p):
-            files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES
-                           and not f.name.startswith("."))
-            if not files:
+        if kind == "dir" and not _is_pool(p):
+            names = sorted(n for n in fs.listdir(p) if _suffix(n) in SUFFIXES and not n.startswith("."))
+            if not names:
                 raise BadInputError(f"{p}: directory holds no {'/'.join(SUFFIXES)} files")
-            out.extend(files)
+            out.extend(fs.join(p, n) if remote else p / n for n in names)
         else:
             out.append(p)
-    seen: dict[Path, Path] = {}
+    seen: dict = {}
     for p in out:
-        key = p.resolve()
+        key = fs.normalize(p) if fs.is_remote(p) else p.resolve()
         if key in seen:
             raise BadInputError(f"{p}: input given twice")
         seen[key] = p
@@ -395,15 +461,13 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     return out
 
 
-def open_source(path: Path, *, vector_column: str | None = None, id_column: str | None = None,
+def open_source(path, *, vector_column: str | None = None, id_column: str | None = None,
                 raw: bool = False, keep_columns: list[str] | None = None) -> Source:
-    from alq.store.manifest import is_pool
-
-    if path.is_dir():
+    if fs.file_type(path) == "dir":
         if raw:
             raise BadInputError(f"{path}: a pool directory holds embeddings, not raw inputs for --encoder")
         return PoolSource(path)
-    suffix = path.suffix.lower()
+    suffix = _suffix(path)
     if suffix == ".npy":
         return NpySource(path, raw=raw)
     if suffix == ".npz":
@@ -412,8 +476,6 @@ def open_source(path: Path, *, vector_column: str | None = None, id_column: str 
         if raw:
             raise BadInputError(f"{path}: --encoder reads raw inputs from .npy or .npz files")
         return ParquetSource(path, vector_column=vector_column, id_column=id_column, keep_columns=keep_columns)
-    if is_pool(path):  # pragma: no cover - handled above
-        return PoolSource(path)
     raise BadInputError(f"{path}: unsupported input type {suffix or '(no suffix)'} (use .npy, .npz, .parquet)")
 
 
@@ -423,6 +485,7 @@ class IdStream:
 
     Text files hold one id per line (an optional ``id`` header line; for CSV
     the first field). Ids that all parse as integers are int64, else strings.
+    ``path`` is a local file (a remote one is staged first: :func:`alq.embed.staged.staged`).
     """
 
     def __init__(self, path: Path, *, column: str | None = None):
@@ -476,6 +539,13 @@ class IdStream:
                     buf = []
             if buf:
                 yield np.array(buf, dtype=np.int64 if self.numeric else object)
+
+    def skip(self, n: int) -> None:
+        """Pass over the next ``n`` ids (a Ray task starting mid-input), one block at a time."""
+        while n > 0:
+            k = min(n, 65_536)
+            self.take(k)
+            n -= k
 
     def take(self, n: int):
         """The next ``n`` ids (numpy array or Arrow array)."""
