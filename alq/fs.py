@@ -79,9 +79,9 @@ def normalize(path) -> str | Path:
         return local(path)
     sc, rest = path.split("://", 1)
     sc = "gs" if sc.lower() in ("gs", "gcs") else sc.lower()
-    rest = rest.strip("/")
-    if not rest or rest.startswith("/"):
+    if not rest.strip("/") or rest.startswith("/"):
         raise BadInputError(f"{path}: a {sc}:// URI needs a bucket name")
+    rest = rest.strip("/")
     while "//" in rest:
         rest = rest.replace("//", "/")
     return f"{sc}://{rest}"
@@ -246,6 +246,26 @@ def write_bytes(path, data: bytes) -> None:
             fh.write(data)
     except OSError as exc:
         raise _wrap(path, exc, "write") from None
+
+
+def read_table(path, columns: list[str] | None = None):
+    """A whole Parquet file (local or remote) as a pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(local(path), columns=columns)
+    fs, key = filesystem(path)
+    return pq.read_table(key, filesystem=fs, columns=columns)
+
+
+def read_schema(path):
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_schema(local(path))
+    fs, key = filesystem(path)
+    with fs.open_input_file(key) as fh:
+        return pq.read_schema(fh)
 
 
 def open_input(path):
