@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
+from alq.cli.app import (
+    ENGINE_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    RAY_ADDRESS_OPTION,
+    RAY_GPUS_OPTION,
+    app,
+    emit,
+    engine_options,
+    progress_bar,
+)
 from alq.config import DEFAULT_SHARD_ROWS
-from alq.errors import BadInputError, MissingFeatureError
 
 
 def embed_cmd(
-    inputs: list[Path] = typer.Argument(..., help="Input files or directories: .npy, .npz, .parquet, or a pool."),
-    out: Path = typer.Option(..., "--out", "-o", help="Pool directory to create (or extend with --append)."),
-    ids: list[Path] = typer.Option([], "--ids", help="Ids file (.npy, .parquet with `id`, or text/CSV one per "
+    inputs: list[str] = typer.Argument(..., help="Input files or directories (local, s3:// or gs://): .npy, "
+                                       ".npz, .parquet, or a pool."),
+    out: str = typer.Option(..., "--out", "-o", help="Pool directory or s3:// / gs:// prefix to create (or "
+                            "extend with --append)."),
+    ids: list[str] = typer.Option([], "--ids", help="Ids file (.npy, .parquet with `id`, or text/CSV one per "
                                    "line): once for all inputs in order, or once per input."),
     id_column: str | None = typer.Option(None, "--id-column", help="Id column (Parquet) or array (.npz); "
                                             "default `id` if present, else ids are generated."),
     vector_column: str | None = typer.Option(None, "--vector-column", help="Vector column (Parquet) or array "
                                                 "(.npz); default `embedding`, `vector`... or the only list column."),
-    encoder: Path | None = typer.Option(None, "--encoder", help="Encoder applied in batches to raw .npy/.npz "
+    encoder: str | None = typer.Option(None, "--encoder", help="Encoder applied in batches to raw .npy/.npz "
                                            "inputs (CUDA when present): TorchScript, or a torch.export program (.pt2)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Encoder batch size."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
@@ -37,31 +46,33 @@ def embed_cmd(
     trust_encoder: bool = typer.Option(False, "--trust-encoder", help="Load a .pt2 encoder even if its archive "
                                        "carries pickles that are not plain tensors (they run code on load: only for "
                                        "files you made yourself)."),
-    engine: str = typer.Option("local", "--engine", help="local. (ray is not available for embed yet: see README, "
-                               "Scale-out.)"),
+    engine: str = ENGINE_OPTION,
+    ray_address: str | None = RAY_ADDRESS_OPTION,
+    ray_gpus: float = RAY_GPUS_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.embed import EmbedRequest, embed
     from alq.guard import Output, check_outputs
 
-    check_outputs([Output(out, "pool")], [*(("INPUTS", p) for p in inputs), *(("--ids", p) for p in ids),
-                  ("--encoder", encoder)], overwrite=overwrite)
+    from alq.fs import is_remote
 
-    if engine == "ray":
-        raise MissingFeatureError(
-            "alq embed --engine ray is not there yet: encoding runs on this machine (on its GPU when present)",
-            hint="score, cluster and select take --engine ray; to spread encoding, run `alq embed --encoder` on "
-                 "separate machines into separate pools and join them with `alq embed partA/ partB/ --out pool/`")
-    if engine != "local":
-        raise BadInputError(f"--engine {engine!r} is not known; choose from: local, ray")
+    def here(p):  # the guard looks at local files; object-store URIs are checked by the writer
+        return None if p is None or is_remote(p) else p
+
+    check_outputs([Output(here(out), "pool")], [*(("INPUTS", here(p)) for p in inputs),
+                  *(("--ids", here(p)) for p in ids), ("--encoder", here(encoder))], overwrite=overwrite)
+
+    from alq.engine import get_engine
+
+    eng = get_engine(engine, **engine_options(engine, ray_address, ray_gpus))
     req = EmbedRequest(inputs=list(inputs), out=out, ids=list(ids), id_column=id_column,
                        vector_column=vector_column, encoder=encoder, batch_size=batch_size, shard_rows=shard_rows,
                        dtype=dtype, normalize=normalize, append=append, overwrite=overwrite,
                        skip_existing=skip_existing, keep_columns=_columns_arg(keep_columns),
                        trust_encoder=trust_encoder)
     with progress_bar(quiet=quiet) as progress:
-        summary = embed(req, progress=progress)
+        summary = embed(req, progress=progress, engine=eng)
     emit(summary, as_json=as_json, quiet=quiet, render=_render)
 
 
@@ -94,6 +105,11 @@ embed_cmd.__doc__ = (
     "  alq embed vectors/ --out pool/ --dtype float16 --normalize l2\n\n"
     "  alq embed today.parquet --id-column image_id --out pool/ --append --json\n\n"
     "  alq embed images.npy --ids names.txt --encoder encoder.pt --out pool/\n\n"
+    "  alq embed s3://bkt/raw/ --encoder s3://bkt/encoder.pt --out s3://bkt/pool --engine ray "
+    "--ray-gpus-per-task 1\n\n"
+    "With --engine ray, Ray tasks read their slices of the inputs, encode them (on a GPU with "
+    "--ray-gpus-per-task) and write whole shards; this process commits them in one manifest. Local paths "
+    "must then be on a filesystem every worker sees.\n\n"
     "Encoders: a TorchScript module or a torch.export program (.pt2) runs its own graph on your inputs (that is "
     "what an encoder is), so use encoders you trust. No pickle runs on load: a .pt2 whose archive carries "
     "pickles that are not plain tensors is refused unless --trust-encoder."

@@ -419,12 +419,6 @@ class PoolSource(Source):
 
 
 # -- opening inputs -----------------------------------------------------------
-def _is_pool(path) -> bool:
-    from alq.store.manifest import MANIFEST, is_pool
-
-    return fs.exists(fs.join(path, MANIFEST)) if fs.is_remote(path) else is_pool(path)
-
-
 def _suffix(path) -> str:
     name = fs.name_of(path)
     return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
@@ -436,6 +430,8 @@ def expand_inputs(inputs: list) -> list:
     Local inputs come back as Paths, remote ones as URI strings (as typed, for
     error lines; files found under a prefix as ``prefix/name``).
     """
+    from alq.store.manifest import is_pool
+
     out: list = []
     for p in inputs:
         remote = fs.is_remote(p)
@@ -443,7 +439,7 @@ def expand_inputs(inputs: list) -> list:
         kind = fs.file_type(p)
         if kind == "missing":
             raise BadInputError(f"{p}: input not found")
-        if kind == "dir" and not _is_pool(p):
+        if kind == "dir" and not is_pool(p):
             names = sorted(n for n in fs.listdir(p) if _suffix(n) in SUFFIXES and not n.startswith("."))
             if not names:
                 raise BadInputError(f"{p}: directory holds no {'/'.join(SUFFIXES)} files")

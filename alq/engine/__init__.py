@@ -44,8 +44,9 @@ def _call_range(fn, pool, lo, hi, args, slices):
 class Engine:
     name = "base"
 
-    def map(self, fn: Callable[..., Any], tasks: Iterable[Sequence[Any]]) -> list[Any]:
-        """``[fn(*args) for args in tasks]``, in task order."""
+    def map(self, fn: Callable[..., Any], tasks: Iterable[Sequence[Any]], *,
+            on_done: Callable[[int], None] | None = None) -> list[Any]:
+        """``[fn(*args) for args in tasks]``, in task order; ``on_done(i)`` as task ``i`` finishes."""
         raise NotImplementedError
 
     def default_tasks(self, pool) -> int:
@@ -83,10 +84,18 @@ class LocalEngine(Engine):
     def default_tasks(self, pool) -> int:
         return self.processes
 
-    def map(self, fn, tasks):
+    def slots(self) -> int:
+        return self.processes
+
+    def map(self, fn, tasks, *, on_done=None):
         tasks = list(tasks)
         if self.processes <= 1 or len(tasks) <= 1:
-            return [fn(*args) for args in tasks]
+            out = []
+            for i, args in enumerate(tasks):
+                out.append(fn(*args))
+                if on_done is not None:
+                    on_done(i)
+            return out
         import multiprocessing as mp
         import os
         from concurrent.futures import ProcessPoolExecutor
@@ -95,7 +104,10 @@ class LocalEngine(Engine):
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker, initargs=(threads,)) as pool:
-            return list(pool.map(_star, [(fn, args) for args in tasks]))
+            out = list(pool.map(_star, [(fn, args) for args in tasks]))
+        for i in range(len(out) if on_done is not None else 0):
+            on_done(i)
+        return out
 
 
 def _init_worker(threads: int) -> None:

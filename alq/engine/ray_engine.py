@@ -61,18 +61,58 @@ class RayEngine(Engine):
         return self.ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
                                max_retries=self.max_retries, retry_exceptions=False)(fn)
 
-    def _gather(self, refs) -> list[Any]:
+    def _gather(self, refs, *, cancel=None) -> list[Any]:
+        """``ray.get``, re-raising alq's own errors from tasks as they are (one line at the CLI).
+
+        ``cancel``: refs to cancel when one fails (``True``: ``refs`` themselves).
+        """
         try:
             return self.ray.get(refs)
-        except self.ray.exceptions.RayTaskError as exc:
+        except self.ray.exceptions.RayError as exc:
+            if cancel is not None:
+                self._cancel(refs if cancel is True else cancel)
             cause = getattr(exc, "cause", None)
             if isinstance(cause, AlqError):
                 raise cause from None
             raise
 
-    def map(self, fn: Callable[..., Any], tasks) -> list[Any]:
+    def _cancel(self, refs) -> None:
+        """Stop the tasks still running and wait until they are gone."""
+        for r in refs:
+            try:
+                self.ray.cancel(r, force=True)
+            except Exception:  # noqa: BLE001 - finished tasks cannot be cancelled; that is fine
+                pass
+        try:
+            self.ray.wait(list(refs), num_returns=len(refs), timeout=30)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+    def slots(self) -> int:
+        """How many tasks the cluster runs at once (its CPUs, or GPUs, over what one task asks for)."""
+        res = self.ray.cluster_resources()
+        if self.gpus_per_task:
+            return max(1, int(res.get("GPU", 0) // self.gpus_per_task))
+        return max(1, int(res.get("CPU", 1) // max(self.cpus_per_task, 1e-9)))
+
+    def map(self, fn: Callable[..., Any], tasks, *, on_done: Callable[[int], None] | None = None) -> list[Any]:
+        """``[fn(*args) for args in tasks]`` as Ray tasks, in task order.
+
+        ``on_done(i)`` is called on the driver as each task finishes (progress).
+        When one task fails, the others are cancelled before the error is raised,
+        so nothing is still writing when the caller cleans up.
+        """
         remote = self._remote(fn)
-        return self._gather([remote.remote(*args) for args in tasks])
+        refs = [remote.remote(*args) for args in tasks]
+        if on_done is None:
+            return self._gather(refs, cancel=True)
+        index = {r: i for i, r in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            ready, pending = self.ray.wait(pending, num_returns=1)
+            self._gather(ready, cancel=refs)
+            on_done(index[ready[0]])
+        return self._gather(refs)
 
     def map_pool(self, fn, pool, *args, row_arrays=None, tasks=None) -> list[Any]:
         """Like :meth:`Engine.map_pool`, with the pool and the shared arguments (a head, a
