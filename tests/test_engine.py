@@ -67,12 +67,12 @@ def test_ray_missing_says_how_to_install(monkeypatch):
     assert "pip install 'alq[ray]'" in info.value.line()
 
 
-def test_embed_engine_ray_is_refused_clearly(cli, tmp_path):
-    """Not built yet: says so in one line, exit 2, writes nothing (with or without Ray installed)."""
+def test_embed_unknown_engine_is_refused_clearly(cli, tmp_path):
+    """One line, exit 2, nothing written (``--engine ray`` itself: tests/test_ray_embed.py)."""
     from conftest import REPO
 
-    code, _, err = cli("embed", REPO / "sample_data" / "pool.parquet", "--out", tmp_path / "p", "--engine", "ray")
-    assert code == 2 and "not there yet" in err
+    code, _, err = cli("embed", REPO / "sample_data" / "pool.parquet", "--out", tmp_path / "p", "--engine", "spark")
+    assert code == 2 and "--engine 'spark' is not known" in err
     assert not (tmp_path / "p").exists()
 
 
