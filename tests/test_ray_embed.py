@@ -187,3 +187,150 @@ def test_without_ray_says_how_to_install(cli, files, tmp_path, monkeypatch):
                        "--engine", "ray")
     assert code == 2
     assert "pip install 'alq[ray]'" in err and len(err.strip().splitlines()) == 1
+
+
+# -- URI inputs and row ranges (no Ray) ----------------------------------------------------------
+def _parquet(path, x, ids, *, row_group):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.table({"id": pa.array(ids), "embedding": pa.array(list(x), type=pa.list_(pa.float32())),
+                  "url": pa.array([f"http://x/{i}" for i in ids])})
+    pq.write_table(t, path, row_group_size=row_group)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz-stored", "npz-deflated", "parquet"])
+def test_row_ranges_equal_whole_reads(tmp_path, kind):
+    """Every reader started mid-file gives the rows a whole read gives, in any block size."""
+    from alq.embed.sources import open_source
+
+    if kind == "npy":
+        np.save(tmp_path / "f.npy", A)
+        path = tmp_path / "f.npy"
+    elif kind == "parquet":
+        path = _parquet(tmp_path / "f.parquet", A, [f"r{i}" for i in range(len(A))], row_group=64)
+    else:
+        (np.savez if kind == "npz-stored" else np.savez_compressed)(tmp_path / "f.npz", x=A, id=np.arange(700) * 3)
+        path = tmp_path / "f.npz"
+    src = open_source(path)
+    for start, stop, block in [(0, 700, 1000), (1, 699, 7), (63, 65, 1), (130, 700, 64), (650, 700, 33)]:
+        got = [(b.row0, np.array(b.vectors), b.ids) for b in src.batches(block, start, stop)]
+        assert got[0][0] == start and sum(len(v) for _, v, _ in got) == stop - start
+        assert all(len(v) <= block for _, v, _ in got)
+        np.testing.assert_array_equal(np.concatenate([v for _, v, _ in got]), A[start:stop])
+        if kind.startswith("npz"):
+            np.testing.assert_array_equal(np.concatenate([i for *_, i in got]), np.arange(start, stop) * 3)
+
+
+def test_local_engine_reads_s3_inputs_ids_and_prefixes(cli, s3_bucket, tmp_path):
+    """.npy by range reads, .npz (stored and deflated), Parquet, a prefix listing and --ids, all from s3://."""
+    b = s3_bucket
+    np.save(tmp_path / "a.npy", A)
+    np.savez_compressed(tmp_path / "b.npz", x=B)
+    for name in ("a.npy", "b.npz"):
+        fs.upload(tmp_path / name, f"{b}/in/{name}")
+    ids = [f"img-{i}" for i in range(1200)]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    fs.upload(tmp_path / "ids.txt", f"{b}/ids.txt")
+    code, _, err = cli("embed", f"{b}/in/", "--ids", f"{b}/ids.txt", "--out", tmp_path / "from-s3", "-q",
+                       "--shard-rows", "256")
+    assert code == 0, err
+    code, _, err = cli("embed", tmp_path / "a.npy", tmp_path / "b.npz", "--ids", tmp_path / "ids.txt", "--out",
+                       tmp_path / "from-disk", "-q", "--shard-rows", "256")
+    assert code == 0, err
+    assert _shards(tmp_path / "from-s3") == _shards(tmp_path / "from-disk")
+    _parquet(tmp_path / "c.parquet", A, list(range(700)), row_group=100)
+    fs.upload(tmp_path / "c.parquet", f"{b}/c.parquet")
+    code, _, err = cli("embed", f"{b}/c.parquet", "--out", tmp_path / "pq-s3", "-q")
+    assert code == 0, err
+    code, _, err = cli("embed", tmp_path / "c.parquet", "--out", tmp_path / "pq-disk", "-q")
+    assert code == 0, err
+    assert _shards(tmp_path / "pq-s3") == _shards(tmp_path / "pq-disk")
+
+
+def test_s3_errors_name_the_uri_as_typed(cli, s3_bucket, tmp_path):
+    b = s3_bucket
+    code, _, err = cli("embed", f"{b}/nothing.npy", "--out", tmp_path / "p")
+    assert code == 2 and f"{b}/nothing.npy: input not found" in err
+    np.save(tmp_path / "a.npy", A)
+    fs.upload(tmp_path / "a.npy", f"{b}/a.npy")
+    (tmp_path / "ids.txt").write_text("\n".join(str(i) for i in range(10)) + "\n")
+    fs.upload(tmp_path / "ids.txt", f"{b}/ids.txt")
+    code, _, err = cli("embed", f"{b}/a.npy", "--ids", f"{b}/ids.txt", "--out", tmp_path / "p")
+    assert code == 2 and f"{b}/ids.txt: 10 ids for 700 input rows" in err
+
+
+@pytest.mark.parametrize("ids_mode", ["inputs", "one-file", "each-file", "generated-append"])
+def test_vectors_only_tasks_equal_local(tmp_path, ids_mode):
+    """Without an encoder the task path copies vectors, ids and kept columns exactly as the local engine."""
+    from alq.embed import EmbedRequest, embed
+    from alq.engine import LocalEngine
+
+    class InProcess(LocalEngine):
+        name = "in-process-tasks"
+
+    names = [f"r{i}" for i in range(1200)]
+    p1 = _parquet(tmp_path / "p1.parquet", A, names[:700], row_group=90)
+    p2 = _parquet(tmp_path / "p2.parquet", B, names[700:], row_group=70)
+    kw: dict = {}
+    inputs = [p1, p2]
+    if ids_mode == "one-file":
+        (tmp_path / "ids.txt").write_text("\n".join(f"x{i}" for i in range(1200)) + "\n")
+        kw["ids"] = [tmp_path / "ids.txt"]
+    elif ids_mode == "each-file":
+        np.save(tmp_path / "i1.npy", np.arange(700) + 10_000)
+        np.save(tmp_path / "i2.npy", np.arange(500) + 20_000)
+        kw["ids"] = [tmp_path / "i1.npy", tmp_path / "i2.npy"]
+    elif ids_mode == "generated-append":
+        np.save(tmp_path / "a.npy", A)
+        np.save(tmp_path / "b.npy", B)
+        inputs = [tmp_path / "a.npy", tmp_path / "b.npy"]
+    for name, engine in (("local", None), ("tasks", InProcess())):
+        out = tmp_path / name
+        if ids_mode == "generated-append":
+            embed(EmbedRequest(inputs=[tmp_path / "b.npy"], out=out, shard_rows=100, normalize="l2"))
+            kw["append"] = True
+        embed(EmbedRequest(inputs=inputs, out=out, shard_rows=100, normalize="l2", **kw), engine=engine, tasks=3)
+    assert _shards(tmp_path / "tasks") == _shards(tmp_path / "local")
+
+
+def test_mixed_ids_are_refused_for_tasks(tmp_path):
+    from alq.embed import EmbedRequest, embed
+    from alq.engine import LocalEngine
+    from alq.errors import BadInputError
+
+    class InProcess(LocalEngine):
+        name = "in-process-tasks"
+
+    np.save(tmp_path / "a.npy", A)
+    p = _parquet(tmp_path / "p.parquet", B, list(range(500)), row_group=100)
+    with pytest.raises(BadInputError, match="a.npy: --engine ray needs every input to carry ids"):
+        embed(EmbedRequest(inputs=[p, tmp_path / "a.npy"], out=tmp_path / "o"), engine=InProcess())
+    assert not (tmp_path / "o").exists()
+
+
+# -- other commands on an s3:// pool ---------------------------------------------------------------
+@pytest.mark.ray
+def test_ray_score_on_s3_pool_equals_local(ray_engine, s3_bucket, tmp_path):
+    """Tasks get the RemotePool as its URI + manifest and read their own shards from the store."""
+    import pyarrow.parquet as pq
+    from conftest import gaussian_pool
+
+    from alq.engine import LocalEngine
+    from alq.model.train import TrainOptions, train_head
+    from alq.scoring.store import write_scores
+    from alq.store import PoolWriter, open_pool
+
+    x, y = gaussian_pool(400, d=8, c=3, seed=2)
+    w = PoolWriter(f"{s3_bucket}/pool", shard_rows=100, dtype="float32")
+    w.add(x)
+    w.close()
+    pool = open_pool(f"{s3_bucket}/pool")
+    head = train_head(x[:60], y[:60], [0, 1, 2], multilabel=False, opts=TrainOptions(hidden=0, ensemble=1))
+    write_scores(pool, head, tmp_path / "local", engine=LocalEngine())
+    write_scores(pool, head, tmp_path / "ray", engine=ray_engine)
+    files = sorted(p.name for p in (tmp_path / "local").glob("*.parquet"))
+    assert files and files == sorted(p.name for p in (tmp_path / "ray").glob("*.parquet"))
+    for name in files:
+        assert pq.read_table(tmp_path / "local" / name).equals(pq.read_table(tmp_path / "ray" / name))
