@@ -53,9 +53,8 @@ def embed_cmd(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.embed import EmbedRequest, embed
-    from alq.guard import Output, check_outputs
-
     from alq.fs import is_remote
+    from alq.guard import Output, check_outputs
 
     def here(p):  # the guard looks at local files; object-store URIs are checked by the writer
         return None if p is None or is_remote(p) else p

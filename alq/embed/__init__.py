@@ -132,12 +132,14 @@ def _embed(req: EmbedRequest, stack: contextlib.ExitStack, progress, engine, tas
         if distributed:
             from alq.embed.distributed import write_distributed
 
-            write_distributed(writer, engine, sources, reader=dict(vector_column=req.vector_column,
+            stats = write_distributed(writer, engine, sources, reader=dict(vector_column=req.vector_column,
                               id_column=req.id_column, keep_columns=req.keep_columns),
                               encoder=_where(req.encoder), encoder_name=str(req.encoder) if raw else None,
                               batch_size=req.batch_size, trust_encoder=req.trust_encoder, tasks=tasks,
                               progress=progress, **ray_plan, **({"task_fn": task_fn} if task_fn else {}))
+            t_commit = time.perf_counter()
             manifest = writer.close()
+            stats["commit_seconds"] = round(time.perf_counter() - t_commit, 4)
         else:
             manifest = _write_local(writer, sources, id_streams, encoder, existing, req, progress, total, out)
     skipped = existing.skipped if existing is not None else 0
@@ -149,7 +151,8 @@ def _embed(req: EmbedRequest, stack: contextlib.ExitStack, progress, engine, tas
             "normalize": manifest.normalize, "shards": len(manifest.shards),
             "shards_added": len(writer.new_shards),
             "inputs": [str(f) for f in files], "encoder": str(req.encoder) if req.encoder else None,
-            "fingerprint": manifest.fingerprint, "seconds": round(time.perf_counter() - t0, 3)}
+            "fingerprint": manifest.fingerprint, "seconds": round(time.perf_counter() - t0, 3),
+            **({"engine": {"name": engine.name, **stats}} if distributed else {})}
 
 
 def _write_local(writer, sources, id_streams, encoder, existing, req, progress, total, out):

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from alq import fs
 from alq.config import rows_per_block
@@ -71,12 +70,14 @@ class PartJob:
 class PartResult:
     shards: list[ShardInfo]
     dim: int
+    seconds: float = 0.0  # the task's own time (encoder load, reads, encoding, writes)
 
 
 # -- the task ---------------------------------------------------------------------------------
 def run_part(job: PartJob) -> PartResult:
     """Encode and write one task's rows (runs in a Ray worker; a retry rewrites the same shards)."""
-    renames = {a: b for a, b in zip(job.inputs, job.names)} | dict(zip(job.ids.files, job.ids.names))
+    t0 = time.perf_counter()
+    renames = dict(zip(job.inputs, job.names)) | dict(zip(job.ids.files, job.ids.names))
     if job.encoder is not None:
         renames[job.encoder] = job.encoder_name
     try:
@@ -91,7 +92,8 @@ def run_part(job: PartJob) -> PartResult:
             gen = job.ids.generated_start + job.task.lo if job.ids.mode == "generated" else None
             shards = write_part(job.spec, job.task.first_shard, _batches(job, encoder, stack, seen),
                                 generated_id_start=gen)
-            return PartResult(shards=shards, dim=seen.get("dim", job.spec.dim or 0))
+            return PartResult(shards=shards, dim=seen.get("dim", job.spec.dim or 0),
+                              seconds=time.perf_counter() - t0)
     except AlqError as exc:
         raise _renamed(exc, renames) from None
 
@@ -108,7 +110,7 @@ def _renamed(exc: AlqError, renames: dict[str, str]) -> AlqError:
 def _batches(job: PartJob, encoder, stack: contextlib.ExitStack, seen: dict) -> Iterator[tuple]:
     """(vectors, ids, columns, source, row0) over the task's rows, as the local engine reads them."""
     ids_one = None
-    for k, piece in enumerate(job.task.pieces):
+    for piece in job.task.pieces:
         src = open_source(job.inputs[piece.input], raw=encoder is not None, **job.reader)
         if src.rows != job.rows[piece.input]:
             raise BadInputError(f"{job.names[piece.input]}: has {src.rows} rows, but had {job.rows[piece.input]} "
@@ -162,8 +164,13 @@ def write_distributed(writer: PoolWriter, engine, sources: list[Source], *, name
                       ids: IdsPlan, encoder: str | None, encoder_name: str | None, batch_size: int,
                       trust_encoder: bool, columns_schema, id_type: str | None, tasks: int | None = None,
                       progress: Callable[[str, int, int], None] | None = None,
-                      task_fn: Callable = run_part) -> None:
-    """Run the tasks and adopt their shards into ``writer`` (the caller commits with ``writer.close()``)."""
+                      task_fn: Callable = run_part) -> dict:
+    """Run the tasks and adopt their shards into ``writer`` (the caller commits with ``writer.close()``).
+
+    Returns timings: the number of tasks, the sum and max of the tasks' own
+    seconds, the wall time of the task run and of the adoption (reading back
+    every shard's ids).
+    """
     spec = writer.part_spec()
     if spec.id_type is None and id_type is not None:
         spec = dataclasses.replace(spec, id_type=id_type)
@@ -188,14 +195,19 @@ def write_distributed(writer: PoolWriter, engine, sources: list[Source], *, name
         if progress is not None:
             progress("embed (ray tasks)", done[0], len(jobs))
 
+    t0 = time.perf_counter()
     try:
         results = engine.map(task_fn, jobs, on_done=step)
     except BaseException:
         _remove_planned(spec.location, plan, spec.shard_rows)
         raise
+    t1 = time.perf_counter()
     for t, res in zip(plan, results):
         writer.adopt(res.shards, source=names[t.pieces[0].input], rows=shard_origins(t, names, spec.shard_rows),
                      dim=res.dim or None, id_type=spec.id_type, columns_schema=spec.columns_schema)
+    secs = [r.seconds for r in results]
+    return {"tasks": len(plan), "task_seconds_sum": round(sum(secs), 4), "task_seconds_max": round(max(secs), 4),
+            "run_seconds": round(t1 - t0, 4), "adopt_seconds": round(time.perf_counter() - t1, 4)}
 
 
 def _remove_planned(location: str, plan: list[TaskRange], shard_rows: int) -> None:
