@@ -512,18 +512,28 @@ def staged_output(path, *, kind: str = "file", resume: bool = False) -> Iterator
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def new_generation() -> str:
+    """A fresh, sortable generation name for a directory output on object storage."""
+    return f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
 def publish_dir(local_dir: Path, uri: str) -> str:
     """Upload ``local_dir`` as a new generation of ``uri`` and switch the pointer to it; returns the generation."""
-    gen = f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    gen = new_generation()
     for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
         upload(f, join(uri, gen, str(f.relative_to(local_dir))))
+    switch_generation(uri, gen)
+    return gen
+
+
+def switch_generation(uri: str, gen: str) -> None:
+    """Point readers of ``uri`` at the complete generation ``gen`` (one PUT); drop all but it and the one before."""
     old = _pointer_generation(uri)
     write_bytes(join(uri, POINTER), json.dumps({"generation": gen, "previous": old}).encode())
     keep = {gen, old}
     for name in {rel.split("/", 1)[0] for rel in listdir(uri, recursive=True) if "/" in rel}:
         if name.startswith("gen-") and name not in keep:
             delete_tree(join(uri, name))
-    return gen
 
 
 def _pointer_generation(uri: str) -> str | None:
