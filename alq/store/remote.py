@@ -152,7 +152,7 @@ class RemotePool(ShardedPool):
         arr = self._vectors.get(shard)
         if arr is None:
             arr = self.read_rows(shard, 0, self.manifest.shards[shard].rows)
-            while len(self._vectors) >= 2:  # whole shards are only for random access: keep few
+            while len(self._vectors) >= 1:  # whole shards are only for random access: keep one
                 self._vectors.popitem(last=False)
             self._vectors[shard] = arr
         return arr
