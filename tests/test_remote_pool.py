@@ -143,6 +143,10 @@ def test_sigkill_mid_append_leaves_the_previous_pool_and_a_later_writer_cleans(b
     assert pool.manifest == before and pool.verify() == []
     assert len(pool.unlisted()) == 8  # four shards' two objects, not part of the pool
     assert fs.exists(fs.join(b.path, REMOTE_LOCK))  # the dead writer's lock: it expires, nobody renews it
+    from alq.store.inspect import describe
+
+    info = describe(b.path, verify=True)
+    assert info["verified"] and len(info["unlisted_files"]) == 8 and info["writer_lock"]["state"] == "held"
     fs.write_bytes(fs.join(b.path, REMOTE_LOCK), json.dumps({"owner": "x", "expires": 0}).encode())  # expired
     w = PoolWriter(b.path, append=True)
     assert len(w.swept) == 8

@@ -569,6 +569,17 @@ class PoolWriter:
         if columns_schema is not None and self.columns_schema is None:
             self.columns_schema = columns_schema
         loc = self.path if self.remote else self.workdir
+        shards = list(shards)
+        if shards and self.dim is None:  # the driver did not see the vectors (an encoder ran in the workers)
+            self.dim = _npy_dim(fs.join(loc, shards[0].npy))
+        if shards and (self.id_type is None or (self.columns_schema is None and not self.base_count
+                                                and not self._new_rows)):
+            schema = fs.read_schema(fs.join(loc, shards[0].parquet))
+            if self.id_type is None:
+                self.id_type = "int64" if pa.types.is_integer(schema.field("id").type) else "string"
+            rest = [f for f in schema if f.name != "id"]
+            if rest and self.columns_schema is None:
+                self.columns_schema = pa.schema(rest)
         for k, sh in enumerate(shards):
             if sh.name in {x.name for x in self._new_shards} or (self.base and sh.name in
                                                                  {x.name for x in self.base.shards}):
@@ -902,6 +913,21 @@ def write_part(spec: PartSpec, first_shard: int, batches, *, generated_id_start:
     except BaseException:
         w.abort()
         raise
+
+
+def _npy_dim(path) -> int:
+    """Row width of an alq shard from its NPY header (one small range read on a store)."""
+    import io
+
+    from alq.store.npyfile import read_npy_header
+
+    if fs.is_remote(path):
+        f = fs.open_input(path)
+        head = io.BytesIO(f.read_at(min(4096, f.size()), 0))
+    else:
+        head = io.BytesIO(Path(path).read_bytes()[:4096])
+    shape, _, _ = read_npy_header(head, source=str(path))
+    return int(shape[1])
 
 
 def _number_of(name: str) -> int:
