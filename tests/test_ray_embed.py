@@ -334,3 +334,51 @@ def test_ray_score_on_s3_pool_equals_local(ray_engine, s3_bucket, tmp_path):
     assert files and files == sorted(p.name for p in (tmp_path / "ray").glob("*.parquet"))
     for name in files:
         assert pq.read_table(tmp_path / "local" / name).equals(pq.read_table(tmp_path / "ray" / name))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name", ["margin", "cluster-margin", "coreset"])
+def test_ray_select_on_s3_pool_equals_local(ray_engine, s3_bucket, name):
+    import torch
+    from conftest import gaussian_pool
+
+    from alq.engine import LocalEngine
+    from alq.model.train import TrainOptions, train_head
+    from alq.store import PoolWriter, open_pool
+    from alq.strategies import REGISTRY, Context, get_strategy, load_all
+
+    load_all()
+    x, y = gaussian_pool(400, d=8, c=3, seed=4)
+    w = PoolWriter(f"{s3_bucket}/pool", shard_rows=100, dtype="float32")
+    w.add(x)
+    w.close()
+    pool = open_pool(f"{s3_bucket}/pool")
+    labeled = np.arange(0, 400, 10)
+    head = train_head(x[labeled], y[labeled], [0, 1, 2], multilabel=False, opts=TrainOptions(hidden=0, ensemble=1))
+    excluded = np.zeros(400, bool)
+    excluded[labeled] = True
+
+    def select(engine):
+        ctx = Context(pool=pool, budget=15, seed=1, excluded=excluded.copy(), labeled=labeled,
+                      head=head if REGISTRY[name].needs_head else None, clusters=y.astype(np.int64),
+                      options={}, engine=engine,
+                      device=torch.device("cpu") if isinstance(engine, LocalEngine) else None)
+        return get_strategy(name).select(ctx)
+
+    local, remote = select(LocalEngine()), select(ray_engine)
+    np.testing.assert_array_equal(remote.indices, local.indices)
+    np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-6, atol=1e-9)
+
+
+def test_task_names_paths_its_worker_cannot_see(files, tmp_path):
+    from alq.embed.distributed import IdsPlan, PartJob, run_part
+    from alq.embed.plan import plan_tasks
+    from alq.errors import BadInputError
+    from alq.store.writer import PartSpec
+
+    spec = PartSpec(location=str(tmp_path), dtype="float32", dim=None, normalize=None, id_type="int64",
+                    shard_rows=SHARD)
+    job = PartJob(spec=spec, task=plan_tasks([700], SHARD, 1)[0], inputs=("/nowhere/a.npy",), names=("a.npy",),
+                  rows=(700,), reader={}, ids=IdsPlan(mode="generated", generated_start=0))
+    with pytest.raises(BadInputError, match=r"a.npy: not visible on Ray worker .*/nowhere/a.npy"):
+        run_part(job)

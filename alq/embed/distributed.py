@@ -80,6 +80,7 @@ def run_part(job: PartJob) -> PartResult:
     renames = dict(zip(job.inputs, job.names)) | dict(zip(job.ids.files, job.ids.names))
     if job.encoder is not None:
         renames[job.encoder] = job.encoder_name
+    _check_visible(job)
     try:
         with contextlib.ExitStack() as stack:
             encoder = None
@@ -96,6 +97,21 @@ def run_part(job: PartJob) -> PartResult:
                               seconds=time.perf_counter() - t0)
     except AlqError as exc:
         raise _renamed(exc, renames) from None
+
+
+def _check_visible(job: PartJob) -> None:
+    """Local paths must be on a filesystem this worker shares with the driver: say so plainly if not."""
+    import socket
+
+    wanted = [(a, b) for a, b in zip(job.inputs, job.names)] + list(zip(job.ids.files, job.ids.names))
+    if job.encoder is not None:
+        wanted.append((job.encoder, job.encoder_name))
+    wanted.append((job.spec.location, "the pool's build directory"))
+    for where, name in wanted:
+        if not fs.is_remote(where) and not Path(where).exists():
+            raise BadInputError(f"{name}: not visible on Ray worker {socket.gethostname()} ({where})",
+                                hint="put inputs and --out on a filesystem every worker mounts at the same path, "
+                                     "or on s3:// / gs://")
 
 
 def _renamed(exc: AlqError, renames: dict[str, str]) -> AlqError:

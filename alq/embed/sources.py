@@ -85,8 +85,8 @@ class NpySource(Source):
 
     def __init__(self, path: str | Path, *, raw: bool = False):
         self.path = path
-        self.fh = open_file(path)
-        self.info: ArrayAt = npy_file(self.fh, source=str(path))
+        with open_file(path) as fh:  # reopened per read: a directory of many inputs holds no descriptors
+            self.info: ArrayAt = npy_file(fh, source=str(path))
         shape, dtype = self.info.shape, self.info.dtype
         if len(shape) == 0:
             raise BadInputError(f"{path}: holds a scalar, not an array of rows")
@@ -106,8 +106,9 @@ class NpySource(Source):
 
     def batches(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         # one reused buffer: embed consumes each batch before asking for the next
-        for r, block in self.info.blocks(self.fh, block_rows, start, stop, reuse=True):
-            yield Batch(block, None, r, self.name)
+        with open_file(self.path) as fh:
+            for r, block in self.info.blocks(fh, block_rows, start, stop, reuse=True):
+                yield Batch(block, None, r, self.name)
 
 
 # -- .npz ---------------------------------------------------------------------
