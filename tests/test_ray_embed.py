@@ -382,3 +382,37 @@ def test_task_names_paths_its_worker_cannot_see(files, tmp_path):
                   rows=(700,), reader={}, ids=IdsPlan(mode="generated", generated_start=0))
     with pytest.raises(BadInputError, match=r"a.npy: not visible on Ray worker .*/nowhere/a.npy"):
         run_part(job)
+
+
+def test_local_engine_appends_to_an_s3_pool_skipping_existing(cli, s3_bucket, tmp_path):
+    np.savez(tmp_path / "a.npz", x=A, id=np.arange(700) * 2)
+    fs.upload(tmp_path / "a.npz", f"{s3_bucket}/a.npz")
+    pool = f"{s3_bucket}/pool"
+    assert cli("embed", f"{s3_bucket}/a.npz", "--out", pool, "-q")[0] == 0
+    code, out, err = cli("embed", f"{s3_bucket}/a.npz", "--out", pool, "--append", "--skip-existing", "--json")
+    assert code == 0, err
+    import json
+
+    s = json.loads(out)
+    assert (s["rows_added"], s["rows_skipped"], s["count"]) == (0, 700, 700)
+
+
+def test_duplicate_id_across_tasks_is_refused_with_the_local_line(tmp_path):
+    from alq.embed import EmbedRequest, embed
+    from alq.engine import LocalEngine
+    from alq.errors import BadInputError
+
+    class InProcess(LocalEngine):
+        name = "in-process-tasks"
+
+    names = [f"r{i}" for i in range(1200)]
+    names[700 + 150] = "r5"  # p2 row 150 repeats p1 row 5, two tasks apart
+    p1 = _parquet(tmp_path / "p1.parquet", A, names[:700], row_group=90)
+    p2 = _parquet(tmp_path / "p2.parquet", B, names[700:], row_group=70)
+    lines = []
+    for name, engine in (("local", None), ("tasks", InProcess())):
+        with pytest.raises(BadInputError) as info:
+            embed(EmbedRequest(inputs=[p1, p2], out=tmp_path / name, shard_rows=100), engine=engine, tasks=4)
+        lines.append(info.value.line())
+        assert not (tmp_path / name).exists()
+    assert lines[0] == lines[1] and "p2.parquet: row 150: duplicate id 'r5'" in lines[0]

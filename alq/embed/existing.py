@@ -23,9 +23,9 @@ class ExistingRows:
     """Match input blocks against the rows of an existing pool."""
 
     def __init__(self, pool_path):
-        from alq.store.pool import ShardedPool
+        from alq.store.pool import open_pool
 
-        self.pool = ShardedPool(pool_path)
+        self.pool = open_pool(pool_path)  # local or s3:// / gs://
         m = self.pool.manifest
         self.normalize = m.normalize
         self.dtype = np.dtype(m.dtype)
