@@ -416,3 +416,15 @@ def test_duplicate_id_across_tasks_is_refused_with_the_local_line(tmp_path):
         lines.append(info.value.line())
         assert not (tmp_path / name).exists()
     assert lines[0] == lines[1] and "p2.parquet: row 150: duplicate id 'r5'" in lines[0]
+
+
+@pytest.mark.ray
+def test_gpus_per_task_without_gpus_is_refused(cli, ray_engine, files, tmp_path):
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0):
+        pytest.skip("this Ray has GPUs")
+    code, _, err = cli("embed", files / "a.npy", "--encoder", files / "enc.pt", "--out", tmp_path / "p",
+                       "--engine", "ray", "--ray-gpus-per-task", "1")
+    assert code == 2 and "--ray-gpus-per-task=1 but the Ray cluster has 0 GPUs" in err
+    assert not (tmp_path / "p").exists()

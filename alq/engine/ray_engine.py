@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from alq.engine import Engine, shard_ranges
-from alq.errors import AlqError, MissingFeatureError
+from alq.errors import AlqError, BadInputError, MissingFeatureError
 
 INSTALL_HINT = "install the extra: pip install 'alq[ray]'"
 
@@ -92,6 +92,10 @@ class RayEngine(Engine):
         """How many tasks the cluster runs at once (its CPUs, or GPUs, over what one task asks for)."""
         res = self.ray.cluster_resources()
         if self.gpus_per_task:
+            if res.get("GPU", 0) < self.gpus_per_task:  # the tasks would wait for a GPU forever
+                raise BadInputError(f"--ray-gpus-per-task={self.gpus_per_task:g} but the Ray cluster has "
+                                    f"{res.get('GPU', 0):g} GPUs", hint="drop --ray-gpus-per-task, or join a "
+                                    "cluster with GPU nodes (--ray-address)")
             return max(1, int(res.get("GPU", 0) // self.gpus_per_task))
         return max(1, int(res.get("CPU", 1) // max(self.cpus_per_task, 1e-9)))
 

@@ -6,7 +6,8 @@ that encoding, not I/O, dominates. Both engines build the same pool (the
 test checks it); each is timed end to end, median of REPEATS runs, in the
 same run, after an untimed warm-up of both (Ray workers started, torch
 imported, as on a long-lived cluster; Ray's start-up is printed apart). The
-local engine's torch uses every core; each Ray task runs one thread
+local engine runs twice: with torch's default threads (every core) and with
+one thread (the per-worker baseline); each Ray task runs one thread
 (OMP_NUM_THREADS=1), two tasks at a time on a 2-CPU local Ray.
 
 Printed: seconds per engine, Ray / local ratio, and where Ray's time goes:
@@ -76,7 +77,10 @@ def run(n: int = ROWS, repeats: int = REPEATS, workers: int = 2) -> dict:
         def req(out: Path) -> EmbedRequest:
             return EmbedRequest(inputs=files, out=out, encoder=enc, shard_rows=shard_rows, batch_size=512)
 
-        local_t, ray_t, ray_stats = [], [], []
+        import torch
+
+        local_t, local1_t, ray_t, ray_stats = [], [], [], []
+        threads = torch.get_num_threads()
         t0 = time.perf_counter()
         eng = RayEngine(num_cpus=workers)
         startup = time.perf_counter() - t0
@@ -87,34 +91,39 @@ def run(n: int = ROWS, repeats: int = REPEATS, workers: int = 2) -> dict:
               tasks=2 * workers)
         embed(EmbedRequest(inputs=[warm], out=root / "warm-local", encoder=enc, shard_rows=64))
         for k in range(repeats):
-            for name in ("local", "ray"):
+            for name, times in (("local", local_t), ("local1", local1_t), ("ray", ray_t)):
                 out = root / f"{name}-{k}"
+                torch.set_num_threads(1 if name == "local1" else threads)
                 t0 = time.perf_counter()
                 s = embed(req(out), engine=eng if name == "ray" else None)
-                (ray_t if name == "ray" else local_t).append(time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
                 if name == "ray":
                     ray_stats.append(s["engine"])
-            a, b = read_manifest(root / f"local-{k}"), read_manifest(root / f"ray-{k}")
+            torch.set_num_threads(threads)
+            a, b = read_manifest(root / f"local1-{k}"), read_manifest(root / f"ray-{k}")
             assert [x.sha256 for x in a.shards] == [x.sha256 for x in b.shards], "Ray pool differs from local"
-            for name in ("local", "ray"):
+            for name in ("local", "local1", "ray"):
                 shutil.rmtree(root / f"{name}-{k}")
         shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    local_s, ray_s = statistics.median(local_t), statistics.median(ray_t)
+    local_s, local1_s, ray_s = statistics.median(local_t), statistics.median(local1_t), statistics.median(ray_t)
     st = ray_stats[ray_t.index(sorted(ray_t)[len(ray_t) // 2])]  # the median run's breakdown
     driver = ray_s - st["run_seconds"] - st["adopt_seconds"] - st["commit_seconds"]
     fixed = driver + st["adopt_seconds"] + st["commit_seconds"]
-    result = {"rows": n, "tasks": st["tasks"], "local_s": local_s, "ray_s": ray_s, "ratio": ray_s / local_s,
+    result = {"rows": n, "tasks": st["tasks"], "local_s": local_s, "local_1thread_s": local1_s, "ray_s": ray_s,
+              "ratio": ray_s / local_s, "ratio_1thread": ray_s / local1_s,
               "ray_startup_s": startup, "task_s_sum": st["task_seconds_sum"], "task_s_max": st["task_seconds_max"],
               "run_s": st["run_seconds"], "driver_s": driver, "adopt_s": st["adopt_seconds"],
               "commit_s": st["commit_seconds"],
               "projection": {w: fixed + st["task_seconds_sum"] / w for w in (2, 8, 32, 128)}}
     print(f"\nalq embed --encoder (MLP {DIM_IN}->{HIDDEN}->{HIDDEN}->{DIM_OUT}), {n:,} rows, "
           f"median of {repeats}:")
-    print(f"  local engine        {local_s:8.2f} s  ({n / local_s:,.0f} rows/s, torch threads: all cores)")
+    print(f"  local engine        {local_s:8.2f} s  ({n / local_s:,.0f} rows/s, {threads} torch threads)")
+    print(f"  local, 1 thread     {local1_s:8.2f} s  ({n / local1_s:,.0f} rows/s)")
     print(f"  ray, {workers} workers       {ray_s:8.2f} s  ({n / ray_s:,.0f} rows/s)   ray / local = "
-          f"{result['ratio']:.2f}   (Ray start-up {startup:.1f} s, not counted)")
+          f"{result['ratio']:.2f}, ray / local 1 thread = {result['ratio_1thread']:.2f}   "
+          f"(Ray start-up {startup:.1f} s, not counted)")
     print(f"  ray breakdown: {st['tasks']} tasks, task seconds sum {st['task_seconds_sum']:.2f} "
           f"(max {st['task_seconds_max']:.2f}), run wall {st['run_seconds']:.2f}, driver {driver:.2f}, "
           f"adopt {st['adopt_seconds']:.2f}, commit {st['commit_seconds']:.2f}")
