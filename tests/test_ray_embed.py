@@ -96,8 +96,10 @@ def test_distributed_path_equals_local_without_ray(files, local_pool, tmp_path):
 
     req = EmbedRequest(inputs=[files / "a.npy", files / "b.npz"], out=tmp_path / "pool", encoder=files / "enc.pt",
                        shard_rows=SHARD, batch_size=BATCH, dtype="float32")
-    s = embed(req, engine=InProcess(), tasks=4)
-    assert s["count"] == 1200 and s["shards"] == 10
+    calls = []
+    s = embed(req, engine=InProcess(), tasks=4, progress=lambda *a: calls.append(a))
+    assert s["count"] == 1200 and s["shards"] == 10 and s["engine"]["tasks"] == 4
+    assert calls == [("embed (ray tasks)", k, 4) for k in (1, 2, 3, 4)]  # the bar advances per finished task
     assert _shards(tmp_path / "pool") == _shards(local_pool)
 
 

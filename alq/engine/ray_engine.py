@@ -1,12 +1,14 @@
 """The Ray engine: the map of each pool-wide stage runs as Ray tasks.
 
 One task per shard-aligned range (by default one per shard, capped by
-``max_tasks``). Tasks receive the pool by path (``ShardedPool`` pickles as
-its directory) and their own slice of per-row arrays, so nothing pool-sized
-travels through the driver; workers read shards from the store's path,
-which must be visible to them (a shared filesystem). Ray retries a task
-whose worker dies (``max_retries``), and stages are pure functions of their
-inputs, so a retried task gives the same partial result.
+``max_tasks``). Tasks receive the pool by name (``ShardedPool`` pickles as
+its directory, ``RemotePool`` as its URI + manifest) and their own slice of
+per-row arrays, so nothing pool-sized travels through the driver; workers
+read shards themselves, from a shared filesystem or straight from
+``s3://`` / ``gs://``. Ray retries a task whose worker dies
+(``max_retries``), and stages are pure functions of their inputs, so a
+retried task gives the same partial result. ``alq embed`` uses :meth:`map`
+(tasks that write whole shards: :mod:`alq.embed.distributed`).
 """
 
 from __future__ import annotations
