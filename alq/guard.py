@@ -209,7 +209,7 @@ def check_outputs(outputs: Sequence[Output], inputs: Iterable[tuple[str, str | o
                                 hint=f"choose another {o.option}")
         if not os.path.lexists(target):
             continue
-        _check_kind(o, shown, "dir" if target.is_dir() else "file", lambda: kind_of(target), overwrite)
+        _check_kind(o, shown, "dir" if target.is_dir() else "file", lambda t=target: kind_of(t), overwrite)
 
 
 def _check_remote(o: Output, ins: list[tuple[str, str, str]], overwrite: bool | None) -> None:

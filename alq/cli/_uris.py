@@ -44,3 +44,17 @@ class Staged(contextlib.ExitStack):
         if path is not None and str(path) == "-":
             return path
         return self.enter_context(staging.stage_output(path, kind=kind, resume=resume))
+
+
+def remote_lock(target, what: str):
+    """The writer lock of a remote output (local outputs are locked by the library call itself)."""
+    if not fs.is_remote(target):
+        return contextlib.nullcontext()
+    from alq.store.lock import exclusive_lock
+
+    return exclusive_lock(target, what=what)
+
+
+def path(value: str) -> str:
+    """Typer parser of path arguments: the text as given (help shows ``<path>``; ``Path`` would mangle URIs)."""
+    return value
