@@ -27,18 +27,13 @@ _SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "pa
 
 def available_columns(pool) -> list[str]:
     """Metadata columns a pool keeps (all but ``id`` in its first shard's Parquet)."""
-    from alq.store.writer import metadata_schema
-
     if not pool.n_shards:
         return []
-    schema = metadata_schema(pool.path / pool.manifest.shards[0].parquet)
-    return schema.names if schema is not None else []
+    return [f.name for f in pool.shard_schema(0) if f.name != "id"]
 
 
 def pool_columns(pool, indices: np.ndarray, names: list[str]) -> pa.Table:
     """The metadata columns ``names`` of pool rows ``indices`` (global, in that order)."""
-    import pyarrow.parquet as pq
-
     have = available_columns(pool)
     missing = [c for c in names if c not in have]
     if missing:
@@ -50,7 +45,7 @@ def pool_columns(pool, indices: np.ndarray, names: list[str]) -> pa.Table:
     parts, where = [], []
     for s in np.unique(shard):
         sel = np.flatnonzero(shard == s)
-        t = pq.read_table(pool.path / pool.manifest.shards[int(s)].parquet, columns=names)
+        t = pool.shard_table(int(s), columns=names)
         parts.append(t.take(pa.array(row[sel])))
         where.append(sel)
     if not parts:

@@ -79,9 +79,9 @@ def normalize(path) -> str | Path:
         return local(path)
     sc, rest = path.split("://", 1)
     sc = "gs" if sc.lower() in ("gs", "gcs") else sc.lower()
-    rest = rest.strip("/")
-    if not rest or rest.startswith("/"):
+    if not rest.strip("/") or rest.startswith("/"):
         raise BadInputError(f"{path}: a {sc}:// URI needs a bucket name")
+    rest = rest.strip("/")
     while "//" in rest:
         rest = rest.replace("//", "/")
     return f"{sc}://{rest}"
@@ -246,6 +246,26 @@ def write_bytes(path, data: bytes) -> None:
             fh.write(data)
     except OSError as exc:
         raise _wrap(path, exc, "write") from None
+
+
+def read_table(path, columns: list[str] | None = None):
+    """A whole Parquet file (local or remote) as a pyarrow Table."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_table(local(path), columns=columns)
+    fs, key = filesystem(path)
+    return pq.read_table(key, filesystem=fs, columns=columns)
+
+
+def read_schema(path):
+    import pyarrow.parquet as pq
+
+    if not is_remote(path):
+        return pq.read_schema(local(path))
+    fs, key = filesystem(path)
+    with fs.open_input_file(key) as fh:
+        return pq.read_schema(fh)
 
 
 def open_input(path):
@@ -492,18 +512,28 @@ def staged_output(path, *, kind: str = "file", resume: bool = False) -> Iterator
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def new_generation() -> str:
+    """A fresh, sortable generation name for a directory output on object storage."""
+    return f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
 def publish_dir(local_dir: Path, uri: str) -> str:
     """Upload ``local_dir`` as a new generation of ``uri`` and switch the pointer to it; returns the generation."""
-    gen = f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    gen = new_generation()
     for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
         upload(f, join(uri, gen, str(f.relative_to(local_dir))))
+    switch_generation(uri, gen)
+    return gen
+
+
+def switch_generation(uri: str, gen: str) -> None:
+    """Point readers of ``uri`` at the complete generation ``gen`` (one PUT); drop all but it and the one before."""
     old = _pointer_generation(uri)
     write_bytes(join(uri, POINTER), json.dumps({"generation": gen, "previous": old}).encode())
     keep = {gen, old}
     for name in {rel.split("/", 1)[0] for rel in listdir(uri, recursive=True) if "/" in rel}:
         if name.startswith("gen-") and name not in keep:
             delete_tree(join(uri, name))
-    return gen
 
 
 def _pointer_generation(uri: str) -> str | None:

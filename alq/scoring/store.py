@@ -20,6 +20,7 @@ directory is built beside its target and swapped in whole, like a pool.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import shutil
 import tempfile
 import time
@@ -30,9 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from alq import __version__
+from alq import __version__, fs
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json
+from alq.io import dumps_strict, read_json, read_parquet, replace_dir, sha256_file, write_json
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
 
@@ -105,11 +106,24 @@ def score_partial(pool, lo: int, hi: int, head, workdir: str, names: list[str], 
             "top_probs": pa.ListArray.from_arrays(off, pa.array(topp.reshape(-1))),
             **{name: pa.array(np.concatenate(parts[name]) if n else np.empty(0)) for name in MEASURES},
         })
-        target = Path(workdir) / f"{names[s]}.parquet"
-        pq.write_table(table, target)
-        stats.append({"shard": s, "name": names[s], "rows": n,
+        stats.append({"shard": s, "name": names[s], "rows": n, "sha256": _write_table(table, workdir, names[s]),
                       "histogram": np.bincount(pred, minlength=head.n_classes).tolist()})
     return stats
+
+
+def _write_table(table: pa.Table, workdir: str, name: str) -> str:
+    """Write one shard's scores where the task runs (a local build dir, or the store directly); its sha256."""
+    import hashlib
+
+    target = fs.join(workdir, f"{name}.parquet")
+    if not fs.is_remote(target):
+        pq.write_table(table, target)
+        return sha256_file(target)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    data = sink.getvalue().to_pybytes()
+    fs.write_bytes(target, data)  # one whole object: a retried task replaces it
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str | None = None, engine=None,
@@ -120,6 +134,9 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
     if top_k < 1:
         raise BadInputError(f"--top-k={top_k} must be >= 1")
     head.check_pool(pool)
+    if fs.is_remote(out):
+        return _write_scores_remote(pool, head, fs.normalize(out), top_k=top_k, aggregate=aggregate, engine=engine,
+                                    device=device, pool_path=pool_path, t0=t0)
     out = Path(out)
     if out.exists() and not (out.is_dir() and (is_scores(out) or not any(out.iterdir()))):
         raise BadInputError(f"{out}: exists and is not an alq scores directory; refusing to replace it",
@@ -143,7 +160,7 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
                 "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
                 "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
                 "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
-                            "sha256": sha256_file(work / f"{s['name']}.parquet")} for s in stats],
+                            "sha256": s["sha256"]} for s in stats],
                 "alq_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_json(work / META, meta)
@@ -151,6 +168,52 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    return _summary(out, pool, head, aggregate, stats, hist, t0)
+
+
+def _write_scores_remote(pool, head, out: str, *, top_k, aggregate, engine, device, pool_path, t0) -> dict:
+    """The scores directory on object storage: tasks write their shards under a new generation, then the
+    driver writes the meta file and switches the pointer (readers see the old scores or the new, whole)."""
+    kind = fs.file_type(out)
+    if kind == "file" or (kind == "dir" and not fs.exists(fs.join(out, fs.POINTER))
+                          and META not in fs.listdir(out)):
+        raise BadInputError(f"{out}: exists and is not an alq scores directory; refusing to replace it",
+                            hint="choose another --out")
+    if kind == "dir" and fs.exists(fs.join(out, fs.POINTER)) and \
+            META not in fs.listdir(fs.current_generation(out)):
+        raise BadInputError(f"{out}: holds another kind of alq output; refusing to replace it",
+                            hint="choose another --out")
+    if pool.count == 0:
+        raise BadInputError("the pool is empty: nothing to score")
+    if engine is None:
+        from alq.engine import LocalEngine
+
+        engine = LocalEngine()
+    gen = fs.new_generation()
+    work = fs.join(out, gen)
+    try:
+        names = shard_names(pool)
+        dev = str(device) if device is not None else None
+        results = engine.map_pool(score_partial, pool, head, work, names, int(top_k), aggregate, dev, None)
+        stats = sorted((s for part in results for s in part), key=lambda s: s["shard"])
+        hist = np.sum([s["histogram"] for s in stats], axis=0) if stats else np.zeros(head.n_classes, np.int64)
+        meta = {"format": FORMAT, "version": VERSION, "pool": pool_path, "pool_fingerprint": pool.fingerprint,
+                "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
+                "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
+                "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
+                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
+                            "sha256": s["sha256"]} for s in stats],
+                "alq_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        fs.write_bytes(fs.join(work, META), (dumps_strict(meta, indent=2, sort_keys=True) + "\n").encode())
+        fs.switch_generation(out, gen)
+    except BaseException:
+        fs.delete_tree(work)
+        raise
+    return _summary(out, pool, head, aggregate, stats, hist, t0)
+
+
+def _summary(out, pool, head, aggregate, stats, hist, t0) -> dict:
     order = np.argsort(-hist, kind="stable")
     return {"output": str(out), "rows": pool.count, "shards": len(stats), "pool_fingerprint": pool.fingerprint,
             "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
@@ -166,11 +229,25 @@ class ScoresStore:
     """Read access to a scores directory (picklable: its path and metadata)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
-        mpath = meta_path(self.path)
-        meta = read_json(mpath, what="scores metadata")
+        self.remote = fs.is_remote(path)
+        if self.remote:  # read in place on the store: the current generation behind the pointer
+            self.shown = fs.normalize(path)
+            if fs.file_type(self.shown) != "dir":
+                raise BadInputError(f"{self.shown}: scores directory not found", hint="write one with `alq score`")
+            self.path = fs.current_generation(self.shown)
+            mpath = fs.join(self.path, META)
+            try:
+                meta = json.loads(fs.read_bytes(mpath))
+            except FileNotFoundError:
+                raise BadInputError(f"{self.shown}: not an alq scores directory (no {META})") from None
+            except ValueError as exc:
+                raise BadInputError(f"{mpath}: scores metadata is not valid JSON ({exc})") from None
+        else:
+            self.path = Path(path)
+            if not self.path.exists():
+                raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
+            mpath = meta_path(self.path)
+            meta = read_json(mpath, what="scores metadata")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise BadInputError(f"{mpath}: not an alq scores file")
         if meta.get("version") != VERSION:
@@ -200,10 +277,28 @@ class ScoresStore:
         if [s.get("rows") for s in shards] != list(pool.shard_rows):
             return "scores shards do not line up with the pool's"
         for s in shards:  # a shard copied over another, or rewritten in place at the same size
-            f = self.path / s.get("file", "")
-            if "sha256" in s and (not f.is_file() or sha256_file(f) != s["sha256"]):
-                return f"{f.name} changed since `alq score` (sha256 mismatch)"
+            if "sha256" in s and self._sha256(s.get("file", "")) != s["sha256"]:
+                return f"{s.get('file')} changed since `alq score` (sha256 mismatch)"
         return None
+
+    def _sha256(self, name: str) -> str | None:
+        f = fs.join(self.path, name)
+        if fs.file_type(f) != "file":
+            return None
+        if self.remote:
+            from alq.store.remote import sha256_remote
+
+            return sha256_remote(f)
+        return sha256_file(f)
+
+    def _read(self, f, columns):
+        if not self.remote:
+            return read_parquet(f, columns=columns)
+        try:
+            return fs.read_table(f, columns=columns)
+        except (pa.ArrowException, OSError) as exc:
+            raise BadInputError(f"{f}: not a readable scores shard ({str(exc).splitlines()[0][:160]})",
+                                hint="rerun `alq score`") from None
 
     def check_fresh(self, pool, head, aggregate: str | None = None) -> None:
         reason = self.stale_reason(pool, head, aggregate)
@@ -217,11 +312,11 @@ class ScoresStore:
 
     def read_column(self, shard: int, column: str) -> np.ndarray:
         info = self.meta["shards"][shard]
-        f = self.path / info["file"]
-        col = read_parquet(f, columns=[column]).column(column)
+        f = fs.join(self.path, info["file"])
+        col = self._read(f, [column]).column(column)
         if len(col) != info["rows"]:
             raise BadInputError(f"{f}: {len(col)} rows but scores.json says {info['rows']}", hint="rerun `alq score`")
         return col.to_numpy().astype(np.float64, copy=False)
 
     def read_shard(self, shard: int, columns: list[str] | None = None) -> pa.Table:
-        return read_parquet(self.path / self.meta["shards"][shard]["file"], columns=columns)
+        return self._read(fs.join(self.path, self.meta["shards"][shard]["file"]), columns)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from alq.store.manifest import Manifest
 
-_SHARD_FILE = re.compile(r"shard-\d{6,}\.(npy|parquet)")
+SHARD_FILE = re.compile(r"shard-\d{6,}\.(npy|parquet)")
 
 
 def _remove(p: Path) -> None:
@@ -50,7 +50,7 @@ def sweep(pool_dir: str | Path, manifest: Manifest | None) -> list[str]:
         listed = {f for s in manifest.shards for f in (s.npy, s.parquet)}
         for p in given.iterdir():
             n = p.name
-            if (_SHARD_FILE.fullmatch(n) and n not in listed) or (n.startswith(".shard-") and n.endswith(".tmp")):
+            if (SHARD_FILE.fullmatch(n) and n not in listed) or (n.startswith(".shard-") and n.endswith(".tmp")):
                 _remove(p)
                 removed.append(n)
     return sorted(removed)
@@ -62,7 +62,9 @@ def sole_writer(target: str | Path, *, what: str) -> Iterator[list[str]]:
 
     For directory outputs built beside their target and swapped in (scores/, clusters/).
     """
+    from alq.fs import is_remote
     from alq.store.lock import exclusive_lock
 
     with exclusive_lock(target, what=what):
-        yield sweep(target, None)
+        # on object storage a directory output is published by its pointer: nothing half-built lies beside it
+        yield [] if is_remote(target) else sweep(target, None)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alq.errors import BadInputError
+from alq.errors import BadInputError, StoreError
 from alq.io import parquet_metadata, read_json, read_parquet, read_parquet_schema, sha256_file
 
 DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores",
@@ -22,6 +22,20 @@ DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores",
 
 
 def describe(path: str | Path, *, verify: bool = False) -> dict:
+    from alq import fs
+
+    if fs.is_remote(path):
+        from alq.store.manifest import MANIFEST, is_pool
+
+        uri = fs.normalize(path)
+        if fs.name_of(uri) == MANIFEST:
+            uri = fs.parent_of(uri)
+        if is_pool(uri):
+            return _remote_pool(uri, verify)
+        with fs.staged_input(uri, what="input") as local_copy:  # small files and alq directories: read a copy
+            out = describe(local_copy, verify=verify)
+        out["path"] = str(path)
+        return out
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{p}: not found")
@@ -85,6 +99,48 @@ def _pool(p: Path, verify: bool) -> dict:
 
         meta = metadata_schema(p / m.shards[0].parquet)
         out["metadata_columns"] = {f.name: str(f.type) for f in meta} if meta is not None else {}
+    if verify:
+        out["problems"] = pool.verify()
+        out["verified"] = not out["problems"]
+    return out
+
+
+def _remote_pool(uri: str, verify: bool) -> dict:
+    """``alq info`` of a pool on object storage: what the manifest lists, what else lies under its prefix."""
+    import json
+    import time
+
+    from alq import fs
+    from alq.store.lock import REMOTE_LOCK
+    from alq.store.remote import RemotePool
+
+    pool = RemotePool(uri)
+    m = pool.manifest
+    have = fs.listdir(uri)
+    rows = [s.rows for s in m.shards]
+    out = {"path": uri, "kind": "pool", "format": f"{m.format} v{m.version}", "count": m.count, "dim": m.dim,
+           "dtype": m.dtype, "id_type": m.id_type, "normalize": m.normalize, "shards": len(m.shards),
+           "shard_rows": {"min": min(rows, default=0), "max": max(rows, default=0)},
+           "bytes": sum(have.get(f, 0) for s in m.shards for f in (s.npy, s.parquet)),
+           "fingerprint": m.fingerprint, "alq_version": m.alq_version, "extra": m.extra}
+    stray = pool.unlisted()
+    if stray:
+        out["unlisted_files"] = stray[:20]  # a killed writer's uploads: the next writer of the pool deletes them
+    if REMOTE_LOCK in have:
+        try:
+            lock = json.loads(fs.read_bytes(fs.join(uri, REMOTE_LOCK)))
+            left = float(lock.get("expires", 0)) - time.time()
+            out["writer_lock"] = {"owner": lock.get("owner"), "expires_in_s": round(left, 1),
+                                  "state": "held" if left > 0 else "expired (a dead writer's; the next one takes it)"}
+        except (ValueError, FileNotFoundError, TypeError):
+            out["writer_lock"] = {"state": "unreadable"}
+    if m.shards:
+        try:
+            first, last = pool.ids([0]), pool.ids([m.count - 1])
+            out["first_id"], out["last_id"] = _py(first[0]), _py(last[0])
+        except (BadInputError, StoreError) as exc:
+            out["first_id"] = f"unreadable ({exc})"
+        out["metadata_columns"] = {f.name: str(f.type) for f in pool.shard_schema(0) if f.name != "id"}
     if verify:
         out["problems"] = pool.verify()
         out["verified"] = not out["problems"]

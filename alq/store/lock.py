@@ -8,13 +8,29 @@ dies, even by SIGKILL, so no stale lock is ever left to clear by hand.
 The empty lock file itself stays (removing it would race with a waiter).
 The lock is keyed on the resolved target, so two paths to one pool (a
 symlink, ``a/../pool``) share one lock.
+
+On object storage there is no ``flock``: the lock is an object,
+``TARGET/_alq_writer.lock``, created with a conditional PUT (``If-None-Match: *``),
+so of two writers exactly one gets it. It names its holder and an expiry
+(``ALQ_LOCK_TTL`` seconds, default 300) that a background thread renews every
+third of it with ``If-Match`` on the object's version; a killed writer stops
+renewing, and once its expiry passes the next writer takes the lock over, again
+conditioned on the version it read (two writers cannot both take over). The
+pool commit itself is conditioned on the manifest version the writer started
+from, so even a writer whose lock expired under it cannot overwrite a newer
+pool: the lock makes the refusal early and clear, the commit makes it safe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +43,15 @@ def lock_path(target: str | Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
-def acquire(target: str | Path, *, what: str = "alq") -> int:
-    """Take the lock or raise at once; returns the fd to pass to :func:`release`."""
+REMOTE_LOCK = "_alq_writer.lock"
+
+
+def acquire(target, *, what: str = "alq"):
+    """Take the lock or raise at once; returns the handle to pass to :func:`release`."""
+    from alq.fs import is_remote
+
+    if is_remote(target):
+        return RemoteLock(target, what=what)
     path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -41,12 +64,89 @@ def acquire(target: str | Path, *, what: str = "alq") -> int:
     return fd
 
 
-def release(fd: int) -> None:
-    os.close(fd)  # closing the descriptor releases the lock
+def release(handle) -> None:
+    if isinstance(handle, RemoteLock):
+        handle.release()
+        return
+    os.close(handle)  # closing the descriptor releases the lock
+
+
+def lock_ttl() -> float:
+    raw = os.environ.get("ALQ_LOCK_TTL", "300")
+    try:
+        ttl = float(raw)
+    except ValueError:
+        raise BadInputError(f"ALQ_LOCK_TTL={raw!r} is not a number of seconds") from None
+    if not ttl > 0:
+        raise BadInputError(f"ALQ_LOCK_TTL={raw!r} must be > 0 seconds")
+    return ttl
+
+
+class RemoteLock:
+    """A writer lock object on object storage, renewed while held (see the module docstring)."""
+
+    def __init__(self, target, *, what: str = "alq"):
+        from alq import fs
+
+        self.fs = fs
+        self.uri = fs.join(target, REMOTE_LOCK)
+        self.ttl = lock_ttl()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.version = fs.create_exclusive(self.uri, self._body())
+        if self.version is None:
+            got = fs.read_versioned(self.uri)
+            if got is None:  # released between our PUT and GET: one more try
+                self.version = fs.create_exclusive(self.uri, self._body())
+            else:
+                data, version = got
+                holder = _parse(data)
+                if holder.get("expires", 0) > time.time():
+                    left = holder["expires"] - time.time()
+                    raise BadInputError(
+                        f"{target}: another {what} is writing it right now (lock object {REMOTE_LOCK} held by "
+                        f"{holder.get('owner', '?')}, expires in {left:.0f}s unless renewed)",
+                        hint="wait for it to finish, then rerun") from None
+                self.version = fs.replace_if(self.uri, self._body(), version)  # expired: take it over
+            if self.version is None:
+                raise BadInputError(f"{target}: another {what} took the lock at the same moment",
+                                    hint="wait for it to finish, then rerun")
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="alq-lock-renew", daemon=True)
+        self._thread.start()
+
+    def _body(self) -> bytes:
+        return json.dumps({"owner": self.owner, "expires": time.time() + self.ttl, "ttl": self.ttl}).encode()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                version = self.fs.replace_if(self.uri, self._body(), self.version)
+            except Exception:  # noqa: BLE001 - a transient store error: try again next period
+                continue
+            if version is None:  # someone took it over: the commit (conditioned on the manifest) will refuse
+                self.lost = True
+                return
+            self.version = version
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if not self.lost:
+            with contextlib.suppress(Exception):
+                self.fs.delete_if(self.uri, self.version)
+
+
+def _parse(data: bytes) -> dict:
+    try:
+        d = json.loads(data)
+        return d if isinstance(d, dict) else {}
+    except ValueError:
+        return {}
 
 
 @contextlib.contextmanager
-def exclusive_lock(target: str | Path, *, what: str = "alq") -> Iterator[None]:
+def exclusive_lock(target, *, what: str = "alq") -> Iterator[None]:
     fd = acquire(target, what=what)
     try:
         yield

@@ -13,12 +13,14 @@ files, so ``alq info --verify`` can name the first bad shard.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from alq import __version__
 from alq.errors import StoreError
-from alq.io import read_json, write_json
+from alq.fs import file_type, is_remote, join, read_bytes, write_bytes
+from alq.io import atomic_path, dumps_strict, read_json
 
 FORMAT = "alq-pool"
 VERSION = 1
@@ -118,15 +120,26 @@ def _check_distinct(m: Manifest, path) -> None:
             seen[key] = s.name
 
 
-def manifest_path(pool_dir: str | Path) -> Path:
-    return Path(pool_dir) / MANIFEST
+def manifest_path(pool_dir):
+    """The manifest of a pool (a Path for a local pool, a URI string for one on object storage)."""
+    return join(pool_dir, MANIFEST)
 
 
-def is_pool(path: str | Path) -> bool:
+def is_pool(path) -> bool:
+    if is_remote(path):
+        return file_type(manifest_path(path)) == "file"
     return manifest_path(path).is_file()
 
 
-def read_manifest(pool_dir: str | Path) -> Manifest:
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The manifest file's exact bytes (one encoder, so local and object-store pools hold the same file)."""
+    return (dumps_strict(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_manifest(pool_dir) -> Manifest:
+    if is_remote(pool_dir):
+        got = read_manifest_versioned(pool_dir)
+        return got[0]
     path = manifest_path(pool_dir)
     if not Path(pool_dir).exists():
         raise StoreError(f"{pool_dir}: pool directory not found", hint="build one with `alq embed`")
@@ -136,5 +149,37 @@ def read_manifest(pool_dir: str | Path) -> Manifest:
     return Manifest.from_json(read_json(path, what="pool manifest"), path=path)
 
 
-def write_manifest(pool_dir: str | Path, manifest: Manifest) -> None:
-    write_json(manifest_path(pool_dir), manifest.to_json())
+def read_manifest_versioned(pool_uri: str, *, versioned: bool = False) -> tuple[Manifest, str | None]:
+    """A remote pool's manifest and (``versioned=True``) its store version token, read in one GET.
+
+    The token is what a writer's commit is conditioned on (If-Match): a pool
+    that changed since it was read is never overwritten blindly.
+    """
+    uri = manifest_path(pool_uri)
+    if versioned:
+        from alq.fs import read_versioned
+
+        got = read_versioned(uri)
+        data, version = got if got is not None else (None, None)
+    else:
+        try:
+            data, version = read_bytes(uri), None
+        except FileNotFoundError:
+            data = None
+    if data is None:
+        what = "pool not found" if file_type(pool_uri) == "missing" else \
+            f"no {MANIFEST} (not an alq pool, or its first write never finished)"
+        raise StoreError(f"{pool_uri}: {what}", hint="build one with `alq embed`")
+    try:
+        d = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{uri}: pool manifest is not valid JSON ({exc})") from None
+    return Manifest.from_json(d, path=uri), version
+
+
+def write_manifest(pool_dir, manifest: Manifest) -> None:
+    if is_remote(pool_dir):
+        write_bytes(manifest_path(pool_dir), manifest_bytes(manifest))
+        return
+    with atomic_path(manifest_path(pool_dir)) as tmp:
+        tmp.write_bytes(manifest_bytes(manifest))

@@ -230,7 +230,9 @@ class ShardedPool(Pool):
     """A pool directory: memory-mapped NPY shards + Parquet ids, per its manifest."""
 
     def __init__(self, path: str | Path, manifest: Manifest | None = None):
-        self.path = Path(path)
+        from alq.fs import local
+
+        self.path = local(path)
         self.manifest = manifest or read_manifest(self.path)
         self.dim = self.manifest.dim
         self.dtype = np.dtype(self.manifest.dtype)
@@ -284,6 +286,12 @@ class ShardedPool(Pool):
         if self.id_type == "int64":
             return arr.astype(np.int64, copy=False)
         return arr.astype(object, copy=False)
+
+    def shard_schema(self, shard: int = 0) -> pa.Schema:
+        """Schema of one shard's id/metadata Parquet (which metadata columns the pool keeps)."""
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(self.path / self.manifest.shards[shard].parquet)
 
     def shard_table(self, shard: int, columns: list[str] | None = None) -> pa.Table:
         """The id/metadata table of one shard."""
@@ -398,5 +406,16 @@ def drop_resident(arr: np.ndarray) -> None:
             pass
 
 
-def open_pool(path: str | Path) -> ShardedPool:
-    return ShardedPool(path)
+def open_pool(path) -> ShardedPool:
+    """The pool at a local path or an ``s3://`` / ``gs://`` URI."""
+    return pool_at(path)
+
+
+def pool_at(path, manifest: Manifest | None = None) -> ShardedPool:
+    from alq.fs import is_remote
+
+    if is_remote(path):
+        from alq.store.remote import RemotePool
+
+        return RemotePool(path, manifest)
+    return ShardedPool(path, manifest)

@@ -7,6 +7,15 @@ new names (each written to a temporary name and renamed) and the manifest,
 the only thing that makes them part of the pool, is replaced last, so a
 crash mid-append leaves the previous pool verifying.
 
+On object storage (``s3://``, ``gs://``) there is no rename: shards are built
+in a local temporary directory, uploaded whole as each is finished (and the
+local copy of its vectors dropped, so local disk holds about two shards), and
+the manifest is then written with one conditional PUT: ``If-None-Match: *``
+for a new pool, ``If-Match`` on the version the writer started from for an
+append or a replace. A writer that lost a race publishes nothing. A replaced
+pool's shards get new names (numbers past the old ones), so the old manifest
+stays readable until the new one is in place; they are deleted after it.
+
 Memory stays bounded by one input batch whatever the pool size: rows stream
 straight into the open shard's NPY file (:class:`NpyStreamWriter`), only
 the current shard's ids are held, and id uniqueness across the whole pool
@@ -18,10 +27,12 @@ only once every shard it lists is durable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +41,38 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alq import fs
 from alq.config import DEFAULT_SHARD_ROWS
 from alq.errors import BadInputError, StoreError
 from alq.io import apply_umask, atomic_path, replace_dir, sha256_file
 from alq.store import lock
 from alq.store.idcheck import UniqueIdSpill, hash_ids
-from alq.store.manifest import DTYPES, Manifest, ShardInfo, is_pool, read_manifest, write_manifest
-from alq.store.npyfile import NpyStreamWriter, npy_info, sync_and_hash
+from alq.store.manifest import (
+    DTYPES,
+    MANIFEST,
+    Manifest,
+    ShardInfo,
+    is_pool,
+    manifest_bytes,
+    manifest_path,
+    read_manifest,
+    read_manifest_versioned,
+    write_manifest,
+)
+from alq.store.npyfile import HEADER_BYTES, NpyStreamWriter, npy_info, sync_and_hash
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """What a worker needs to write complete shards of one pool (picklable: travels to Ray tasks)."""
+
+    location: str  # the pool URI (remote) or a local directory the driver will adopt shards from
+    dtype: str
+    dim: int | None
+    normalize: str | None
+    id_type: str | None
+    shard_rows: int
+    columns_schema: pa.Schema | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +101,9 @@ class PoolWriter:
     def __init__(self, path: str | Path, *, dim: int | None = None, dtype: str = "float16",
                  shard_rows: int = DEFAULT_SHARD_ROWS, normalize: str | None = None,
                  append: bool = False, overwrite: bool = False, id_type: str | None = None,
-                 extra: dict | None = None):
-        self.path = Path(path)
+                 extra: dict | None = None, _part: PartSpec | None = None, _first_shard: int = 0):
+        self.remote = fs.is_remote(path)
+        self.path = fs.normalize(path)
         if shard_rows < 1:
             raise BadInputError(f"--shard-rows={shard_rows} must be >= 1")
         if dtype not in DTYPES:
@@ -93,10 +130,22 @@ class PoolWriter:
         self._jobs: list[tuple[str, int, Future, str]] = []  # (name, rows, sha256 future, ids sha256)
         self._pool: ThreadPoolExecutor | None = None
         self._conv: np.ndarray | None = None  # reused dtype-conversion buffer
-        self._lock: int | None = None
+        self._lock = None
+        self._part = _part
+        self._base_version: str | None = None  # store version of the manifest this writer builds on (remote)
+        self._replaced: Manifest | None = None  # the pool a remote --overwrite replaces
+        self._stage: Path | None = None  # local directory of a remote writer's shards before upload
+        self._uploaded: list[str] = []  # object names this writer put on the store
+        self._adopted: list[ShardInfo] = []
+        if _part is not None:  # a worker writing shards for a driver that holds the lock and commits
+            self._open_part(_part, _first_shard)
+            return
         self._lock = lock.acquire(self.path, what="pool writer (`alq embed`/`alq synth`)")
         try:
-            self._open(dim, dtype, append, overwrite, id_type, normalize)
+            if self.remote:
+                self._open_remote(dim, dtype, append, overwrite, id_type, normalize)
+            else:
+                self._open(dim, dtype, append, overwrite, id_type, normalize)
         except BaseException:
             self.abort()
             raise
@@ -153,16 +202,84 @@ class PoolWriter:
         if self.base is not None:
             self._spill_existing_ids()
 
+    def _open_remote(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        """The object-storage counterpart of :meth:`_open` (we hold the pool's lock object)."""
+        self.workdir = None
+        self._stage = Path(tempfile.mkdtemp(prefix="alq-pool-stage-"))
+        have = fs.listdir(self.path)
+        current = None
+        if MANIFEST in have:
+            current, self._base_version = read_manifest_versioned(self.path, versioned=True)
+        if append:
+            if current is None:
+                raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
+                                 hint="drop --append to create it")
+            self.base = current
+            self.swept = sweep_remote(self.path, self.base, have)
+            if dim is not None and dim != self.base.dim:
+                raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
+            dtype = self.base.dtype
+            if normalize != self.base.normalize:
+                raise BadInputError(f"--normalize={normalize} but the pool was built with "
+                                    f"normalize={self.base.normalize} ({self.path})",
+                                    hint=f"pass --normalize {self.base.normalize}" if self.base.normalize else
+                                    "drop --normalize")
+            if id_type is not None and id_type != self.base.id_type:
+                raise BadInputError(f"ids are {id_type} but the pool at {self.path} uses {self.base.id_type} ids")
+            self.dim, self.id_type = self.base.dim, self.base.id_type
+            self.extra = {**self.base.extra, **self.extra}
+            if self.base.shards:
+                self.columns_schema = metadata_schema(fs.join(self.path, self.base.shards[0].parquet))
+        else:
+            others = [n for n in have if n != lock.REMOTE_LOCK]
+            if others and not overwrite:
+                raise BadInputError(f"{self.path}: already exists and is not empty",
+                                    hint="pass --append to add rows, or --overwrite to replace it")
+            if others and current is None:
+                raise BadInputError(f"{self.path}: --overwrite replaces only an alq pool, and this prefix "
+                                    "has no manifest.json", hint="choose another --out, or empty it first")
+            self.base = None
+            self._replaced = current
+            self.swept = sweep_remote(self.path, current, have) if current is not None else []
+            self.dim, self.id_type = dim, id_type
+        self.dtype = np.dtype(dtype)
+        self.base_count = self.base.count if self.base else 0
+        # a replaced pool's shard names are never reused: its manifest stays valid until ours is in place
+        prior = self.base or self._replaced
+        self._shard_counter = _next_shard_number(prior) if prior else 0
+        self._spill = UniqueIdSpill(self._stage / "ids")
+        if self.base is not None:
+            self._spill_existing_ids()
+
+    def _open_part(self, spec: PartSpec, first_shard: int) -> None:
+        """Worker mode: write shards ``first_shard``.. at ``spec.location``; no lock, manifest or cross-part check."""
+        self.remote = fs.is_remote(spec.location)
+        self.path = fs.normalize(spec.location)
+        self.base, self.base_count, self.swept = None, 0, []
+        self.dim, self.id_type, self.dtype = spec.dim, spec.id_type, np.dtype(spec.dtype)
+        self.columns_schema = spec.columns_schema
+        self._shard_counter = int(first_shard)
+        if self.remote:
+            self.workdir = None
+            self._stage = Path(tempfile.mkdtemp(prefix="alq-part-stage-"))
+        else:
+            self.workdir = Path(self.path)
+        self._spill = _NoSpill()  # the driver hashes every adopted shard's ids into its own check
+
     # -- ids -----------------------------------------------------------------
     def _spill_existing_ids(self) -> None:
         """Hash the pool's ids into the spill, one shard at a time; note the largest int id."""
         row = 0
         biggest = -1
+        sizes = fs.listdir(self.path) if self.remote else None
         for s in self.base.shards:
-            _check_shard_file(self.path / s.npy, s.rows, self.base.dim, self.base.dtype)
-            f = self.path / s.parquet
+            if sizes is not None:
+                _check_remote_shard(self.path, s, self.base.dim, self.base.dtype, sizes)
+            else:
+                _check_shard_file(self.path / s.npy, s.rows, self.base.dim, self.base.dtype)
+            f = fs.join(self.path, s.parquet)
             try:
-                col = pq.read_table(f, columns=["id"]).column("id").combine_chunks()
+                col = fs.read_table(f, columns=["id"]).column("id").combine_chunks()
             except (pa.ArrowException, OSError) as exc:
                 raise StoreError(f"{f}: unreadable ids of the existing pool ({str(exc).splitlines()[0][:160]})",
                                  hint="run `alq info --verify` on the pool") from None
@@ -372,7 +489,7 @@ class PoolWriter:
 
     def _open_shard(self) -> None:
         name = self._shard_name()
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.npy.", suffix=".tmp", dir=self.workdir)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.npy.", suffix=".tmp", dir=self._build_dir)
         os.close(fd)
         self._npy_tmp = Path(tmp)
         self._npy = NpyStreamWriter(self._npy_tmp, self.dtype, self.dim, self.shard_rows)
@@ -391,16 +508,103 @@ class PoolWriter:
             self._shard_cols = []
             for c in meta.column_names:
                 table = table.append_column(meta.schema.field(c), meta.column(c))
-        with atomic_path(self.workdir / f"{name}.parquet", suffix=".parquet") as ptmp:
+        with atomic_path(self._build_dir / f"{name}.parquet", suffix=".parquet") as ptmp:
             pq.write_table(table, ptmp)
             ids_sha = sha256_file(ptmp)
-        final = self.workdir / f"{name}.npy"
+        final = self._build_dir / f"{name}.npy"
         apply_umask(tmp)
         os.replace(tmp, final)  # not yet durable; no manifest lists it until its job is done
         self._shard_counter += 1
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alq-shard-sync")
-        self._jobs.append((name, npy.rows, self._pool.submit(sync_and_hash, final), ids_sha))
+        job = self._upload_shard if self.remote else sync_and_hash
+        self._jobs.append((name, npy.rows, self._pool.submit(job, final), ids_sha))
+
+    @property
+    def _build_dir(self) -> Path:
+        return self._stage if self.remote else self.workdir
+
+    def _upload_shard(self, npy: Path) -> str:
+        """Hash a finished shard, put both its files on the store (whole objects), drop the local vectors."""
+        digest = sync_and_hash(npy)
+        for f in (npy, npy.with_suffix(".parquet")):
+            self._uploaded.append(f.name)
+            fs.upload(f, fs.join(self.path, f.name))
+        npy.unlink()  # the ids Parquet stays: a duplicate-id message reads it back
+        return digest
+
+    # -- shards written elsewhere (Ray tasks) ---------------------------------------------
+    def part_spec(self) -> PartSpec:
+        """Where and how workers write shards this writer will adopt."""
+        location = self.path if self.remote else self.workdir
+        return PartSpec(location=str(location), dtype=str(self.dtype), dim=self.dim, normalize=self.normalize,
+                        id_type=self.id_type, shard_rows=self.shard_rows, columns_schema=self.columns_schema)
+
+    def next_shard_number(self) -> int:
+        return self._shard_counter
+
+    def next_generated_id(self) -> int:
+        return self._next_generated
+
+    def adopt(self, shards: Iterable[ShardInfo], *, source: str = "input", rows: list[tuple[str, int]] | None = None,
+              dim: int | None = None, id_type: str | None = None, columns_schema: pa.Schema | None = None) -> None:
+        """Take complete shards workers wrote at ``part_spec().location`` into this writer's commit.
+
+        ``rows``: (source, first row) of each shard, for error messages. The
+        shards' ids join the whole-pool duplicate check before anything is
+        published; shard files not adopted are removed by ``close()``/``abort()``.
+        """
+        if self._npy is not None and self._npy.rows:
+            raise RuntimeError("adopt() after add(): finish added rows in shard-aligned order first")
+        self._settle()
+        if dim is not None:
+            if self.dim is not None and dim != self.dim:
+                what = "the pool" if self.base is not None else "earlier input"
+                raise BadInputError(f"{source}: dim {dim} does not match {what} (dim {self.dim})")
+            self.dim = dim
+        if id_type is not None:
+            if self.id_type is not None and id_type != self.id_type:
+                raise BadInputError(f"{source}: ids are {id_type} but the pool uses {self.id_type} ids")
+            self.id_type = id_type
+        if columns_schema is not None and self.columns_schema is None:
+            self.columns_schema = columns_schema
+        loc = self.path if self.remote else self.workdir
+        shards = list(shards)
+        if shards and self.dim is None:  # the driver did not see the vectors (an encoder ran in the workers)
+            self.dim = _npy_dim(fs.join(loc, shards[0].npy))
+        if shards and (self.id_type is None or (self.columns_schema is None and not self.base_count
+                                                and not self._new_rows)):
+            schema = fs.read_schema(fs.join(loc, shards[0].parquet))
+            if self.id_type is None:
+                self.id_type = "int64" if pa.types.is_integer(schema.field("id").type) else "string"
+            rest = [f for f in schema if f.name != "id"]
+            if rest and self.columns_schema is None:
+                self.columns_schema = pa.schema(rest)
+        for k, sh in enumerate(shards):
+            if sh.name in {x.name for x in self._new_shards} or (self.base and sh.name in
+                                                                 {x.name for x in self.base.shards}):
+                raise StoreError(f"{loc}: shard {sh.name} adopted twice")
+            col = fs.read_table(fs.join(loc, sh.parquet), columns=["id"]).column("id").combine_chunks()
+            if len(col) != sh.rows:
+                raise StoreError(f"{fs.join(loc, sh.parquet)}: {len(col)} ids but the task reported {sh.rows} rows")
+            ids = col.to_numpy(zero_copy_only=False)
+            if self.id_type == "int64" or pa.types.is_integer(col.type):
+                ids = ids.astype(np.int64, copy=False)
+                if len(ids):
+                    self._next_generated = max(self._next_generated, int(ids.max()) + 1)
+                h = hash_ids(ids)
+            else:
+                h = hash_ids(col)
+            start = self.base_count + self._new_rows
+            self._spill.add(h, np.arange(start, start + sh.rows, dtype=np.int64))
+            src, row0 = rows[k] if rows else (source, 0)
+            self._segments.append(_Segment(self._new_rows, sh.rows, src, row0))
+            self._new_rows += sh.rows
+            self._new_shards.append(sh)
+            self._adopted.append(sh)
+            if self.remote:
+                self._uploaded.extend([sh.npy, sh.parquet])
+            self._shard_counter = max(self._shard_counter, _number_of(sh.name) + 1)
 
     def _settle(self) -> None:
         """Wait for the background fsync + sha256 of every finished shard."""
@@ -435,16 +639,50 @@ class PoolWriter:
             shards = (self.base.shards if self.base else ()) + tuple(self._new_shards)
             manifest = Manifest(dim=int(self.dim), dtype=str(self.dtype), id_type=self.id_type or "int64",
                                 shards=shards, normalize=self.normalize, extra=self.extra)
-            write_manifest(self.workdir, manifest)
-            if self.base is None:
-                self._publish_dir()
+            if self.remote:
+                self._commit_remote(manifest)
+            else:
+                write_manifest(self.workdir, manifest)
+                if self.base is None:
+                    self._publish_dir()
         except BaseException:
             self.abort()
             raise
         self._closed = True
         self._spill.cleanup()
         self._unlock()
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+        if self._replaced is not None:  # readers now see the new manifest: the replaced pool's shards can go
+            keep = {f for sh in manifest.shards for f in (sh.npy, sh.parquet)}
+            for sh in self._replaced.shards:
+                for f in (sh.npy, sh.parquet):
+                    if f not in keep:
+                        fs.delete(fs.join(self.path, f))
         return manifest
+
+    def _commit_remote(self, manifest: Manifest) -> None:
+        """One conditional PUT of the manifest: the pool changes here or not at all."""
+        data = manifest_bytes(manifest)
+        uri = manifest_path(self.path)
+        if self._base_version is None:
+            ok = fs.create_exclusive(uri, data)
+        else:
+            ok = fs.replace_if(uri, data, self._base_version)
+        if ok is None:
+            raise StoreError(f"{self.path}: the pool changed while this writer ran (another writer committed "
+                             "first); nothing of this run was published",
+                             hint="rerun: the new run starts from the pool as it is now")
+
+    def finish_part(self) -> list[ShardInfo]:
+        """Worker mode: finish the last shard and return every shard written (nothing is committed)."""
+        if self._npy is not None and self._npy.rows:
+            self._finish_shard()
+        self._settle()
+        self._closed = True
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+        return list(self._new_shards)
 
     def _unlock(self) -> None:
         if self._lock is not None:
@@ -484,16 +722,23 @@ class PoolWriter:
         return seg.source, seg.row0 + (new - seg.start)
 
     def _ids_at(self, rows: np.ndarray) -> np.ndarray:
-        from alq.store.pool import ShardedPool
+        from alq.store.pool import ShardedPool, pool_at
 
         out = np.empty(len(rows), dtype=np.int64 if self.id_type == "int64" else object)
         old = rows < self.base_count
         if old.any():
-            out[old] = ShardedPool(self.path, self.base).ids(rows[old])
+            out[old] = pool_at(self.path, self.base).ids(rows[old])
         if (~old).any():
+            new = rows[~old] - self.base_count
             tmp = Manifest(dim=int(self.dim), dtype=str(self.dtype), id_type=self.id_type,
                            shards=tuple(self._new_shards))
-            out[~old] = ShardedPool(self.workdir, tmp).ids(rows[~old] - self.base_count)
+            adopted = {sh.name for sh in self._adopted}
+            if self.remote:
+                # ids Parquets of shards written here are still in the stage; adopted ones are on the store
+                view = _StagedIds(tmp, self._stage, self.path, adopted)
+                out[~old] = view.ids(new)
+            else:
+                out[~old] = ShardedPool(self.workdir, tmp).ids(new)
         return out
 
     def _publish_dir(self) -> None:
@@ -507,7 +752,8 @@ class PoolWriter:
             self._pool = None
         for name, *_ in self._jobs:
             for f in (f"{name}.npy", f"{name}.parquet"):
-                (self.workdir / f).unlink(missing_ok=True)
+                if self._build_dir is not None:
+                    (self._build_dir / f).unlink(missing_ok=True)
         self._jobs = []
         if self._npy is not None:
             self._npy.abort()
@@ -517,6 +763,10 @@ class PoolWriter:
             self._npy_tmp = None
         if self._spill is not None:
             self._spill.cleanup()
+        if self.remote or self._part is not None:
+            self._abort_remote_or_part()
+            self._unlock()
+            return
         if self.base is None:
             if self.workdir is not None:
                 shutil.rmtree(self.workdir, ignore_errors=True)
@@ -535,9 +785,24 @@ class PoolWriter:
                         f.unlink(missing_ok=True)
         self._unlock()
 
+    def _abort_remote_or_part(self) -> None:
+        """Remove what this writer put on the store (or, a local worker, in the build directory)."""
+        if self.remote:
+            for name in self._uploaded:
+                with contextlib.suppress(Exception):
+                    fs.delete(fs.join(self.path, name))
+            self._uploaded = []
+        elif self._part is not None and self.workdir is not None:
+            for s in self._new_shards:
+                for f in (s.npy, s.parquet):
+                    (self.workdir / f).unlink(missing_ok=True)
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+
     def __del__(self) -> None:
         # a writer dropped without close() or abort(): clean up and free the lock (no partial publish)
-        if getattr(self, "_lock", None) is not None and not self._closed:
+        if (getattr(self, "_lock", None) is not None or getattr(self, "_stage", None) is not None) \
+                and not getattr(self, "_closed", True):
             try:
                 self.abort()
             except Exception:  # noqa: BLE001 - best effort during garbage collection
@@ -551,10 +816,10 @@ class PoolWriter:
             self.abort()
 
 
-def metadata_schema(shard_parquet: Path) -> pa.Schema | None:
+def metadata_schema(shard_parquet) -> pa.Schema | None:
     """The metadata columns (all but ``id``) of a shard's ids Parquet, or None when it has only ids."""
     try:
-        schema = pq.read_schema(shard_parquet)
+        schema = fs.read_schema(shard_parquet)
     except (pa.ArrowException, OSError):
         return None  # a missing or unreadable shard is named by the shard checks that follow
     fields = [f for f in schema if f.name != "id"]
@@ -571,6 +836,103 @@ def _check_shard_file(f: Path, rows: int, dim: int, dtype: str) -> None:
         raise StoreError(str(exc), hint="run `alq info --verify` on the pool") from None
     if info.shape != (rows, dim) or info.dtype != np.dtype(dtype):
         raise StoreError(f"{f}: shard has shape {info.shape} {info.dtype}, manifest says ({rows}, {dim}) {dtype}")
+
+
+def _check_remote_shard(pool: str, s: ShardInfo, dim: int, dtype: str, sizes: dict[str, int]) -> None:
+    """The remote pre-append check: both objects present, the vectors object exactly the manifest's size."""
+    for f in (s.npy, s.parquet):
+        if f not in sizes:
+            raise StoreError(f"{fs.join(pool, f)}: shard listed in the manifest is missing",
+                             hint="run `alq info --verify` on the pool")
+    want = HEADER_BYTES + s.rows * dim * np.dtype(dtype).itemsize
+    if sizes[s.npy] != want:
+        raise StoreError(f"{fs.join(pool, s.npy)}: {sizes[s.npy]} bytes, but a ({s.rows}, {dim}) {dtype} shard "
+                         f"has {want}", hint="run `alq info --verify` on the pool")
+
+
+def sweep_remote(pool: str, manifest: Manifest | None, have: dict[str, int] | None = None) -> list[str]:
+    """Delete shard objects no manifest lists (a killed writer's uploads); only while holding the lock."""
+    from alq.store.debris import SHARD_FILE
+
+    have = fs.listdir(pool) if have is None else have
+    listed = {f for s in manifest.shards for f in (s.npy, s.parquet)} if manifest else set()
+    removed = sorted(n for n in have if SHARD_FILE.fullmatch(n) and n not in listed)
+    for n in removed:
+        fs.delete(fs.join(pool, n))
+    return removed
+
+
+class _NoSpill:
+    """Worker mode keeps no id spill: the driver checks every adopted id."""
+
+    def add(self, hashes, rows) -> None:
+        pass
+
+    def candidate_groups(self) -> list:
+        return []
+
+    def cleanup(self) -> None:
+        pass
+
+
+class _StagedIds:
+    """Ids of a remote writer's new shards: from the local stage, or the store for adopted shards."""
+
+    def __init__(self, manifest: Manifest, stage: Path, pool: str, adopted: set[str]):
+        self.manifest, self.stage, self.pool, self.adopted = manifest, stage, pool, adopted
+        self.offsets = np.concatenate([[0], np.cumsum([s.rows for s in manifest.shards])]).astype(np.int64)
+
+    def ids(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty(len(rows), dtype=object)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        for s in np.unique(shard):
+            info = self.manifest.shards[int(s)]
+            src = fs.join(self.pool, info.parquet) if info.name in self.adopted else self.stage / info.parquet
+            col = fs.read_table(src, columns=["id"]).column("id").to_numpy(zero_copy_only=False)
+            m = shard == s
+            out[m] = col[rows[m] - self.offsets[s]]
+        return out
+
+
+def write_part(spec: PartSpec, first_shard: int, batches, *, generated_id_start: int | None = None) -> list[ShardInfo]:
+    """Write complete shards ``shard-{first_shard+k:06d}`` of a pool at ``spec.location`` (a worker's share).
+
+    ``batches``: (vectors, ids or None, columns or None, source, row0) tuples,
+    validated as :meth:`PoolWriter.add` does. Every shard is full but possibly
+    the last. Each file is published whole (local: temp + rename; remote: one
+    upload), so a retried task rewrites the same names: one copy of each shard.
+    """
+    w = PoolWriter(spec.location, dtype=spec.dtype, shard_rows=spec.shard_rows, normalize=spec.normalize,
+                   _part=spec, _first_shard=first_shard)
+    if generated_id_start is not None:
+        w._next_generated = int(generated_id_start)
+    try:
+        for vectors, ids, columns, source, row0 in batches:
+            w.add(vectors, ids, source=source, source_row0=row0, columns=columns)
+        return w.finish_part()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _npy_dim(path) -> int:
+    """Row width of an alq shard from its NPY header (one small range read on a store)."""
+    import io
+
+    from alq.store.npyfile import read_npy_header
+
+    if fs.is_remote(path):
+        f = fs.open_input(path)
+        head = io.BytesIO(f.read_at(min(4096, f.size()), 0))
+    else:
+        head = io.BytesIO(Path(path).read_bytes()[:4096])
+    shape, _, _ = read_npy_header(head, source=str(path))
+    return int(shape[1])
+
+
+def _number_of(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def _next_shard_number(manifest: Manifest) -> int:

@@ -1,0 +1,290 @@
+"""A pool on object storage, read in byte ranges: no local copy, memory bounded by the block size.
+
+A remote shard cannot be memory-mapped, so the :class:`RemotePool` reads what
+a stage asks for: a streamed pass fetches each block's rows as one byte range
+of the NPY object (split into ``ALQ_RANGE_MIB`` parts fetched in parallel,
+default 8 MiB), with the next block fetched while the current one is being
+processed (read-ahead of one block, so a pass holds at most two raw blocks);
+``take`` fetches only the rows asked for, coalescing nearby rows into one
+range. Ids and metadata Parquets are small and read whole.
+
+Workers (Ray tasks) receive the pool as its URI and manifest (``__reduce__``)
+and read the store themselves; nothing pool-sized travels through the driver.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from alq import fs
+from alq.errors import BadInputError, StoreError
+from alq.store.manifest import Manifest, ShardInfo, read_manifest
+from alq.store.npyfile import read_npy_header
+from alq.store.pool import Block, ShardedPool
+
+_WHOLE_SHARD_FRACTION = 0.25  # take(): past this share of a shard's rows, one read of the whole shard
+_GAP_ROWS = 64  # take(): rows closer than this are fetched in one range
+
+
+def range_bytes() -> int:
+    raw = os.environ.get("ALQ_RANGE_MIB", "8")
+    try:
+        mib = float(raw)
+    except ValueError:
+        raise BadInputError(f"ALQ_RANGE_MIB={raw!r} is not a number of MiB") from None
+    if not mib > 0:
+        raise BadInputError(f"ALQ_RANGE_MIB={raw!r} must be > 0")
+    return max(1 << 16, int(mib * (1 << 20)))
+
+
+def read_threads() -> int:
+    raw = os.environ.get("ALQ_READ_THREADS", "8")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise BadInputError(f"ALQ_READ_THREADS={raw!r} is not an integer") from None
+    if n < 1:
+        raise BadInputError(f"ALQ_READ_THREADS={raw!r} must be >= 1")
+    return n
+
+
+class RemotePool(ShardedPool):
+    """The :class:`ShardedPool` interface over an ``s3://`` / ``gs://`` pool prefix."""
+
+    def __init__(self, uri: str, manifest: Manifest | None = None):
+        self.path = fs.normalize(uri)
+        self.manifest = manifest or read_manifest(self.path)
+        self.dim = self.manifest.dim
+        self.dtype = np.dtype(self.manifest.dtype)
+        self.id_type = self.manifest.id_type
+        self.shard_rows = tuple(s.rows for s in self.manifest.shards)
+        self._vectors: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._files: dict[int, tuple[object, int]] = {}
+        self._lock = threading.Lock()
+        self._io: ThreadPoolExecutor | None = None
+        self._ahead: ThreadPoolExecutor | None = None
+
+    def __reduce__(self):  # a worker reopens the store itself
+        return (RemotePool, (self.path, self.manifest))
+
+    def _uri(self, name: str) -> str:
+        return fs.join(self.path, name)
+
+    # -- byte ranges ------------------------------------------------------------
+    def _open(self, shard: int):
+        """(file, data offset) of a shard's NPY object; header and size checked once."""
+        with self._lock:
+            got = self._files.get(shard)
+        if got is not None:
+            return got
+        info = self.manifest.shards[shard]
+        uri = self._uri(info.npy)
+        try:
+            f = fs.open_input(uri)
+        except FileNotFoundError:
+            raise StoreError(f"{uri}: shard listed in the manifest is missing",
+                             hint="restore it, or rebuild the pool with `alq embed`") from None
+        import io
+
+        head = f.read_at(min(4096, f.size()), 0)
+        bio = io.BytesIO(head)
+        try:
+            shape, dtype, _ = read_npy_header(bio, source=uri)
+        except BadInputError as exc:
+            raise StoreError(str(exc), hint="run `alq info --verify` on the pool") from None
+        offset = bio.tell()
+        if tuple(shape) != (info.rows, self.dim) or dtype != self.dtype:
+            raise StoreError(f"{uri}: shard has shape {tuple(shape)} {dtype}, manifest says "
+                             f"({info.rows}, {self.dim}) {self.dtype}")
+        need = offset + info.rows * self.dim * self.dtype.itemsize
+        if f.size() != need:
+            raise StoreError(f"{uri}: unreadable or truncated shard ({f.size()} bytes, expected {need})",
+                             hint="run `alq info --verify` on the pool")
+        with self._lock:
+            if len(self._files) >= 64:
+                self._files.pop(next(iter(self._files)))
+            self._files[shard] = (f, offset)
+        return f, offset
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=read_threads(), thread_name_prefix="alq-range")
+        return self._io
+
+    def read_rows(self, shard: int, r0: int, r1: int) -> np.ndarray:
+        """Rows [r0, r1) of a shard: byte ranges fetched in parallel into one array."""
+        f, offset = self._open(shard)
+        row = self.dim * self.dtype.itemsize
+        out = np.empty((max(r1 - r0, 0), self.dim), dtype=self.dtype)
+        if r1 <= r0:
+            return out
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        total = (r1 - r0) * row
+        part = range_bytes()
+        start = offset + r0 * row
+
+        def fetch(a: int) -> None:
+            n = min(part, total - a)
+            data = f.read_at(n, start + a)
+            if len(data) != n:
+                raise StoreError(f"{self._uri(self.manifest.shards[shard].npy)}: short read at byte {start + a}",
+                                 hint="run `alq info --verify` on the pool")
+            view[a:a + n] = data
+
+        if total <= part:
+            fetch(0)
+        else:
+            for fut in [self._executor().submit(fetch, a) for a in range(0, total, part)]:
+                fut.result()
+        out.flags.writeable = False  # like a read-only memmap view: stages must copy to modify
+        return out
+
+    # -- the Pool interface ----------------------------------------------------------
+    def shard_vectors(self, shard: int) -> np.ndarray:
+        arr = self._vectors.get(shard)
+        if arr is None:
+            arr = self.read_rows(shard, 0, self.manifest.shards[shard].rows)
+            while len(self._vectors) >= 2:  # whole shards are only for random access: keep few
+                self._vectors.popitem(last=False)
+            self._vectors[shard] = arr
+        return arr
+
+    def release_shard(self, shard: int) -> None:
+        self._vectors.pop(shard, None)
+
+    def iter_blocks(self, *, block_rows: int | None = None, split: tuple[int, int] = (1, 0),
+                    lo: int | None = None, hi: int | None = None) -> Iterator[Block]:
+        """Stream blocks as range reads, the next block in flight while the caller works on this one."""
+        if lo is None or hi is None:
+            lo, hi = self.split_range(split)
+        step = block_rows or self.block_rows()
+        if step < 1:
+            raise BadInputError(f"block_rows={step} must be >= 1")
+        plan = list(self._plan(lo, hi, step))
+        if not plan:
+            return
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alq-read-ahead")
+        nxt = self._ahead.submit(self.read_rows, *plan[0][1:])
+        for k, (start, s, r0, _r1) in enumerate(plan):
+            vectors = nxt.result()
+            if k + 1 < len(plan):
+                nxt = self._ahead.submit(self.read_rows, *plan[k + 1][1:])
+            yield Block(start=start, vectors=vectors, shard=s, row0=r0)
+
+    def _plan(self, lo: int, hi: int, step: int) -> Iterator[tuple[int, int, int, int]]:
+        offsets = self.offsets
+        first = int(np.searchsorted(offsets, lo, side="right") - 1)
+        for s in range(max(first, 0), self.n_shards):
+            s0, s1 = int(offsets[s]), int(offsets[s + 1])
+            if s0 >= hi:
+                break
+            a, b = max(lo, s0), min(hi, s1)
+            for r in range(a - s0, b - s0, step):
+                yield s0 + r, s, r, min(r + step, b - s0)
+
+    def take(self, indices, dtype=None) -> np.ndarray:
+        """Rows at global indices: nearby rows of a shard in one range, far ones in their own."""
+        idx = self._check_indices(indices)
+        out = np.empty((idx.size, self.dim), dtype=dtype or self.dtype)
+        if idx.size == 0:
+            return out
+        shard, row = self.locate(idx)
+        order = np.argsort(shard, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard[order])) + 1
+        for group in np.split(order, bounds):
+            s = int(shard[group[0]])
+            rows = row[group]
+            if s in self._vectors or len(group) > _WHOLE_SHARD_FRACTION * self.shard_rows[s]:
+                out[group] = self.shard_vectors(s)[rows]
+                continue
+            uniq = np.unique(rows)
+            runs = np.split(uniq, np.flatnonzero(np.diff(uniq) > _GAP_ROWS) + 1)
+            futs = [self._executor().submit(self.read_rows, s, int(r[0]), int(r[-1]) + 1) for r in runs]
+            run_of = np.searchsorted([int(r[0]) for r in runs], rows, side="right") - 1
+            by_run = np.argsort(run_of, kind="stable")
+            for r, part, fut in zip(runs, np.split(by_run, np.flatnonzero(np.diff(run_of[by_run])) + 1), futs):
+                out[group[part]] = fut.result()[rows[part] - r[0]]
+        return out
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - pools live for one command
+    def shard_ids(self, shard: int) -> np.ndarray:
+        info = self.manifest.shards[shard]
+        col = self._read_ids_table(info, ["id"]).column("id")
+        if len(col) != info.rows:
+            raise StoreError(f"{self._uri(info.parquet)}: {len(col)} ids but the manifest says {info.rows} rows")
+        arr = col.to_numpy()
+        return arr.astype(np.int64, copy=False) if self.id_type == "int64" else arr.astype(object, copy=False)
+
+    def _read_ids_table(self, info: ShardInfo, columns):
+        import pyarrow as pa
+
+        uri = self._uri(info.parquet)
+        try:
+            return fs.read_table(uri, columns=columns)
+        except FileNotFoundError:
+            raise StoreError(f"{uri}: shard listed in the manifest is missing") from None
+        except (pa.ArrowException, OSError) as exc:
+            if fs.file_type(uri) == "missing":
+                raise StoreError(f"{uri}: shard listed in the manifest is missing") from None
+            raise StoreError(f"{uri}: not a readable Parquet file ({str(exc).splitlines()[0][:160]})") from None
+
+    def shard_table(self, shard: int, columns: list[str] | None = None):
+        return self._read_ids_table(self.manifest.shards[shard], columns)
+
+    def shard_schema(self, shard: int = 0):
+        return fs.read_schema(self._uri(self.manifest.shards[shard].parquet))
+
+    def verify(self) -> list[str]:
+        """Every object present with its manifest checksum and shape (streamed), then ids unique."""
+        problems: list[str] = []
+        have = fs.listdir(self.path)
+        for s, info in enumerate(self.manifest.shards):
+            for fname, want in ((info.npy, info.sha256), (info.parquet, info.ids_sha256)):
+                uri = self._uri(fname)
+                if fname not in have:
+                    problems.append(f"{uri}: missing")
+                elif sha256_remote(uri) != want:
+                    problems.append(f"{uri}: checksum mismatch (object changed or truncated)")
+            if problems:
+                break
+            try:
+                with self._lock:
+                    self._files.pop(s, None)
+                self._open(s)
+                self.shard_ids(s)
+            except StoreError as exc:
+                problems.append(str(exc))
+                break
+        if not problems and self.manifest.shards:
+            problems.extend(self._duplicate_ids())
+        return problems
+
+    def unlisted(self) -> list[str]:
+        """Objects under the pool prefix that no manifest entry names (a killed writer's uploads)."""
+        from alq.store.lock import REMOTE_LOCK
+        from alq.store.manifest import MANIFEST
+
+        listed = {f for s in self.manifest.shards for f in (s.npy, s.parquet)} | {MANIFEST, REMOTE_LOCK}
+        return sorted(n for n in fs.listdir(self.path) if n not in listed)
+
+
+def sha256_remote(uri: str, *, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    f = fs.open_input(uri)
+    size, pos = f.size(), 0
+    while pos < size:
+        data = f.read_at(min(chunk, size - pos), pos)
+        if not data:
+            break
+        h.update(data)
+        pos += len(data)
+    return h.hexdigest()
