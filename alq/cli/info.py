@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from alq.cli._uris import URI_NOTE, Staged, where
+from alq.cli._uris import URI_NOTE, where
 from alq.cli._uris import path as path_type
 from alq.cli.app import JSON_OPTION, app, emit
 
@@ -20,16 +20,10 @@ def info_cmd(
                                 "bad shard or file."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    from alq import fs
     from alq.errors import StoreError
     from alq.store.inspect import describe
 
-    path = where(path)
-    if fs.is_remote(path) and not fs.exists(fs.join(path, "manifest.json")):
-        with Staged() as st:  # a remote file or alq directory is read from a local copy; pools in place
-            summary = describe(st.input(path, "input"), verify=verify)
-    else:
-        summary = describe(path, verify=verify)
+    summary = describe(where(path), verify=verify)  # a remote pool is read in place, other files from a copy
     emit(summary, as_json=as_json, render=_render)
     if verify and summary.get("problems"):
         raise StoreError(summary["problems"][0], hint=f"{len(summary['problems'])} problem(s); restore the file "

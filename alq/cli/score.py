@@ -46,7 +46,8 @@ def score_cmd(
         head_obj.check_pool(pool_obj, path=str(head))
         # with Ray, each worker picks its own device (CUDA on GPU workers)
         with sole_writer(out, what="`alq score`"):
-            summary = write_scores(pool_obj, head_obj, st.output(out, "dir"), top_k=top_k, aggregate=aggregate,
+            # scores on object storage are written in place (each task its shards, then the pointer)
+            summary = write_scores(pool_obj, head_obj, out, top_k=top_k, aggregate=aggregate,
                                    engine=get_engine(engine, **engine_options(engine, ray_address, ray_gpus_per_task)),
                                    device=None if engine == "ray" else torch_device(), pool_path=str(pool))
     summary["head"] = str(head)

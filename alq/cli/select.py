@@ -88,7 +88,7 @@ def select_cmd(
                             clusters=st.input(clusters, "clusters directory"), options=options,
                             allow_smaller=allow_smaller, round=round_, engine=engine,
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
-                            scores=st.input(scores, "scores directory"),
+                            scores=scores,  # read in place, local or remote
                             with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
         with progress_bar(quiet=quiet) as progress:
             _, summary = run_select(req, st.output(out, "file"), progress=progress)
