@@ -37,7 +37,8 @@ def stage_input(path, *, what: str = "input") -> Iterator[Path | None]:
     if path is None:
         yield None
         return
-    with fs.staged_input(path, what=what) as copy:
+    source = resolve(path) if fs.is_remote(path) else path
+    with fs.staged_input(source, what=what) as copy:
         if fs.is_remote(path):
             _register(copy, fs.normalize(path))
         yield copy
@@ -53,6 +54,21 @@ def stage_output(path, *, kind: str = "file", resume: bool = False) -> Iterator[
         if fs.is_remote(path):
             _register(copy, fs.normalize(path))
         yield copy
+
+
+def resolve(uri: str) -> str:
+    """Where a remote file's content lives: itself, or (``RUN/results.parquet`` of a run alq published on
+    the store) the same name under the current generation of the nearest parent with a pointer."""
+    uri = fs.normalize(uri)
+    if fs.file_type(uri) != "missing":
+        return uri
+    child, parent = uri, fs.parent_of(uri)
+    while parent != child:
+        if fs.exists(fs.join(parent, fs.POINTER)):
+            inside = fs.join(fs.current_generation(parent), uri[len(parent) + 1:])
+            return inside if fs.file_type(inside) != "missing" else uri
+        child, parent = parent, fs.parent_of(parent)
+    return uri  # absent: staged_input says so, naming the URI
 
 
 def shown(path) -> str | None:

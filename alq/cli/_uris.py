@@ -47,12 +47,16 @@ class Staged(contextlib.ExitStack):
 
 
 def remote_lock(target, what: str):
-    """The writer lock of a remote output (local outputs are locked by the library call itself)."""
-    if not fs.is_remote(target):
+    """The writer lock of a remote file output (a local one is locked by the library call itself).
+
+    Keyed beside the file, ``.NAME.lock`` like a local lock, not under ``NAME/``: a prefix
+    ``NAME/`` would make the file look like a directory to stores that keep directory markers.
+    """
+    if target is None or not fs.is_remote(target):
         return contextlib.nullcontext()
     from alq.store.lock import exclusive_lock
 
-    return exclusive_lock(target, what=what)
+    return exclusive_lock(fs.join(fs.parent_of(target), f".{fs.name_of(target)}.lock"), what=what)
 
 
 def path(value: str) -> str:
