@@ -208,7 +208,7 @@ def test_remote_files_with_a_local_pool(cli, inputs):
     local, remote, _ = inputs
     pool = str(local / "pool")
     for base in (local, remote):
-        j = lambda *p: str(fs.join(base, *p))  # noqa: E731
+        j = lambda *p, base=base: str(fs.join(base, *p))  # noqa: E731
         ok(cli, "labels", "import", j("ann.csv"), "--pool", pool, "--out", j("labels.parquet"))
         ok(cli, "train", pool, j("labels.parquet"), "--out", j("head.pt"), "--weight-decay", "1e-3")
         ok(cli, "select", pool, "--strategy", "margin", "--budget", "15", "--head", j("head.pt"), "--labels",
