@@ -3,7 +3,7 @@
 A remote shard cannot be memory-mapped, so the :class:`RemotePool` reads what
 a stage asks for: a streamed pass fetches each block's rows as one byte range
 of the NPY object (split into ``ALQ_RANGE_MIB`` parts fetched in parallel,
-default 8 MiB), with the next block fetched while the current one is being
+default 16 MiB), with the next block fetched while the current one is being
 processed (read-ahead of one block, so a pass holds at most two raw blocks);
 ``take`` fetches only the rows asked for, coalescing nearby rows into one
 range. Ids and metadata Parquets are small and read whole.
@@ -35,7 +35,7 @@ _GAP_ROWS = 64  # take(): rows closer than this are fetched in one range
 
 
 def range_bytes() -> int:
-    raw = os.environ.get("ALQ_RANGE_MIB", "8")
+    raw = os.environ.get("ALQ_RANGE_MIB", "16")
     try:
         mib = float(raw)
     except ValueError:
@@ -152,7 +152,7 @@ class RemotePool(ShardedPool):
         arr = self._vectors.get(shard)
         if arr is None:
             arr = self.read_rows(shard, 0, self.manifest.shards[shard].rows)
-            while len(self._vectors) >= 2:  # whole shards are only for random access: keep few
+            while len(self._vectors) >= 1:  # whole shards are only for random access: keep one
                 self._vectors.popitem(last=False)
             self._vectors[shard] = arr
         return arr
