@@ -22,6 +22,7 @@ from alq import __version__
 from alq.device import torch_device
 from alq.errors import AlqFailure, BadInputError, BudgetError
 from alq.model.head import Head, load_head
+from alq.staging import shown
 from alq.store.labels import read_id_list, read_labels
 from alq.store.pool import Pool, open_pool
 from alq.strategies import Context, Selection, get_strategy
@@ -223,11 +224,11 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
                "select_seconds": round(select_seconds, 4), **sel.summary}
     meta = {"kind": KIND, "strategy": req.strategy, "budget": int(req.budget), "seed": int(req.seed),
             "round": req.round, "pool": str(req.pool), "pool_fingerprint": pool.fingerprint,
-            "head": str(req.head) if req.head else None,
+            "head": shown(req.head) if req.head else None,  # a staged copy is named by its URI
             "head_fingerprint": ctx.head.fingerprint if ctx.head is not None else None,
-            "labels": str(req.labels) if req.labels else None, "pending": [str(p) for p in req.pending],
-            "clusters": str(req.clusters) if req.clusters else None, "options": summary["options"],
-            "scores": str(req.scores) if req.scores else None, "scores_fresh": ctx.scores is not None,
+            "labels": shown(req.labels) if req.labels else None, "pending": [shown(p) for p in req.pending],
+            "clusters": shown(req.clusters) if req.clusters else None, "options": summary["options"],
+            "scores": shown(req.scores) if req.scores else None, "scores_fresh": ctx.scores is not None,
             "score_meaning": get_strategy(req.strategy).score_meaning,
             "alq_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if out is not None:

@@ -24,7 +24,7 @@ import traceback
 import warnings
 from collections.abc import Callable
 
-from alq import guard
+from alq import fs, guard, staging
 
 _FIX = {
     errno.ENOSPC: ("no space left on device", "free space there or write elsewhere, then rerun"),
@@ -65,7 +65,7 @@ def _where(exc: BaseException, code: int | None) -> str:
     outs = guard.current_outputs()
     if code in _WRITE_ERRNOS or name is None:
         # a failed write names its temp file (or nothing): say which output it was for
-        if outs and (name is None or any(str(name).startswith(str(o.parent)) for o in outs)):
+        if outs and (name is None or any(str(name).startswith(str(fs.parent_of(o))) for o in outs)):
             return "writing " + ", ".join(str(o) for o in outs)
     return str(name) if name is not None else "(path not reported by the OS)"
 
@@ -144,6 +144,7 @@ def run_guarded(call: Callable[[], int], *, quiet: bool, print_error: Callable[[
                 print_warning: Callable[[str], None]) -> int:
     """Run ``call`` inside the boundary; return its exit code."""
     guard.reset()
+    staging.reset()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:
@@ -154,7 +155,7 @@ def run_guarded(call: Callable[[], int], *, quiet: bool, print_error: Callable[[
             if debug():
                 traceback.print_exc()
             line, code = translate(exc)
-            print_error(line)
+            print_error(staging.unstage_text(line))  # a staged copy's error names the URI the user gave
             return code
     if code == 0 and not quiet and not debug():
         seen = set()

@@ -66,7 +66,9 @@ QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on
 def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[[dict], None] | None = None) -> None:
     """Print a result: JSON on stdout, or a human rendering (default: key: value lines on stdout)."""
     from alq.io import dumps_strict
+    from alq.staging import unstage
 
+    summary = unstage(summary)  # staged copies of remote files are named by their URIs
     if as_json:  # strict JSON: NaN/Infinity are written as null
         sys.stdout.write(dumps_strict(summary, indent=2) + "\n")
         return

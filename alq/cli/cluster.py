@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import (
     ENGINE_OPTION,
     JSON_OPTION,
@@ -21,8 +20,8 @@ from alq.cli.app import (
 
 
 def cluster_cmd(
-    pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Cluster directory to write (replaced atomically)."),
+    pool: str = typer.Argument(..., parser=path, help="Pool directory (from `alq embed`)."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Cluster directory to write (replaced atomically)."),
     threshold: float | None = typer.Option(None, "--threshold", help="Cut where the average-linkage distance "
                                               "exceeds EPS. Default: the median distance from a row to its "
                                               "10th nearest neighbour (scale-free)."),
@@ -50,6 +49,7 @@ def cluster_cmd(
     from alq.guard import Output, check_outputs
     from alq.store import open_pool
 
+    pool, out = where(pool), where(out)
     check_outputs([Output(out, "clusters")], [("POOL", pool)], overwrite=None)
     opts = ClusterOptions(threshold=threshold, n_clusters=n_clusters, normalize=normalize, method=method,
                           knn=knn, seed=seed)
@@ -64,27 +64,26 @@ def cluster_cmd(
 
     from alq.store.debris import sole_writer
 
-    with sole_writer(out, what="`alq cluster`"), progress_bar(quiet=quiet) as progress:
-        if update and is_cluster_dir(out):
-            if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
-                say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/--normalize "
-                    "apply only to a full run (without --update)")
-            summary = update_clusters(p, out, engine=eng, progress=progress, log=say)
-            if summary["rows_updated"] == 0:
-                say(f"{out}: clusters already cover all {p.count} pool rows; nothing to update")
-        else:
-            if update:
-                say(f"{out}: no clustering yet; clustering the whole pool")
-            summary = cluster_pool(p, out, opts, engine=eng, progress=progress, log=say)
-            summary["rows_updated"] = 0
-    from alq.cluster.linkage import batch_spread
-    from alq.cluster.store import load_clusters
+    with Staged() as st:
+        with sole_writer(out, what="`alq cluster`"), progress_bar(quiet=quiet) as progress:
+            work = st.output(out, "dir", resume=update)  # --update reads the clusters it extends
+            if update and is_cluster_dir(work):
+                if threshold is not None or n_clusters is not None or method != "auto" or normalize is not None:
+                    say("note: --update keeps the existing clustering; --threshold/--n-clusters/--method/"
+                        "--normalize apply only to a full run (without --update)")
+                summary = update_clusters(p, work, engine=eng, progress=progress, log=say)
+                if summary["rows_updated"] == 0:
+                    say(f"{out}: clusters already cover all {p.count} pool rows; nothing to update")
+            else:
+                if update:
+                    say(f"{out}: no clustering yet; clustering the whole pool")
+                summary = cluster_pool(p, work, opts, engine=eng, progress=progress, log=say)
+                summary["rows_updated"] = 0
+        from alq.cluster.linkage import batch_spread
+        from alq.cluster.store import load_clusters
 
-    sizes = list(batch) or [b for b in (100, 1_000, 10_000, 100_000) if b <= p.count]
-    summary["batch_spread"] = batch_spread(load_clusters(out, p), sizes)
-    for row in summary["batch_spread"]:
-        say(f"a batch of {row['batch']} ({row['candidates']} candidates) spreads over at most "
-            f"~{row['expected_clusters']:g} clusters (~{row['rows_per_cluster']} rows per cluster)")
+        sizes = list(batch) or [b for b in (100, 1_000, 10_000, 100_000) if b <= p.count]
+        summary["batch_spread"] = batch_spread(load_clusters(work, p), sizes)
     short = {k: summary.get(k) for k in ("headline", "pool", "pool_rows", "method", "n_clusters", "threshold", "cut", "sizes",
                                          "rows_clustered", "rows_assigned_by_update", "rows_updated", "note", "batch_spread",
                                          "graph", "seconds") if summary.get(k) is not None}
@@ -99,7 +98,7 @@ cluster_cmd.__doc__ = (
     "with faiss (GPU when present). Writes DIR/_clusters.json (summary) and one Parquet of (id, cluster) per pool "
     "shard. After `alq embed --append`, --update assigns the new rows without re-clustering; "
     "`alq select` refuses stale clusters and says which command to run.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq cluster pool/ --out clusters/ --json\n\n"
     "  alq embed more.npy --out pool/ --append && alq cluster pool/ --out clusters/ --update\n\n"
     "With --engine ray the kNN-graph searches and --update assignments run as Ray tasks over shards; "

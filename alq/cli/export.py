@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
 
 FORMATS = ("csv", "jsonl", "parquet", "label-studio")
 
 
 def export_cmd(
-    selection: Path = typer.Argument(..., help="Selection Parquet from `alq select`."),
-    out: Path = typer.Option(..., "--out", "-o", help="File to write, or `-` for stdout."),
+    selection: str = typer.Argument(..., parser=path, help="Selection Parquet from `alq select`."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="File to write, or `-` for stdout."),
     fmt: str | None = typer.Option(None, "--format", "-f", help="csv, jsonl, parquet or label-studio (a JSON list "
                                    "of tasks); default from --out's suffix (`-`: csv)."),
-    pool: Path | None = typer.Option(None, "--pool", help="Pool the selection came from (for --with-columns)."),
+    pool: str | None = typer.Option(None, "--pool", parser=path, help="Pool the selection came from (for --with-columns)."),
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the "
                                             "pool kept (e.g. url,file_path), added to each row or task."),
     as_json: bool = JSON_OPTION,
@@ -31,7 +30,11 @@ def export_cmd(
         raise BadInputError("--out - writes the rows to stdout; it cannot also carry the --json summary",
                             hint="write to a file, or drop --json")
     columns = [c.strip() for c in (with_columns or "").split(",") if c.strip()]
-    summary = export_selection(selection, out, fmt=fmt, pool=pool, columns=columns)
+    selection, out, pool = where(selection), where(out), where(pool)
+    with Staged() as st:
+        summary = export_selection(st.input(selection, "selection"), st.output(out, "file"), fmt=fmt, pool=pool,
+                                   columns=columns)
+    summary["output"] = str(out)
     if str(out) == "-":
         log(f"exported {summary['rows']} rows -> stdout ({summary['format']})", quiet=quiet)
         return
@@ -44,7 +47,7 @@ export_cmd.__doc__ = (
     "Label Studio tasks are `{\"data\": {...}}` with the --with-columns fields (refer to them as $url in the "
     "labeling config) plus alq_id, alq_rank and alq_score; `alq labels import` reads Label Studio's JSON export "
     "back. JSON is strict (a non-finite score is null).\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq export batch.parquet --pool pool/ --with-columns url --format label-studio --out tasks.json\n\n"
     "  alq export batch.parquet --pool pool/ --with-columns file_path --out -\n\n"
     "  alq labels import ls-export.json --pool pool/ --out labels.parquet"

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
+from alq.cli._uris import URI_NOTE, where
+from alq.cli._uris import path as path_type
 from alq.cli.app import JSON_OPTION, app, emit
 
 _MAX_ROWS = 25
 
 
 def info_cmd(
-    path: Path = typer.Argument(..., help="A pool dir, labels/selection/any alq Parquet, head .pt, clusters/ or "
+    path: str = typer.Argument(..., parser=path_type, help="A pool dir, labels/selection/any alq Parquet, head .pt, clusters/ or "
                                 "scores/ dir, or .npy."),
     verify: bool = typer.Option(False, "--verify", help="Re-check checksums and shapes; exit 2 naming the first "
                                 "bad shard or file."),
@@ -22,7 +23,7 @@ def info_cmd(
     from alq.errors import StoreError
     from alq.store.inspect import describe
 
-    summary = describe(path, verify=verify)
+    summary = describe(where(path), verify=verify)  # a remote pool is read in place, other files from a copy
     emit(summary, as_json=as_json, render=_render)
     if verify and summary.get("problems"):
         raise StoreError(summary["problems"][0], hint=f"{len(summary['problems'])} problem(s); restore the file "
@@ -33,7 +34,7 @@ info_cmd.__doc__ = (
     "Say what an alq file or directory holds: pool, labels, head, selection, clusters, scores.\n\n"
     "With --verify, re-check every shard's checksum and shape (pools) or the file's integrity, and exit 2 "
     "naming the first bad one, so a cron job can stop before using a damaged pool.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq info pool/ --verify\n\n"
     "  alq info labels.parquet --json"
 )

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, remote_lock, where, where_all
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit
 
 labels_app = typer.Typer(
@@ -16,6 +15,7 @@ labels_app = typer.Typer(
         "  alq labels import batch3_done.csv --pool pool/ --out labels.parquet\n\n"
         "  alq labels show labels.parquet\n\n"
         "  alq labels pending --sent batch3.parquet --sent batch4.parquet --labels labels.parquet --out pending.parquet"
+        "\n\n" + URI_NOTE
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -24,10 +24,10 @@ labels_app = typer.Typer(
 
 
 def import_cmd(
-    files: list[Path] = typer.Argument(..., help="Annotator files: CSV/TSV (header with id,label), Parquet, "
+    files: list[str] = typer.Argument(..., parser=path, help="Annotator files: CSV/TSV (header with id,label), Parquet, "
                                      "or a Label Studio JSON export (.json)."),
-    pool: Path = typer.Option(..., "--pool", "-p", help="Pool directory: every id must be in it."),
-    out: Path = typer.Option(..., "--out", "-o", help="Labels file to create or merge into (written atomically)."),
+    pool: str = typer.Option(..., "--pool", "-p", parser=path, help="Pool directory: every id must be in it."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Labels file to create or merge into (written atomically)."),
     on_conflict: str = typer.Option("error", "--on-conflict", help="An id already labeled differently: error, "
                                     "keep-old or take-new."),
     id_column: str = typer.Option("id", "--id-column", help="Id column name."),
@@ -38,15 +38,24 @@ def import_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
+    from alq import fs
     from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import import_labels
 
+    files, pool, out = where_all(files), where(pool), where(out)
     check_outputs([] if dry_run else [Output(out, "labels")], [*(("FILES", f) for f in files), ("--pool", pool)],
                   overwrite=None)
 
-    summary = import_labels(list(files), open_pool(pool), out, on_conflict=on_conflict, id_column=id_column,
-                            label_column=label_column, delimiter=delimiter, dry_run=dry_run, pool_path=pool)
+    with remote_lock(None if dry_run else out, "`alq labels import`"), Staged() as st:
+        local_files = st.inputs(files, "annotation file")
+        if dry_run and fs.is_remote(out) and fs.exists(out):
+            local_out = st.input(out, "labels file")  # read to validate the merge, never written back
+        else:
+            local_out = st.output(out, "file", resume=True)  # merged into: the current file comes first
+        summary = import_labels(local_files, open_pool(pool), local_out, on_conflict=on_conflict,
+                                id_column=id_column, label_column=label_column, delimiter=delimiter,
+                                dry_run=dry_run, pool_path=pool)
     summary["output"] = str(out)  # the output-path key every command shares (`out` kept)
 
     def render(s: dict) -> None:
@@ -65,22 +74,24 @@ import_cmd.__doc__ = (
     "annotated task's choice (several choices: multi-label); tasks not yet annotated stay pending. "
     "Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
     "and missing columns are refused with one line naming the file and line; nothing is written then.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq labels import batch1_done.csv batch2_done.parquet --pool pool/ --out labels.parquet\n\n"
     "  alq labels import tags.csv --delimiter '|' --pool pool/ --out labels.parquet --on-conflict take-new --json"
 )
 
 
 def show_cmd(
-    labels: Path = typer.Argument(..., help="Labels file (from `alq labels import`)."),
-    pool: Path | None = typer.Option(None, "--pool", "-p", help="Also check ids against this pool and report "
+    labels: str = typer.Argument(..., parser=path, help="Labels file (from `alq labels import`)."),
+    pool: str | None = typer.Option(None, "--pool", "-p", parser=path, help="Also check ids against this pool and report "
                                         "the labeled fraction."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     from alq.store import open_pool
     from alq.store.annotations import summarize_labels
 
-    summary = summarize_labels(labels, open_pool(pool) if pool else None)
+    pool = where(pool)
+    with Staged() as st:
+        summary = summarize_labels(st.input(where(labels), "labels file"), open_pool(pool) if pool else None)
 
     def render(s: dict) -> None:
         head = f"{s['path']}: {s['rows']} labeled ids, {s['classes']} classes" + (" (multi-label)" if s["multilabel"] else "")
@@ -94,18 +105,18 @@ def show_cmd(
 
 show_cmd.__doc__ = (
     "Show a labels file: per-class counts and shares.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq labels show labels.parquet --pool pool/\n\n"
     "  alq labels show labels.parquet --json"
 )
 
 
 def pending_cmd(
-    sent: list[Path] = typer.Option(..., "--sent", help="Ids sent to annotators: a selection Parquet (`id` column) "
+    sent: list[str] = typer.Option(..., "--sent", parser=path, help="Ids sent to annotators: a selection Parquet (`id` column) "
                                     "or CSV/text, one per line. Repeatable."),
-    out: Path = typer.Option(..., "--out", "-o", help="Pending-ids Parquet to write (for `alq select --pending`)."),
-    labels: Path | None = typer.Option(None, "--labels", help="Labels file: ids labeled here are no longer pending."),
-    pool: Path | None = typer.Option(None, "--pool", "-p", help="Check every sent id is in this pool."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Pending-ids Parquet to write (for `alq select --pending`)."),
+    labels: str | None = typer.Option(None, "--labels", parser=path, help="Labels file: ids labeled here are no longer pending."),
+    pool: str | None = typer.Option(None, "--pool", "-p", parser=path, help="Check every sent id is in this pool."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -113,11 +124,14 @@ def pending_cmd(
     from alq.store import open_pool
     from alq.store.annotations import pending_ids, write_pending
 
+    sent, out, labels, pool = where_all(sent), where(out), where(labels), where(pool)
     check_outputs([Output(out, "pending")], [*(("--sent", s) for s in sent), ("--labels", labels), ("--pool", pool)],
                   overwrite=None)
 
-    ids, files, summary = pending_ids(list(sent), labels, open_pool(pool) if pool else None)
-    write_pending(out, ids, files, summary)
+    with Staged() as st:
+        ids, files, summary = pending_ids(st.inputs(sent, "--sent file"), st.input(labels, "labels file"),
+                                          open_pool(pool) if pool else None)
+        write_pending(st.output(out, "file"), ids, files, summary)
     summary["out"] = summary["output"] = str(out)
     emit(summary, as_json=as_json, quiet=quiet, render=lambda s: typer.echo(
         f"wrote {out}: {s['pending']} ids still out for labeling ({s['sent_unique']} sent, {s['labeled']} labeled)"))
@@ -127,7 +141,7 @@ pending_cmd.__doc__ = (
     "Write the ids sent for labeling whose labels have not come back yet.\n\n"
     "The nightly bookkeeping: every selection sent out (--sent, repeatable) minus the ids in the labels file. "
     "Pass the result to `alq select --pending` so those rows are not selected twice.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq labels pending --sent batch1.parquet --sent batch2.parquet --labels labels.parquet --out pending.parquet"
 )
 

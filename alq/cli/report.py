@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
 
 
 def report_cmd(
-    results: Path = typer.Argument(..., help="results.parquet written by `alq simulate`."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder: PNG plots, report.md, report.json."),
+    results: str = typer.Argument(..., parser=path, help="results.parquet written by `alq simulate`."),
+    out: str | None = typer.Option(None, "--out", "-o", parser=path, help="Report folder: PNG plots, report.md, report.json."),
     metric: str | None = typer.Option(None, "--metric", help="Curve metric: top1 (default), top5, "
                                          "macro_accuracy, map (multi-label default) or pooled_ap."),
     baseline: str | None = typer.Option(None, "--baseline", help="Strategy that labels saved and labeling "
@@ -28,16 +27,20 @@ def report_cmd(
     from alq.report import build_report
     from alq.report.tables import render_rich
 
+    results, out = where(results), where(out)
     check_outputs([Output(out, "report")], [("RESULTS", results)], overwrite=None)
-    if baseline is not None:
-        from alq.errors import BadInputError
-        from alq.report.analysis import load_results
+    with Staged() as st:
+        local_results = st.input(results, "results file")
+        if baseline is not None:
+            from alq.errors import BadInputError
+            from alq.report.analysis import load_results
 
-        names = load_results(results).strategies
-        if baseline not in names:
-            raise BadInputError(f"--baseline {baseline!r} is not a strategy of {results} "
-                                f"(it has: {', '.join(names)})")
-    summary = build_report(results, out, metric=metric, baseline=baseline or "random", alpha=alpha)
+            names = load_results(local_results).strategies
+            if baseline not in names:
+                raise BadInputError(f"--baseline {baseline!r} is not a strategy of {results} "
+                                    f"(it has: {', '.join(names)})")
+        summary = build_report(local_results, st.output(out, "dir"), metric=metric, baseline=baseline or "random",
+                               alpha=alpha)
     if out is not None:
         summary["output"] = str(out)  # the output-path key every command shares (`report_dir` kept)
     if not as_json:
@@ -60,7 +63,7 @@ report_cmd.__doc__ = (
     "repeats). With --out, also writes PNG plots (learning curves with 95% bands, labeling efficiency, penalty "
     "matrix, per-round class distributions, imbalance ratio and class entropy, selection vs training time), "
     "report.md embedding them, and report.json. --json prints every number.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq report runs/exp1/results.parquet --out runs/exp1/report"
 )
 app.command("report")(report_cmd)

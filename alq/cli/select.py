@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from alq.cli._strategies import catalog
+from alq.cli._uris import URI_NOTE, Staged, path, where, where_all
 from alq.cli.app import (  # noqa: I001
     ENGINE_OPTION,
     JSON_OPTION,
@@ -37,20 +36,20 @@ def _strategy_help() -> str:
 
 
 def select_cmd(
-    pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
+    pool: str = typer.Argument(..., parser=path, help="Pool directory (from `alq embed`)."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Selection to write (atomically): Parquet, or CSV / "
+    out: str | None = typer.Option(None, "--out", "-o", parser=path, help="Selection to write (atomically): Parquet, or CSV / "
                                     "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the pool "
                                             "kept from the input (`alq embed`), e.g. file_path,url, added to the "
                                             "selection."),
-    head: Path | None = typer.Option(None, "--head", help="Head file from `alq train` (strategies that score)."),
-    labels: Path | None = typer.Option(None, "--labels", help="Labels file: these rows are never selected."),
-    pending: list[Path] = typer.Option([], "--pending", help="Ids still out for labeling (Parquet with `id`, or "
+    head: str | None = typer.Option(None, "--head", parser=path, help="Head file from `alq train` (strategies that score)."),
+    labels: str | None = typer.Option(None, "--labels", parser=path, help="Labels file: these rows are never selected."),
+    pending: list[str] = typer.Option([], "--pending", parser=path, help="Ids still out for labeling (Parquet with `id`, or "
                                        "CSV/text one per line; e.g. earlier selections). Repeatable."),
-    clusters: Path | None = typer.Option(None, "--clusters", help="Cluster directory from `alq cluster`."),
-    scores: Path | None = typer.Option(None, "--scores", help="Scores directory from `alq score`: reused when "
+    clusters: str | None = typer.Option(None, "--clusters", parser=path, help="Cluster directory from `alq cluster`."),
+    scores: str | None = typer.Option(None, "--scores", parser=path, help="Scores directory from `alq score`: reused when "
                                           "fresh (same pool and head), else recomputed from the head."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
     round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
@@ -71,23 +70,30 @@ def select_cmd(
     from alq.guard import Output, check_outputs
     from alq.select import SelectRequest, run_select
 
+    pool, out, head, labels, clusters, scores = map(where, (pool, out, head, labels, clusters, scores))
+    pending = where_all(pending)
     check_outputs([Output(out, "selection")], [("POOL", pool), ("--head", head), ("--labels", labels),
                   ("--clusters", clusters), ("--scores", scores), *(("--pending", p) for p in pending)],
                   overwrite=overwrite)
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})
-    req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=head, labels=labels,
-                        pending=list(pending), clusters=clusters, options=options, allow_smaller=allow_smaller,
-                        round=round_, engine=engine,
-                        engine_options=engine_options(engine, ray_address, ray_gpus_per_task), scores=scores,
-                        with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
     to_stdout = out is not None and str(out) == "-"
     if to_stdout and as_json:
         raise BadInputError("--out - writes the selection to stdout; it cannot also carry the --json summary",
                             hint="write the selection to a file, or drop --json")
-    with progress_bar(quiet=quiet) as progress:
-        _, summary = run_select(req, out, progress=progress)
+    with Staged() as st:
+        req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=st.input(head, "head file"),
+                            labels=st.input(labels, "labels file"), pending=st.inputs(pending, "--pending file"),
+                            clusters=st.input(clusters, "clusters directory"), options=options,
+                            allow_smaller=allow_smaller, round=round_, engine=engine,
+                            engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
+                            scores=scores,  # read in place, local or remote
+                            with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
+        with progress_bar(quiet=quiet) as progress:
+            _, summary = run_select(req, st.output(out, "file"), progress=progress)
+    if out is not None and not to_stdout:
+        summary["output"] = str(out)
     if to_stdout:  # stdout holds the rows: the human summary goes to stderr
         log(f"{summary['strategy']}: selected {summary['selected']:,} rows -> stdout ({summary['format']})",
             quiet=quiet)
@@ -124,7 +130,7 @@ select_cmd.__doc__ = (
     "(provenance in its metadata); the meaning of score depends on the strategy (below). "
     "Ties rank the smaller pool row first. A cron job keeps earlier selections that are not yet labeled "
     "and passes them as --pending.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq select pool/ --head head.pt --labels labels.parquet --pending sent.parquet "
     "--strategy margin --budget 10000 --out batch.parquet --json\n\n"
     "Strategies:\n\n" + _strategy_help()

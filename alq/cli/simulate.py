@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from alq.cli import head_options as ho
 from alq.cli._strategies import catalog
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, parse_options, progress_bar
 
 
@@ -22,14 +21,14 @@ def _strategy_list() -> str:
 
 
 def simulate_cmd(
-    pool: Path = typer.Option(..., "--pool", help="Pool directory (from `alq embed`); every row must be labeled."),
-    labels: Path = typer.Option(..., "--labels", help="Labels of ALL pool rows (the oracle)."),
-    test_pool: Path = typer.Option(..., "--test-pool", help="Held-out test pool directory."),
-    test_labels: Path = typer.Option(..., "--test-labels", help="Labels of the test rows (unlabeled test rows are ignored)."),
+    pool: str = typer.Option(..., "--pool", parser=path, help="Pool directory (from `alq embed`); every row must be labeled."),
+    labels: str = typer.Option(..., "--labels", parser=path, help="Labels of ALL pool rows (the oracle)."),
+    test_pool: str = typer.Option(..., "--test-pool", parser=path, help="Held-out test pool directory."),
+    test_labels: str = typer.Option(..., "--test-labels", parser=path, help="Labels of the test rows (unlabeled test rows are ignored)."),
     strategies: list[str] = typer.Option(..., "--strategies", "-s", help="Comma-separated strategy names (repeatable)."),
     seed_size: int = typer.Option(..., "--seed-size", help="Size of the seed set s0 (labeled before round 1)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Labels bought per round."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (results.parquet, selections/, state/)."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Run directory (results.parquet, selections/, state/)."),
     rounds: int | None = typer.Option(None, "--rounds", help="Number of selection rounds."),
     total_budget: int | None = typer.Option(None, "--total-budget", help="Labels to buy after the seed set, "
                                                "instead of --rounds (the last round takes what remains)."),
@@ -55,7 +54,7 @@ def simulate_cmd(
     bootstrap: bool = ho.BOOTSTRAP,
     dropout: float = ho.DROPOUT,
     class_weighted: bool = ho.CLASS_WEIGHTED,
-    clusters: Path | None = typer.Option(None, "--clusters", help="Clusters of the pool (from `alq cluster`), "
+    clusters: str | None = typer.Option(None, "--clusters", parser=path, help="Clusters of the pool (from `alq cluster`), "
                                             "for strategies that need them."),
     option: list[str] = typer.Option([], "--option", help="Strategy option key=value, or STRATEGY.key=value for one "
                                      "strategy (repeatable)."),
@@ -68,18 +67,24 @@ def simulate_cmd(
     from alq.guard import Output, check_outputs
     from alq.simulate import SimulationConfig, run_simulation
 
+    pool, labels, test_pool, test_labels, out, clusters = map(where, (pool, labels, test_pool, test_labels, out,
+                                                                      clusters))
     check_outputs([Output(out, "run")], [("--pool", pool), ("--labels", labels), ("--test-pool", test_pool),
                   ("--test-labels", test_labels), ("--clusters", clusters)], overwrite=overwrite)
     train = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
                                    normalize=normalize, holdout=holdout, optimizer=optimizer, max_iter=max_iter,
                                    epochs=epochs, lr=lr, ensemble=ensemble, bootstrap=bootstrap, dropout=dropout,
                                    class_weighted=class_weighted)
-    cfg = SimulationConfig(pool=pool, labels=labels, test_pool=test_pool, test_labels=test_labels,
-                           strategies=split_names(strategies), seed_size=seed_size, budget=budget, rounds=rounds,
-                           total_budget=total_budget, repeats=repeats, seed=seed, seed_strategy=seed_strategy,
-                           head_mode=head_mode, train=train, options=parse_options(option), clusters=clusters)
-    with progress_bar(quiet=quiet) as progress:
-        summary = run_simulation(cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+    with Staged() as st:
+        cfg = SimulationConfig(pool=pool, labels=st.input(labels, "labels file"), test_pool=test_pool,
+                               test_labels=st.input(test_labels, "test labels file"),
+                               strategies=split_names(strategies), seed_size=seed_size, budget=budget,
+                               rounds=rounds, total_budget=total_budget, repeats=repeats, seed=seed,
+                               seed_strategy=seed_strategy, head_mode=head_mode, train=train,
+                               options=parse_options(option), clusters=st.input(clusters, "clusters directory"))
+        run_dir = st.output(out, "dir", resume=True)  # a run is resumed or checked, never blindly replaced
+        with progress_bar(quiet=quiet) as progress:
+            summary = run_simulation(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress)
     summary["output"] = str(out)  # the output-path key every command shares
     from alq.report.checks import simulation_warnings
 
@@ -97,7 +102,7 @@ simulate_cmd.__doc__ = (
     "round's selected ids under OUT/selections/. The head takes every option of `alq train`, with the same "
     "defaults (pool standardisation, L2 strength cross-validated each round). Checkpoints every round: a killed run continues with --resume "
     "and gives the same results. Summarise with `alq report`.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq simulate --pool pool/ --labels pool_labels.parquet --test-pool test/ --test-labels test_labels.parquet "
     "--strategies random,margin,badge,balanced-random --seed-size 100 --budget 100 --rounds 10 --repeats 5 "
     "--out runs/exp1 && alq report runs/exp1/results.parquet --out runs/exp1/report\n\n"

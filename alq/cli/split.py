@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
 
 
 def split_cmd(
-    pool: Path = typer.Argument(..., help="Labeled pool directory (read only)."),
-    labels: Path = typer.Option(..., "--labels", help="Labels of the pool's rows (the test set is drawn from them)."),
+    pool: str = typer.Argument(..., parser=path, help="Labeled pool directory (read only)."),
+    labels: str = typer.Option(..., "--labels", parser=path, help="Labels of the pool's rows (the test set is drawn from them)."),
     test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of the labeled rows held out for test "
                                         "(stratified by class)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write: pool/, pool_labels.parquet, test/, "
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Folder to write: pool/, pool_labels.parquet, test/, "
                              "test_labels.parquet."),
     seed: int = typer.Option(0, "--seed", help="Seed of the draw: same inputs + seed = same split."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier split in --out."),
@@ -23,9 +22,9 @@ def split_cmd(
 ) -> None:
     from alq.simulate.split import split_pool
 
-    with progress_bar(quiet=quiet) as progress:
-        summary = split_pool(pool, labels, out, fraction=test_fraction, seed=seed, overwrite=overwrite,
-                             progress=progress)
+    with Staged() as st, progress_bar(quiet=quiet) as progress:
+        summary = split_pool(where(pool), st.input(where(labels), "labels file"), where(out),
+                             fraction=test_fraction, seed=seed, overwrite=overwrite, progress=progress)
     emit(summary, as_json=as_json, quiet=quiet)
 
 
@@ -35,7 +34,7 @@ split_cmd.__doc__ = (
     "leaves every strategy at chance. This draws --test-fraction of the labeled rows (stratified by class; "
     "uniformly for multi-label), keeps their ids and metadata columns, and writes OUT/pool/, "
     "OUT/pool_labels.parquet, OUT/test/ and OUT/test_labels.parquet.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq split pool/ --labels all_labels.parquet --test-fraction 0.2 --out exp/\n\n"
     "  alq simulate --pool exp/pool --labels exp/pool_labels.parquet --test-pool exp/test "
     "--test-labels exp/test_labels.parquet --strategies random,margin --seed-size 100 --budget 100 "

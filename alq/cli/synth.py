@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
 from alq.config import DEFAULT_SHARD_ROWS
 
 
 def synth_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Pool directory to write."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Pool directory to write."),
     n: int = typer.Option(..., "-n", "--rows", help="Number of rows."),
     dim: int = typer.Option(..., "-d", "--dim", help="Embedding dimension."),
     classes: int = typer.Option(10, "-c", "--classes", help="Number of classes."),
@@ -22,7 +21,7 @@ def synth_cmd(
     separation: float = typer.Option(4.0, "--separation", help="Distance between component centres, in noise "
                                      "standard deviations."),
     modes: int = typer.Option(1, "--modes", help="Gaussian components per class."),
-    labels_out: Path | None = typer.Option(None, "--labels-out", help="Write every row's true label here "
+    labels_out: str | None = typer.Option(None, "--labels-out", parser=path, help="Write every row's true label here "
                                               "(labels Parquet, for `alq simulate`)."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
     dtype: str = typer.Option("float16", "--dtype", help="float16 or float32."),
@@ -35,13 +34,14 @@ def synth_cmd(
     from alq.guard import Output, check_outputs
     from alq.synth import SynthSpec, synth_pool
 
+    out, labels_out = where(out), where(labels_out)
     check_outputs([Output(out, "pool"), Output(labels_out, "labels", "--labels-out")], overwrite=overwrite)
 
     spec = SynthSpec(n=n, dim=dim, classes=classes, seed=seed, imbalance_ratio=imbalance_ratio,
                      redundancy=redundancy, separation=separation, modes=modes)
-    with progress_bar(quiet=quiet) as progress:
-        summary = synth_pool(spec, out, labels_out=labels_out, shard_rows=shard_rows, dtype=dtype,
-                             id_prefix=id_prefix, overwrite=overwrite, progress=progress)
+    with Staged() as st, progress_bar(quiet=quiet) as progress:
+        summary = synth_pool(spec, out, labels_out=st.output(labels_out, "file"), shard_rows=shard_rows,
+                             dtype=dtype, id_prefix=id_prefix, overwrite=overwrite, progress=progress)
     summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
@@ -50,7 +50,7 @@ synth_cmd.__doc__ = (
     "Write a synthetic pool: a Gaussian mixture with C classes, imbalance and duplicated rows.\n\n"
     "Written shard by shard (never whole in memory), so it scales to any N the disk holds; deterministic for "
     "a given spec and --seed. Use it to try alq at scale or to benchmark strategies against known labels.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq synth --out big/ -n 1000000 -d 256 -c 100 --imbalance-ratio 10 --redundancy 3 "
     "--labels-out big_labels.parquet --seed 0"
 )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from alq.cli import head_options as ho
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
 
 
 def train_cmd(
-    pool: Path = typer.Argument(..., help="Pool directory (from `alq embed`)."),
-    labels: Path = typer.Argument(..., help="Labels file (from `alq labels`): id, label."),
-    out: Path = typer.Option(..., "--out", "-o", help="Head file to write (atomically)."),
+    pool: str = typer.Argument(..., parser=path, help="Pool directory (from `alq embed`)."),
+    labels: str = typer.Argument(..., parser=path, help="Labels file (from `alq labels`): id, label."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Head file to write (atomically)."),
     mlp: bool = ho.MLP,
     hidden: int | None = ho.HIDDEN,
     multilabel: str = typer.Option("auto", "--multilabel", help="auto (from the labels), yes (sigmoid) or no (softmax)."),
@@ -30,7 +29,7 @@ def train_cmd(
     bootstrap: bool = ho.BOOTSTRAP,
     dropout: float = ho.DROPOUT,
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same head."),
-    metrics: Path | None = typer.Option(None, "--metrics", help="Also write the training metrics as JSON here."),
+    metrics: str | None = typer.Option(None, "--metrics", parser=path, help="Also write the training metrics as JSON here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out/--metrics replace a file of another kind."),
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
@@ -42,6 +41,7 @@ def train_cmd(
     from alq.store import open_pool
     from alq.store.labels import read_labels
 
+    pool, labels, out, metrics = where(pool), where(labels), where(out), where(metrics)
     check_outputs([Output(out, "head"), Output(metrics, "metrics", "--metrics")],
                   [("POOL", pool), ("LABELS", labels)], overwrite=overwrite)
     opts = ho.build_train_options(mlp=mlp, hidden=hidden, weight_decay=weight_decay, cv_folds=cv_folds,
@@ -52,18 +52,21 @@ def train_cmd(
     pool_obj = open_pool(pool)
     from alq.store.provenance import check_labels_pool
 
-    check_labels_pool(labels, pool_obj, pool_path=pool)
-    label_set = read_labels(labels)
-    device = torch_device()
-    log(f"training on {len(label_set)} labels ({device})", quiet=quiet or as_json)
-    head = train_on_pool(pool_obj, label_set, opts, multilabel=multilabel, device=device, source=str(labels),
-                         meta={"pool": str(pool), "labels": str(labels), "labels_sha256": sha256_file(labels)[:16]})
-    head.save(out)
-    summary = {"output": str(out), "fingerprint": head.fingerprint, "pool_fingerprint": pool_obj.fingerprint,
-               "multilabel": head.multilabel, "hidden": width, "ensemble": len(head.nets),
-               **head.meta["metrics"]}
-    if metrics is not None:
-        write_json(metrics, summary)
+    with Staged() as st:
+        local_labels = st.input(labels, "labels file")
+        check_labels_pool(local_labels, pool_obj, pool_path=pool)
+        label_set = read_labels(local_labels)
+        device = torch_device()
+        log(f"training on {len(label_set)} labels ({device})", quiet=quiet or as_json)
+        head = train_on_pool(pool_obj, label_set, opts, multilabel=multilabel, device=device, source=str(labels),
+                             meta={"pool": str(pool), "labels": str(labels),
+                                   "labels_sha256": sha256_file(local_labels)[:16]})
+        head.save(st.output(out, "file"))
+        summary = {"output": str(out), "fingerprint": head.fingerprint, "pool_fingerprint": pool_obj.fingerprint,
+                   "multilabel": head.multilabel, "hidden": width, "ensemble": len(head.nets),
+                   **head.meta["metrics"]}
+        if metrics is not None:
+            write_json(st.output(metrics, "file"), summary)
     emit(summary, as_json=as_json, quiet=quiet)
 
 
@@ -75,7 +78,7 @@ train_cmd.__doc__ = (
     "then refitted on every label. --json reports the chosen strength (weight_decay) and the cross-validated "
     "accuracy (cv_accuracy). The head file records its classes, input normalisation, the pool fingerprint and "
     "the training metrics; it loads without running pickled code.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq train pool/ labels.parquet --out head.pt --json\n\n"
     "  alq train pool/ labels.parquet --out head.pt --weight-decay 1e-4 --holdout 0.1   # fixed strength, early stopping\n\n"
     "  alq train pool/ labels.parquet --out ens.pt --ensemble 5 --bootstrap --seed 1"

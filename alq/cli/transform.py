@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, progress_bar
 
 
 def transform_cmd(
-    pool: Path = typer.Argument(..., help="Input pool directory (read only)."),
-    labels: Path = typer.Option(..., "--labels", help="Labels of every input pool row."),
-    out: Path = typer.Option(..., "--out", "-o", help="New pool directory to write."),
-    labels_out: Path = typer.Option(..., "--labels-out", help="New labels file to write (id, label, source_id)."),
+    pool: str = typer.Argument(..., parser=path, help="Input pool directory (read only)."),
+    labels: str = typer.Option(..., "--labels", parser=path, help="Labels of every input pool row."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="New pool directory to write."),
+    labels_out: str = typer.Option(..., "--labels-out", parser=path, help="New labels file to write (id, label, source_id)."),
     per_class_cap: int | None = typer.Option(None, "--per-class-cap", help="Keep at most N random rows per class."),
     imbalance_ratio: float | None = typer.Option(None, "--imbalance-ratio", help="Exponential class-size decay "
                                                     "to a largest/smallest class ratio of R."),
@@ -36,15 +35,16 @@ def transform_cmd(
     from alq.guard import Output, check_outputs
     from alq.simulate.transforms import TransformSpec, transform_pool
 
+    pool, labels, out, labels_out = where(pool), where(labels), where(out), where(labels_out)
     check_outputs([Output(out, "pool"), Output(labels_out, "labels", "--labels-out")],
                   [("POOL", pool), ("--labels", labels)], overwrite=overwrite)
 
     spec = TransformSpec(per_class_cap=per_class_cap, imbalance_ratio=imbalance_ratio, max_class_size=max_class_size,
                          class_order=class_order, redundancy=redundancy, unique_rows=unique_rows, noise=noise,
                          seed=seed)
-    with progress_bar(quiet=quiet) as progress:
-        summary = transform_pool(pool, labels, out, labels_out, spec, shard_rows=shard_rows, overwrite=overwrite,
-                                 progress=progress)
+    with Staged() as st, progress_bar(quiet=quiet) as progress:
+        summary = transform_pool(pool, st.input(labels, "labels file"), out, st.output(labels_out, "file", resume=True), spec,
+                                 shard_rows=shard_rows, overwrite=overwrite, progress=progress)
     summary["output"] = str(out)  # the output-path key every command shares
     emit(summary, as_json=as_json, quiet=quiet)
 
@@ -57,7 +57,7 @@ transform_cmd.__doc__ = (
     "each (DISTIL P5), optionally with --noise on the copies. The input is never modified; copies get new ids "
     "and the labels file's source_id column says which row each came from. Transform only the pool, not the "
     "test set.\n\n"
-    "Example:\n\n"
+    + URI_NOTE + "\n\nExample:\n\n"
     "  alq transform pool/ --labels pool_labels.parquet --imbalance-ratio 10 --out pool_lt/ "
     "--labels-out pool_lt_labels.parquet --json"
 )

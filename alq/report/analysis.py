@@ -29,6 +29,7 @@ import numpy as np
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_parquet
 from alq.report.stats import mean_ci, paired_ttest
+from alq.staging import shown
 
 MIN_REPEATS_FOR_TESTS = 3  # fewer repeats: a paired t-test has <= 1 degree of freedom (or none)
 METRICS = ("top1", "top5", "macro_accuracy", "map", "pooled_ap")
@@ -63,7 +64,7 @@ def load_results(path: str | Path) -> Results:
     if table.num_rows == 0:
         raise BadInputError(f"{path}: has no rows (did the simulation run any round?)")
     cols = {name: table.column(name).to_pylist() for name in table.column_names}
-    return Results(columns=cols, meta=parquet_metadata(table.schema), path=str(path))
+    return Results(columns=cols, meta=parquet_metadata(table.schema), path=shown(path))  # a staged copy: its URI
 
 
 @dataclass

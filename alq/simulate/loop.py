@@ -32,6 +32,7 @@ from alq.model.train import TrainOptions, train_head
 from alq.select import check_selection
 from alq.simulate.oracle import RowLabels, row_labels, union_classes
 from alq.simulate.rundir import SEED_SET, RunDir, derive_seed
+from alq.staging import shown
 from alq.store.labels import read_labels
 from alq.store.pool import Pool, open_pool
 from alq.strategies import Context, get_strategy, load_all
@@ -165,10 +166,10 @@ def _config_json(cfg: SimulationConfig, oracle: Oracle, budgets: list[int]) -> d
             "seed_size": int(cfg.seed_size), "seed": int(cfg.seed), "seed_strategy": cfg.seed_strategy,
             "head_mode": cfg.head_mode, "train": train, "options": dict(sorted(cfg.options.items())),
             "fingerprints": oracle.fingerprints, "classes": [str(c) for c in oracle.classes],
-            "multilabel": oracle.multilabel, "clusters": str(cfg.clusters) if cfg.clusters else None,
-        },
-        "inputs": {"pool": str(cfg.pool), "labels": str(cfg.labels), "test_pool": str(cfg.test_pool),
-                   "test_labels": str(cfg.test_labels)},
+            "multilabel": oracle.multilabel, "clusters": shown(cfg.clusters) if cfg.clusters else None,
+        },  # shown(): a staged copy of a remote input is recorded by its URI (resume compares these)
+        "inputs": {"pool": str(cfg.pool), "labels": shown(cfg.labels), "test_pool": str(cfg.test_pool),
+                   "test_labels": shown(cfg.test_labels)},
         "alq_version": __version__,
     }
 

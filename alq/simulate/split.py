@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alq import fs
 from alq.errors import BadInputError
 from alq.store.labels import LabelSet, read_labels
 from alq.store.pool import open_pool
@@ -51,6 +52,13 @@ def test_rows(labels: LabelSet, rows: np.ndarray, fraction: float, rng: np.rando
     return np.sort(np.concatenate(picks)) if picks else np.empty(0, np.int64)
 
 
+def _names(out) -> set[str]:
+    """Top-level names in ``out`` (files and folders; none when it is absent)."""
+    if fs.is_remote(out):
+        return {rel.split("/", 1)[0] for rel in fs.listdir(out, recursive=True)}
+    return {p.name for p in out.iterdir()} if out.exists() else set()
+
+
 def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, *, fraction: float, seed: int = 0,
                overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Write OUT/{pool, pool_labels.parquet, test, test_labels.parquet}; return a summary."""
@@ -58,11 +66,12 @@ def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, 
 
     if not 0 < fraction < 1:
         raise BadInputError(f"--test-fraction={fraction} must be between 0 and 1 (e.g. 0.2)")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    out = fs.normalize(out)  # a local Path, or an s3:// / gs:// prefix (the pools and labels are written there)
+    names = _names(out)
+    if names:
         if not overwrite:
             raise BadInputError(f"{out}: already exists and is not empty", hint="pass --overwrite, or another --out")
-        if not all(p.name in PARTS or p.name.startswith(".") for p in out.iterdir()):  # .NAME.lock: writer locks
+        if not all(n in PARTS or n.startswith(".") for n in names):  # .NAME.lock: writer locks
             raise BadInputError(f"{out}: --overwrite replaces only an `alq split` folder, and this one holds other "
                                 "files", hint="choose another --out")
     pool = open_pool(pool_path)
@@ -76,10 +85,11 @@ def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, 
     in_test = np.zeros(pool.count, dtype=bool)
     in_test[rows[picked]] = True
     meta_names = available_columns(pool)
-    out.mkdir(parents=True, exist_ok=True)
+    if not fs.is_remote(out):
+        out.mkdir(parents=True, exist_ok=True)
     done = 0
     with contextlib.ExitStack() as stack:  # a failure aborts both writers: nothing half-written is left
-        writers = {part: stack.enter_context(PoolWriter(out / part, dim=pool.dim, dtype=str(pool.dtype),
+        writers = {part: stack.enter_context(PoolWriter(fs.join(out, part), dim=pool.dim, dtype=str(pool.dtype),
                                                         normalize=pool.normalize, shard_rows=max(pool.shard_rows),
                                                         id_type=pool.id_type, overwrite=overwrite))
                    for part in ("pool", "test")}  # --overwrite: each pool is replaced atomically
@@ -102,11 +112,12 @@ def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, 
         keep = np.flatnonzero(mask)
         sub = LabelSet(ids=np.asarray(labels.ids)[keep], labels=[labels.labels[i] for i in keep],
                        multilabel=labels.multilabel)
-        sub.write(out / f"{part}_labels.parquet", split={"part": part, "test_fraction": fraction, "seed": seed,
-                                                         "source_pool": str(pool_path)})
+        with fs.staged_output(fs.join(out, f"{part}_labels.parquet")) as path:
+            sub.write(path, split={"part": part, "test_fraction": fraction, "seed": seed,
+                                   "source_pool": str(pool_path)})
         parts[part] = sub
-    return {"output": str(out), "pool": str(out / "pool"), "pool_labels": str(out / "pool_labels.parquet"),
-            "test": str(out / "test"), "test_labels": str(out / "test_labels.parquet"),
+    return {"output": str(out), **{key: str(fs.join(out, name)) for key, name in
+                                   zip(("pool", "pool_labels", "test", "test_labels"), PARTS)},
             "rows": pool.count, "pool_rows": manifests["pool"].count, "test_rows": manifests["test"].count,
             "labeled_pool_rows": len(parts["pool"]), "test_fraction": fraction, "seed": seed,
             "test_class_counts": {str(k): v for k, v in parts["test"].class_counts().items()},

@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from alq import fs
 from alq.errors import BadInputError, MissingFeatureError
 from alq.io import write_parquet
 from alq.simulate.oracle import RowLabels, row_labels
 from alq.simulate.rundir import derive_seed
+from alq.staging import shown
 from alq.store.labels import read_labels
 from alq.store.pool import Pool, open_pool
 from alq.store.writer import PoolWriter
@@ -193,8 +195,10 @@ def transform_pool(pool_path: str | Path, labels_path: str | Path, out: str | Pa
                    progress=None) -> dict:
     """Write the transformed pool to ``out`` and its labels to ``labels_out``; return a summary."""
     spec.check()
-    pool_path, labels_path, out, labels_out = map(Path, (pool_path, labels_path, out, labels_out))
-    if out.resolve() == pool_path.resolve():
+    # pools may be URIs (read and written by the store directly); the labels files are local (staged)
+    pool_path, out = fs.normalize(pool_path), fs.normalize(out)
+    labels_path, labels_out = Path(labels_path), Path(labels_out)
+    if _same(out, pool_path):
         raise BadInputError(f"--out {out} is the input pool; transforms never modify their input")
     if labels_out.resolve() == labels_path.resolve():
         raise BadInputError(f"--labels-out {labels_out} is the input labels file; transforms never modify their input")
@@ -255,13 +259,20 @@ def transform_pool(pool_path: str | Path, labels_path: str | Path, out: str | Pa
     after = truth.counts(rows)
     meta = {"kind": "labels", "multilabel": truth.multilabel, "classes": len(classes),
             "transform": {k: v for k, v in vars(spec).items() if v is not None}, "source_pool": str(pool_path),
-            "source_pool_fingerprint": pool.fingerprint, "source_labels": str(labels_path)}
+            "source_pool_fingerprint": pool.fingerprint, "source_labels": shown(labels_path)}
     write_parquet(labels_out, table, meta)
     return {"pool": str(out), "labels": str(labels_out), "rows_in": pool.count, "rows_out": int(manifest.count),
             "distinct_source_rows": int((copies > 0).sum()),
             "class_sizes_in": {str(c): int(n) for c, n in zip(classes, before)},
             "class_sizes_out": {str(c): int(n) for c, n in zip(classes, after)},
             "noise_std": sigma, **info, "spec": {k: v for k, v in vars(spec).items() if v is not None}}
+
+
+def _same(a, b) -> bool:
+    """One location, two spellings? (URIs compare as normalised strings)."""
+    if fs.is_remote(a) or fs.is_remote(b):
+        return str(a) == str(b)
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def _labels_table(ids: np.ndarray, src: np.ndarray, truth: RowLabels, rows: np.ndarray, id_type: str) -> pa.Table:
