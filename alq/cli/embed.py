@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from alq.cli._uris import path
 from alq.cli.app import (
     ENGINE_OPTION,
     JSON_OPTION,
@@ -19,17 +20,17 @@ from alq.config import DEFAULT_SHARD_ROWS
 
 
 def embed_cmd(
-    inputs: list[str] = typer.Argument(..., help="Input files or directories (local, s3:// or gs://): .npy, "
+    inputs: list[str] = typer.Argument(..., parser=path, help="Input files or directories (local, s3:// or gs://): .npy, "
                                        ".npz, .parquet, or a pool."),
-    out: str = typer.Option(..., "--out", "-o", help="Pool directory or s3:// / gs:// prefix to create (or "
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Pool directory or s3:// / gs:// prefix to create (or "
                             "extend with --append)."),
-    ids: list[str] = typer.Option([], "--ids", help="Ids file (.npy, .parquet with `id`, or text/CSV one per "
+    ids: list[str] = typer.Option([], "--ids", parser=path, help="Ids file (.npy, .parquet with `id`, or text/CSV one per "
                                    "line): once for all inputs in order, or once per input."),
     id_column: str | None = typer.Option(None, "--id-column", help="Id column (Parquet) or array (.npz); "
                                             "default `id` if present, else ids are generated."),
     vector_column: str | None = typer.Option(None, "--vector-column", help="Vector column (Parquet) or array "
                                                 "(.npz); default `embedding`, `vector`... or the only list column."),
-    encoder: str | None = typer.Option(None, "--encoder", help="Encoder applied in batches to raw .npy/.npz "
+    encoder: str | None = typer.Option(None, "--encoder", parser=path, help="Encoder applied in batches to raw .npy/.npz "
                                            "inputs (CUDA when present): TorchScript, or a torch.export program (.pt2)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Encoder batch size."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
@@ -53,14 +54,10 @@ def embed_cmd(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq.embed import EmbedRequest, embed
-    from alq.fs import is_remote
     from alq.guard import Output, check_outputs
 
-    def here(p):  # the guard looks at local files; object-store URIs are checked by the writer
-        return None if p is None or is_remote(p) else p
-
-    check_outputs([Output(here(out), "pool")], [*(("INPUTS", here(p)) for p in inputs),
-                  *(("--ids", here(p)) for p in ids), ("--encoder", here(encoder))], overwrite=overwrite)
+    check_outputs([Output(out, "pool")], [*(("INPUTS", p) for p in inputs), *(("--ids", p) for p in ids),
+                  ("--encoder", encoder)], overwrite=overwrite)
 
     from alq.engine import get_engine
 

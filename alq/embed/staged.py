@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from alq import fs
+from alq import fs, staging
 from alq.errors import AlqError
 
 
@@ -21,7 +21,7 @@ def staged(path, *, what: str) -> Iterator[Path | None]:
     if path is None or not fs.is_remote(path):
         yield None if path is None else fs.local(path)
         return
-    with fs.staged_input(path, what=what) as local:
+    with staging.stage_input(path, what=what) as local:
         try:
             yield local
         except AlqError as exc:
