@@ -315,6 +315,20 @@ def delete(path) -> None:
     if not is_remote(path):
         local(path).unlink(missing_ok=True)
         return
+    if scheme_of(path) == "s3":
+        try:
+            import boto3  # noqa: F401 - a plain DELETE: pyarrow's delete_file leaves a parent "directory" marker
+        except ImportError:
+            pass
+        else:
+            _, bucket, key = bucket_key(path)
+            client = _s3_client()
+            try:
+                client.delete_object(Bucket=bucket, Key=key)
+            except client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise _wrap(path, exc, "delete") from None
+            return
     fs, key = filesystem(path)
     with contextlib.suppress(FileNotFoundError):
         try:

@@ -77,3 +77,11 @@ def test_staged_output_publishes_nothing_on_error(s3_bucket):
     with pytest.raises(BadInputError, match=r"s3://.*/x.parquet: labels file not found"), \
             fs.staged_input(out, what="labels file"):
         pass
+
+
+def test_delete_leaves_no_directory_marker(s3_bucket):
+    """pyarrow's delete_file keeps the parent alive with a marker object; alq deletes plainly."""
+    f = fs.join(s3_bucket, "labels.parquet")
+    fs.write_bytes(fs.join(f, "_alq_writer.lock"), b"x")
+    fs.delete(fs.join(f, "_alq_writer.lock"))
+    assert fs.file_type(f) == "missing" and fs.listdir(s3_bucket, recursive=True) == {}
