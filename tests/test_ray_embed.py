@@ -141,7 +141,7 @@ def _dies_once(job):
 
 
 @pytest.mark.ray
-def test_killed_worker_leaves_one_copy_of_each_shard(ray_engine, s3_files, local_pool, tmp_path):
+def test_killed_worker_leaves_one_copy_of_each_shard(cli, ray_engine, s3_files, local_pool, tmp_path):
     from alq.embed import EmbedRequest, embed
     from alq.store import open_pool
 
@@ -155,6 +155,8 @@ def test_killed_worker_leaves_one_copy_of_each_shard(ray_engine, s3_files, local
     assert set(fs.listdir(f"{b}/pool")) == listed | {"manifest.json"}  # no extra shard objects
     assert _shards(f"{b}/pool") == _shards(local_pool)
     assert open_pool(f"{b}/pool").verify() == []
+    code, _, err = cli("info", f"{b}/pool", "--verify")
+    assert code == 0, err
 
 
 @pytest.mark.ray
