@@ -153,3 +153,75 @@ def test_sigkill_mid_append_leaves_the_previous_pool_and_a_later_writer_cleans(b
     w.add(x[:3] + 50, ids=np.arange(7000, 7003))
     w.close()
     assert open_pool(b.path).unlisted() == [] and open_pool(b.path).verify() == []
+
+
+# -- the CLI against the store: killed and concurrent appends -----------------------------------
+def _slow_input(tmp_path, rows=150_000):
+    f = tmp_path / "big.npy"
+    np.save(f, np.random.default_rng(9).normal(size=(rows, 24)).astype(np.float32))
+    return f
+
+
+def _wait_for(cond, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alq_popen(*args):
+    import os
+
+    return subprocess.Popen([sys.executable, "-m", "alq", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_sigkill_of_alq_embed_append_keeps_the_pool(both, tmp_path):
+    from conftest import run_alq_subprocess
+
+    _, b, _ = both
+    before = fs.read_bytes(fs.join(b.path, "manifest.json"))
+    proc = _alq_popen("embed", _slow_input(tmp_path), "--out", b.path, "--append", "--shard-rows", "500", "--quiet")
+    try:
+        assert _wait_for(lambda: len(open_pool(b.path).unlisted()) >= 4), "no shard was uploaded"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert fs.read_bytes(fs.join(b.path, "manifest.json")) == before
+    r = run_alq_subprocess("info", b.path, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["verified"] and info["count"] == 1000 and info["unlisted_files"]
+
+
+def test_two_concurrent_appends_the_second_is_refused(both, tmp_path):
+    """The first writer (alq's PoolWriter in another process) is held open until the second has been refused."""
+    import os
+
+    from conftest import run_alq_subprocess
+
+    _, b, _ = both
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        from alq.store import PoolWriter
+        w = PoolWriter({b.path!r}, append=True)
+        print("locked", flush=True)
+        sys.stdin.readline()
+        w.add(np.ones((2, 24), np.float32), ids=np.array([50_000, 50_001]))
+        w.close()
+    """)
+    first = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        second = tmp_path / "small.npy"
+        np.save(second, np.ones((3, 24), np.float32))
+        r = run_alq_subprocess("embed", second, "--out", b.path, "--append")
+        assert r.returncode == 2, r.stderr
+        assert "another pool writer" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    finally:
+        _, err = first.communicate("go\n", timeout=120)
+    assert first.returncode == 0, err
+    assert open_pool(b.path).count == 1002 and open_pool(b.path).verify() == []
