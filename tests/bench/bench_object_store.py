@@ -5,7 +5,8 @@ measured in the same run:
 
 * a streamed read pass (every row touched) of a ROWS x 256 float16 pool:
   local (memory-mapped; the page cache is warm after the first pass, so this
-  is the memory floor) vs ``s3://`` (range reads with read-ahead);
+  is the memory floor) vs ``s3://`` (range reads with read-ahead), and the
+  ``s3://`` pass vs the store's own floor (one whole-object GET per shard);
 * ``alq select --strategy margin --budget 10000`` as a whole process on each;
 * building the pool (``PoolWriter``) on each;
 * where ``s3fs`` is importable, the same shard objects read through fsspec's
@@ -65,6 +66,16 @@ def _read_pass(path) -> float:
     return dt
 
 
+def _store_floor(uri: str) -> float:
+    """The store's own throughput: one whole-object GET per shard, nothing else (no parsing, no alq)."""
+    names = sorted(n for n in fs.listdir(uri) if n.endswith(".npy"))
+    t0 = time.perf_counter()
+    for n in names:
+        f = fs.open_input(fs.join(uri, n))
+        f.read_at(f.size(), 0)
+    return time.perf_counter() - t0
+
+
 def _median(fn, *args) -> float:
     return statistics.median(fn(*args) for _ in range(REPEATS))
 
@@ -115,6 +126,7 @@ def test_bench_object_store(tmp_path, s3_bucket, s3_server):
     _read_pass(local)  # warm the page cache: the local figure is then the memory floor
     read_local = _median(_read_pass, local)
     read_remote = _median(_read_pass, remote)
+    floor_remote = _median(_store_floor, remote)
 
     # labels and a head for margin select, made the way a user makes them (on the local pool)
     from alq.store import open_pool
@@ -140,6 +152,8 @@ def test_bench_object_store(tmp_path, s3_bucket, s3_server):
     print(f"  {'build (PoolWriter)':34} {build_local:8.2f}s {build_remote:8.2f}s {build_remote / build_local:8.2f}x")
     print(f"  {'streamed read pass':34} {read_local:8.2f}s {read_remote:8.2f}s {read_remote / read_local:8.2f}x"
           f"   ({mb / read_local:,.0f} vs {mb / read_remote:,.0f} MiB/s)")
+    print(f"  {'store floor (one GET per shard)':34} {'':9} {floor_remote:8.2f}s   pass / floor "
+          f"{read_remote / floor_remote:.2f}x ({mb / floor_remote:,.0f} MiB/s)")
     print(f"  {'alq select margin (whole process)':34} {sel[0]:8.2f}s {sel[1]:8.2f}s {sel[1] / sel[0]:8.2f}x")
     cmp = _s3fs_vs_pyarrow(remote, s3_server)
     if cmp is None:
