@@ -2,10 +2,10 @@
 
 Every path alq takes may be a local path, ``file://PATH``, ``s3://BUCKET/KEY``
 or ``gs://BUCKET/KEY``. Bulk reads and writes go through ``pyarrow.fs``
-(S3 and GCS are built into pyarrow's wheels; on the loopback S3 server its
-parallel 16 MiB range reads ran at 512 MiB/s against 354 MiB/s for fsspec's
-s3fs reading whole objects, and the same for small ranges: see
-``tests/bench/bench_object_store.py``, which repeats the comparison where s3fs is installed).
+(S3 and GCS are built into pyarrow's wheels). On the loopback S3 server its
+parallel 16 MiB range reads ran at 500 MiB/s against 359 MiB/s for fsspec's
+s3fs reading whole objects, and level with it on small ranges
+(``tests/bench/compare_s3_clients.py``).
 Credentials and endpoints come the standard way: ``AWS_*`` variables,
 ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``, ``~/.aws``; ``GOOGLE_APPLICATION_CREDENTIALS``
 for GCS. Nothing alq-specific needs configuring.
