@@ -200,6 +200,10 @@ def test_every_command_round_trips_on_s3(cli, inputs):
     ja, jb = _report_json(L("report")), _report_json(R("report"))
     assert _strip(ja) == _strip(jb) and jb["results"] == R("run", "results.parquet")
 
+    code, out, err = cli("info", R("run", "results.parquet"), "--json")  # a file inside a published directory
+    assert code == 0, err
+    assert json.loads(out)["path"] == R("run", "results.parquet") and json.loads(out)["kind"] != "pool"
+
     assert not Path("s3:").exists() and not (cwd / "s3:").exists()  # nothing mangled into a local folder
 
 

@@ -32,7 +32,9 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
             uri = fs.parent_of(uri)
         if is_pool(uri):
             return _remote_pool(uri, verify)
-        with fs.staged_input(uri, what="input") as local_copy:  # small files and alq directories: read a copy
+        from alq.staging import resolve
+
+        with fs.staged_input(resolve(uri), what="input") as local_copy:  # small files, alq directories: a copy
             out = describe(local_copy, verify=verify)
         out["path"] = str(path)
         return out
