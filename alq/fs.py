@@ -407,11 +407,20 @@ def read_versioned(uri: str) -> tuple[bytes, str] | None:
                 return None
             raise _wrap(uri, exc, "GET") from None
         return r["Body"].read(), r["ETag"]
+    from google.api_core import exceptions as gexc
+
     blob = _gcs_blob(uri)
-    if not blob.exists():
-        return None
-    data = blob.download_as_bytes()
-    return data, str(blob.generation)
+    for _ in range(3):
+        try:
+            blob.reload()  # the generation first, then exactly that generation's bytes
+        except gexc.NotFound:
+            return None
+        gen = blob.generation
+        try:
+            return blob.download_as_bytes(if_generation_match=gen), str(gen)
+        except (gexc.NotFound, gexc.PreconditionFailed):  # replaced between the two calls: read again
+            continue
+    raise StoreError(f"{uri}: the object kept changing while being read", hint="rerun")
 
 
 def create_exclusive(uri: str, data: bytes) -> str | None:
@@ -446,7 +455,11 @@ def _conditional_put(uri: str, data: bytes, version: str | None) -> str | None:
         blob.upload_from_string(data, if_generation_match=0 if version is None else int(version))
     except gexc.PreconditionFailed:
         return None
-    return str(blob.generation)
+    gen = blob.generation
+    if gen is None:
+        blob.reload()
+        gen = blob.generation
+    return str(gen)
 
 
 def delete_if(uri: str, version: str) -> None:

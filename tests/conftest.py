@@ -124,3 +124,59 @@ def s3_bucket(s3_server):
     boto3.client("s3").create_bucket(Bucket=name)
     reset_filesystems()
     return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS emulator (gcp-storage-emulator) on 127.0.0.1; sets STORAGE_EMULATOR_HOST for both clients.
+
+    It serves reads, writes and listings; it does not enforce generation
+    preconditions, so conditional-write behaviour is tested on S3 only.
+    """
+    pytest.importorskip("gcp_storage_emulator")
+    pytest.importorskip("google.cloud.storage")
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                             "--port", str(port), "--in-memory"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/storage/v1/b", timeout=1)
+            break
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("GCS emulator did not start")
+            time.sleep(0.1)
+    saved = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    try:
+        yield url
+    finally:
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server):
+    import uuid
+
+    from google.cloud import storage
+
+    from alq.fs import reset_filesystems
+
+    name = f"alq-test-{uuid.uuid4().hex[:12]}"
+    storage.Client().create_bucket(name)
+    reset_filesystems()
+    return f"gs://{name}"
