@@ -550,11 +550,15 @@ def new_generation() -> str:
     return f"gen-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
 
-def publish_dir(local_dir: Path, uri: str) -> str:
-    """Upload ``local_dir`` as a new generation of ``uri`` and switch the pointer to it; returns the generation."""
+def publish_dir(local_dir: Path, uri: str, *, skip: set[str] | frozenset = frozenset()) -> str:
+    """Upload ``local_dir`` as a new generation of ``uri`` and switch the pointer to it; returns the generation.
+
+    ``skip``: relative names not to publish (a run's local lock file)."""
     gen = new_generation()
     for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        upload(f, join(uri, gen, str(f.relative_to(local_dir))))
+        rel = str(f.relative_to(local_dir))
+        if rel not in skip:
+            upload(f, join(uri, gen, rel))
     switch_generation(uri, gen)
     return gen
 

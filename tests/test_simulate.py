@@ -195,6 +195,43 @@ def test_resume_after_sigkill_matches_uninterrupted_run(oracle_files, cli):
     assert not (run / ".lock").exists()
 
 
+def test_remote_run_is_checkpointed_each_round_and_resumes_after_sigkill(oracle_files, cli, s3_bucket):
+    """A run staged for s3:// publishes its committed rounds as it goes (ALQ_CHECKPOINT_SECONDS=0: every
+    round), so SIGKILL loses only the round in flight and --resume finishes with the uninterrupted results."""
+    from alq import fs
+    from alq.staging import resolve
+
+    tmp, *_ = oracle_files
+    assert cli(*_args(tmp, tmp / "ref", rounds=3, repeats=1, budget=15))[0] == 0
+    ref = _rows(tmp / "ref" / "results.parquet")
+    run = fs.join(s3_bucket, "run")
+    env = dict(os.environ, PYTHONPATH=str(REPO), ALQ_CHECKPOINT_SECONDS="0")
+    proc = subprocess.Popen([sys.executable, "-m", "alq", *map(str, _args(tmp, run, rounds=3, repeats=1, budget=15))],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def published_rounds() -> int:
+        if not fs.exists(fs.join(run, fs.POINTER)):
+            return 0
+        names = fs.listdir(fs.current_generation(run), recursive=True)
+        return sum(1 for n in names if n.startswith("state/") and "/round-" in n)
+
+    deadline = time.monotonic() + 120
+    while published_rounds() < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert published_rounds() >= 2
+    assert ".lock" not in fs.listdir(fs.current_generation(run))  # the local lock is never published
+    code, out, err = cli(*_args(tmp, run, rounds=3, repeats=1, budget=15), "--resume", "--json")
+    assert code == 0, err
+    import json
+
+    assert json.loads(out)["rounds_resumed"] >= 1
+    with fs.staged_input(resolve(fs.join(run, "results.parquet"))) as got:
+        assert _comparable(_rows(got)) == _comparable(ref)
+
+
 def test_existing_run_needs_resume_or_overwrite(oracle_files, cli):
     tmp, *_ = oracle_files
     first = _run_random_only(tmp, cli, tmp / "run")

@@ -83,8 +83,16 @@ def simulate_cmd(
                                seed_strategy=seed_strategy, head_mode=head_mode, train=train,
                                options=parse_options(option), clusters=st.input(clusters, "clusters directory"))
         run_dir = st.output(out, "dir", resume=True)  # a run is resumed or checked, never blindly replaced
+        from alq import fs
+
+        checkpoint = None
+        if fs.is_remote(out):  # publish the staged run as it goes: a killed run resumes from the last one
+            from alq.simulate.loop import RemoteCheckpoint
+
+            checkpoint = RemoteCheckpoint(run_dir, out)
         with progress_bar(quiet=quiet) as progress:
-            summary = run_simulation(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress)
+            summary = run_simulation(cfg, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                                     checkpoint=checkpoint)
     summary["output"] = str(out)  # the output-path key every command shares
     from alq.report.checks import simulation_warnings
 

@@ -178,10 +178,11 @@ class Simulation:
     """One run: :meth:`run` does every round not yet committed in ``out``."""
 
     def __init__(self, cfg: SimulationConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                 progress=None):
+                 progress=None, checkpoint=None):
         self.cfg = cfg
         self.run_dir = RunDir(out)
         self.progress = progress or (lambda task, done, total: None)
+        self.checkpoint = checkpoint or (lambda: None)  # after each committed round (a staged run publishes it)
         self.resume, self.overwrite = resume, overwrite
         self.device = torch_device()
 
@@ -238,6 +239,7 @@ class Simulation:
                         self.progress(f"simulate|simulate {name}: repeat {r + 1}/{repeats}, round {k}/{len(budgets)}",
                                       done, total)
                         self._write_results(config)
+                        self.checkpoint()
             self._write_results(config, final=True)
         finally:
             self.run_dir.release()
@@ -410,6 +412,38 @@ def _read_rows(path: Path) -> np.ndarray:
 
 
 def run_simulation(cfg: SimulationConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-                   progress=None) -> dict:
-    """Run (or resume) a simulation into ``out``; return the summary."""
-    return Simulation(cfg, out, resume=resume, overwrite=overwrite, progress=progress).run()
+                   progress=None, checkpoint=None) -> dict:
+    """Run (or resume) a simulation into ``out``; return the summary. ``checkpoint()`` runs after every
+    committed round (the CLI publishes a run staged for object storage with it)."""
+    return Simulation(cfg, out, resume=resume, overwrite=overwrite, progress=progress,
+                      checkpoint=checkpoint).run()
+
+
+class RemoteCheckpoint:
+    """Publish a locally staged run directory to its URI every ``interval`` seconds of rounds.
+
+    A killed run then loses at most that much work: ``--resume`` downloads the
+    last published generation and continues from its committed rounds. The
+    run's local lock file is not published (it names a process on this host).
+    """
+
+    def __init__(self, local_dir: Path, uri: str, *, interval: float | None = None):
+        import os
+
+        from alq.simulate.rundir import LOCK
+
+        self.local_dir, self.uri, self.lock = Path(local_dir), uri, LOCK
+        raw = os.environ.get("ALQ_CHECKPOINT_SECONDS", "60") if interval is None else interval
+        try:
+            self.interval = float(raw)
+        except ValueError:
+            raise BadInputError(f"ALQ_CHECKPOINT_SECONDS={raw!r} is not a number of seconds") from None
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < self.interval:
+            return
+        from alq import fs
+
+        fs.publish_dir(self.local_dir, self.uri, skip={self.lock})
+        self.last = time.monotonic()
