@@ -17,14 +17,7 @@ DEFAULT_SHARD_ROWS = 262_144  # rows per pool shard (`--shard-rows`)
 
 
 def working_memory_bytes() -> int:
-    raw = os.environ.get("ALQ_WORKING_MEMORY", str(DEFAULT_WORKING_MEMORY_MIB))
-    try:
-        mib = float(raw)
-    except ValueError:
-        raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} is not a number of MiB") from None
-    if not math.isfinite(mib) or mib <= 0:
-        raise BadInputError(f"ALQ_WORKING_MEMORY={raw!r} must be a finite number of MiB > 0")
-    return int(mib * 1024 * 1024)
+    return int(env_number("ALQ_WORKING_MEMORY", DEFAULT_WORKING_MEMORY_MIB, what="MiB") * 1024 * 1024)
 
 
 def rows_per_block(bytes_per_row: int, *, working_memory: int | None = None) -> int:
@@ -35,3 +28,17 @@ def rows_per_block(bytes_per_row: int, *, working_memory: int | None = None) -> 
     """
     budget = working_memory_bytes() if working_memory is None else working_memory
     return max(1, int(budget // max(1, int(bytes_per_row))))
+
+
+def env_number(name: str, default: float, *, what: str, minimum: float = 0.0, integer: bool = False) -> float:
+    """A positive number from the environment (``what`` names its unit in errors), or ``default``."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        raise BadInputError(f"{name}={raw!r} is not {'an integer' if integer else 'a number'} of {what}") from None
+    if not math.isfinite(value) or value <= minimum:
+        raise BadInputError(f"{name}={raw!r} must be a finite number of {what} > {minimum:g}")
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -68,36 +69,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """A moto S3 server on 127.0.0.1 for the session; sets AWS_* so every client (pyarrow, boto3) reaches it.
-
-    Skipped when moto is not installed (``make test`` installs it with the dev extra).
-    """
-    pytest.importorskip("moto.server")
+@contextlib.contextmanager
+def _loopback_server(argv: list[str], probe: str, env: dict[str, str]):
+    """Start a server process on loopback, wait until ``probe`` answers, set ``env`` while it runs."""
     import time
     import urllib.request
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(url, timeout=1)
+            urllib.request.urlopen(probe, timeout=1)
             break
         except Exception:  # noqa: BLE001 - not up yet
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.fail("moto S3 server did not start")
+                pytest.fail(f"{argv[2]} did not start")
             time.sleep(0.1)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": url,
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        yield url
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
@@ -109,6 +101,21 @@ def s3_server():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 for the session; sets AWS_* so every client (pyarrow, boto3) reaches it.
+
+    Skipped when moto is not installed (``make test`` installs it with the dev extra).
+    """
+    pytest.importorskip("moto.server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": url,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    with _loopback_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url, env):
+        yield url
 
 
 @pytest.fixture
@@ -135,37 +142,12 @@ def gcs_server():
     """
     pytest.importorskip("gcp_storage_emulator")
     pytest.importorskip("google.cloud.storage")
-    import time
-    import urllib.request
-
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--in-memory"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/storage/v1/b", timeout=1)
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("GCS emulator did not start")
-            time.sleep(0.1)
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = url
-    try:
+    argv = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+            "--in-memory"]
+    with _loopback_server(argv, url + "/storage/v1/b", {"STORAGE_EMULATOR_HOST": url}):
         yield url
-    finally:
-        if saved is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = saved
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture

@@ -143,26 +143,10 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
                             hint="choose another --out")
     if pool.count == 0:
         raise BadInputError("the pool is empty: nothing to score")
-    if engine is None:
-        from alq.engine import LocalEngine
-
-        engine = LocalEngine()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
     try:
-        names = shard_names(pool)
-        dev = str(device) if device is not None else None
-        results = engine.map_pool(score_partial, pool, head, str(work), names, int(top_k), aggregate, dev, None)
-        stats = sorted((s for part in results for s in part), key=lambda s: s["shard"])
-        hist = np.sum([s["histogram"] for s in stats], axis=0) if stats else np.zeros(head.n_classes, np.int64)
-        meta = {"format": FORMAT, "version": VERSION, "pool": pool_path, "pool_fingerprint": pool.fingerprint,
-                "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
-                "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
-                "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
-                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
-                            "sha256": s["sha256"]} for s in stats],
-                "alq_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        stats, hist, meta = _score_into(str(work), pool, head, top_k, aggregate, engine, device, pool_path)
         write_json(work / META, meta)
         _publish(work, out)
     except BaseException:
@@ -187,32 +171,41 @@ def _write_scores_remote(pool, head, out: str, *, top_k, aggregate, engine, devi
                             hint="choose another --out")
     if pool.count == 0:
         raise BadInputError("the pool is empty: nothing to score")
-    if engine is None:
-        from alq.engine import LocalEngine
-
-        engine = LocalEngine()
     gen = fs.new_generation()
     work = fs.join(out, gen)
     try:
-        names = shard_names(pool)
-        dev = str(device) if device is not None else None
-        results = engine.map_pool(score_partial, pool, head, work, names, int(top_k), aggregate, dev, None)
-        stats = sorted((s for part in results for s in part), key=lambda s: s["shard"])
-        hist = np.sum([s["histogram"] for s in stats], axis=0) if stats else np.zeros(head.n_classes, np.int64)
-        meta = {"format": FORMAT, "version": VERSION, "pool": pool_path, "pool_fingerprint": pool.fingerprint,
-                "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
-                "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
-                "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
-                "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
-                            "sha256": s["sha256"]} for s in stats],
-                "alq_version": __version__,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        stats, hist, meta = _score_into(work, pool, head, top_k, aggregate, engine, device, pool_path)
         fs.write_bytes(fs.join(work, META), (dumps_strict(meta, indent=2, sort_keys=True) + "\n").encode())
         fs.switch_generation(out, gen)
     except BaseException:
         fs.delete_tree(work)
         raise
     return _summary(out, pool, head, aggregate, stats, hist, t0)
+
+
+def _score_into(work: str, pool, head, top_k, aggregate, engine, device, pool_path):
+    """The map (tasks write their shards into ``work``) and the reduce: (shard stats, class histogram, meta)."""
+    if engine is None:
+        from alq.engine import LocalEngine
+
+        engine = LocalEngine()
+    dev = str(device) if device is not None else None
+    results = engine.map_pool(score_partial, pool, head, work, shard_names(pool), int(top_k), aggregate, dev, None)
+    stats = sorted((s for part in results for s in part), key=lambda s: s["shard"])
+    hist = np.sum([s["histogram"] for s in stats], axis=0) if stats else np.zeros(head.n_classes, np.int64)
+    return stats, hist, _meta(pool, head, pool_path, aggregate, top_k, stats)
+
+
+def _meta(pool, head, pool_path, aggregate, top_k, stats) -> dict:
+    """The scores directory's metadata file (local or on a store: the same content)."""
+    return {"format": FORMAT, "version": VERSION, "pool": pool_path, "pool_fingerprint": pool.fingerprint,
+            "head_fingerprint": head.fingerprint, "multilabel": head.multilabel, "aggregate": aggregate,
+            "top_k": int(min(top_k, head.n_classes)), "classes": head.n_classes, "count": pool.count,
+            "columns": ["id", "predicted_class", "top_classes", "top_probs", *MEASURES],
+            "shards": [{"name": s["name"], "rows": s["rows"], "file": f"{s['name']}.parquet",
+                        "sha256": s["sha256"]} for s in stats],
+            "alq_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _summary(out, pool, head, aggregate, stats, hist, t0) -> dict:

@@ -428,16 +428,12 @@ class RemoteCheckpoint:
     """
 
     def __init__(self, local_dir: Path, uri: str, *, interval: float | None = None):
-        import os
-
+        from alq.config import env_number
         from alq.simulate.rundir import LOCK
 
         self.local_dir, self.uri, self.lock = Path(local_dir), uri, LOCK
-        raw = os.environ.get("ALQ_CHECKPOINT_SECONDS", "60") if interval is None else interval
-        try:
-            self.interval = float(raw)
-        except ValueError:
-            raise BadInputError(f"ALQ_CHECKPOINT_SECONDS={raw!r} is not a number of seconds") from None
+        self.interval = env_number("ALQ_CHECKPOINT_SECONDS", 60.0, what="seconds", minimum=-1) \
+            if interval is None else float(interval)
         self.last = time.monotonic()
 
     def __call__(self) -> None:

@@ -72,14 +72,10 @@ def release(handle) -> None:
 
 
 def lock_ttl() -> float:
-    raw = os.environ.get("ALQ_LOCK_TTL", "300")
-    try:
-        ttl = float(raw)
-    except ValueError:
-        raise BadInputError(f"ALQ_LOCK_TTL={raw!r} is not a number of seconds") from None
-    if not ttl > 0:
-        raise BadInputError(f"ALQ_LOCK_TTL={raw!r} must be > 0 seconds")
-    return ttl
+    """Seconds a remote lock object stays valid without renewal (``ALQ_LOCK_TTL``, default 300)."""
+    from alq.config import env_number
+
+    return env_number("ALQ_LOCK_TTL", 300.0, what="seconds")
 
 
 class RemoteLock:

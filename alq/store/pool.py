@@ -108,6 +108,20 @@ class Pool(ABC):
         step = block_rows or self.block_rows()
         if step < 1:
             raise BadInputError(f"block_rows={step} must be >= 1")
+        current, vectors = -1, None
+        for start, s, r0, r1 in self.plan_blocks(lo, hi, step):
+            if s != current:
+                if vectors is not None:
+                    del vectors
+                    self.release_shard(current)
+                current, vectors = s, self.shard_vectors(s)
+            yield Block(start=start, vectors=vectors[r0:r1], shard=s, row0=r0)
+        if vectors is not None:
+            del vectors
+            self.release_shard(current)
+
+    def plan_blocks(self, lo: int, hi: int, step: int) -> Iterator[tuple[int, int, int, int]]:
+        """(global start, shard, first row, stop row) of each block of rows [lo, hi); blocks never cross shards."""
         offsets = self.offsets
         first = int(np.searchsorted(offsets, lo, side="right") - 1)
         for s in range(max(first, 0), self.n_shards):
@@ -115,14 +129,8 @@ class Pool(ABC):
             if s0 >= hi:
                 break
             a, b = max(lo, s0), min(hi, s1)
-            if a >= b:
-                continue
-            vectors = self.shard_vectors(s)
             for r in range(a - s0, b - s0, step):
-                r1 = min(r + step, b - s0)
-                yield Block(start=s0 + r, vectors=vectors[r:r1], shard=s, row0=r)
-            del vectors
-            self.release_shard(s)
+                yield s0 + r, s, r, min(r + step, b - s0)
 
     def release_shard(self, shard: int) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Forget a shard after a streamed pass over it (no-op here).
@@ -163,11 +171,16 @@ class Pool(ABC):
         bounds = np.flatnonzero(np.diff(shard[order])) + 1
         for group in np.split(order, bounds):
             s = int(shard[group[0]])
-            vectors = self.shard_vectors(s)
-            out[group] = vectors[row[group]]
-            if len(group) >= _SCATTER_RELEASE_ROWS:
-                drop_resident(vectors)
+            out[group] = self.take_from_shard(s, row[group])
         return out
+
+    def take_from_shard(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        """Rows of one shard (the per-shard step of :meth:`take`)."""
+        vectors = self.shard_vectors(shard)
+        got = vectors[rows]
+        if len(rows) >= _SCATTER_RELEASE_ROWS:
+            drop_resident(vectors)
+        return got
 
     def ids(self, indices=None) -> np.ndarray:
         """Ids of the given global indices (all rows if None: small pools only)."""
@@ -300,18 +313,18 @@ class ShardedPool(Pool):
     def verify(self) -> list[str]:
         """Re-check every shard's files, shapes and checksums; return problems (first bad first)."""
         problems: list[str] = []
+        digest = self._file_digests()
         for s, info in enumerate(self.manifest.shards):
             for fname, want in ((info.npy, info.sha256), (info.parquet, info.ids_sha256)):
-                f = self.path / fname
-                if not f.exists():
-                    problems.append(f"{f}: missing")
-                elif sha256_file(f) != want:
-                    problems.append(f"{f}: checksum mismatch (file changed or truncated)")
+                got = digest(fname)
+                if got is None:
+                    problems.append(f"{self._where(fname)}: missing")
+                elif got != want:
+                    problems.append(f"{self._where(fname)}: checksum mismatch (changed or truncated)")
             if problems:
                 break
             try:
-                self._vectors.pop(s, None)
-                self.shard_vectors(s)
+                self._recheck_shard(s)
                 self.shard_ids(s)
             except StoreError as exc:
                 problems.append(str(exc))
@@ -319,6 +332,23 @@ class ShardedPool(Pool):
         if not problems and self.manifest.shards:
             problems.extend(self._duplicate_ids())
         return problems
+
+    # -- what verify() reads: files here, objects in RemotePool ---------------------------
+    def _where(self, name: str):
+        return self.path / name
+
+    def _file_digests(self):
+        """name -> sha256 of the pool's file of that name, or None when it is missing."""
+        def digest(name: str) -> str | None:
+            f = self.path / name
+            return sha256_file(f) if f.exists() else None
+
+        return digest
+
+    def _recheck_shard(self, shard: int) -> None:
+        """Reopen a shard's vectors, so shape and dtype are checked against the manifest again."""
+        self._vectors.pop(shard, None)
+        self.shard_vectors(shard)
 
     def _duplicate_ids(self) -> list[str]:
         """Ids are identities: the full check (every id once across all shards), for --verify."""

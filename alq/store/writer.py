@@ -161,22 +161,8 @@ class PoolWriter:
                                  hint="drop --append to create it")
             self.base = read_manifest(self.path)
             self.swept = sweep(self.path, self.base)  # we hold the lock: a killed writer's leftovers are nobody's
-            if dim is not None and dim != self.base.dim:
-                raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
-            dtype = self.base.dtype  # appends keep the pool's dtype
-            if normalize != self.base.normalize:
-                raise BadInputError(f"--normalize={normalize} but the pool was built with "
-                                    f"normalize={self.base.normalize} ({self.path})",
-                                    hint=f"pass --normalize {self.base.normalize}" if self.base.normalize else
-                                    "drop --normalize")
-            if id_type is not None and id_type != self.base.id_type:
-                raise BadInputError(f"ids are {id_type} but the pool at {self.path} uses {self.base.id_type} ids")
-            self.dim = self.base.dim
-            self.id_type = self.base.id_type
+            dtype = self._extend(dim, normalize, id_type)
             self.workdir = self.path
-            self.extra = {**self.base.extra, **self.extra}
-            if self.base.shards:
-                self.columns_schema = metadata_schema(self.path / self.base.shards[0].parquet)
         else:
             if self.path.exists() and not self.path.is_dir():
                 raise BadInputError(f"{self.path}: exists and is not a directory")
@@ -202,6 +188,23 @@ class PoolWriter:
         if self.base is not None:
             self._spill_existing_ids()
 
+    def _extend(self, dim, normalize, id_type) -> str:
+        """An append takes the base pool's dim, dtype, ids and columns; a mismatch is refused. Returns the dtype."""
+        base = self.base
+        if dim is not None and dim != base.dim:
+            raise BadInputError(f"input dim {dim} != pool dim {base.dim} ({self.path})")
+        if normalize != base.normalize:
+            raise BadInputError(f"--normalize={normalize} but the pool was built with "
+                                f"normalize={base.normalize} ({self.path})",
+                                hint=f"pass --normalize {base.normalize}" if base.normalize else "drop --normalize")
+        if id_type is not None and id_type != base.id_type:
+            raise BadInputError(f"ids are {id_type} but the pool at {self.path} uses {base.id_type} ids")
+        self.dim, self.id_type = base.dim, base.id_type
+        self.extra = {**base.extra, **self.extra}
+        if base.shards:
+            self.columns_schema = metadata_schema(fs.join(self.path, base.shards[0].parquet))
+        return base.dtype  # appends keep the pool's dtype
+
     def _open_remote(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
         """The object-storage counterpart of :meth:`_open` (we hold the pool's lock object)."""
         self.workdir = None
@@ -216,20 +219,7 @@ class PoolWriter:
                                  hint="drop --append to create it")
             self.base = current
             self.swept = sweep_remote(self.path, self.base, have)
-            if dim is not None and dim != self.base.dim:
-                raise BadInputError(f"input dim {dim} != pool dim {self.base.dim} ({self.path})")
-            dtype = self.base.dtype
-            if normalize != self.base.normalize:
-                raise BadInputError(f"--normalize={normalize} but the pool was built with "
-                                    f"normalize={self.base.normalize} ({self.path})",
-                                    hint=f"pass --normalize {self.base.normalize}" if self.base.normalize else
-                                    "drop --normalize")
-            if id_type is not None and id_type != self.base.id_type:
-                raise BadInputError(f"ids are {id_type} but the pool at {self.path} uses {self.base.id_type} ids")
-            self.dim, self.id_type = self.base.dim, self.base.id_type
-            self.extra = {**self.base.extra, **self.extra}
-            if self.base.shards:
-                self.columns_schema = metadata_schema(fs.join(self.path, self.base.shards[0].parquet))
+            dtype = self._extend(dim, normalize, id_type)
         else:
             others = [n for n in have if n != lock.REMOTE_LOCK]
             if others and not overwrite:
