@@ -29,9 +29,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from alq import fs
-from alq.embed.ranged import ArrayAt, npy_file, npy_header_at, open_file, stored_member_offset
+from alq.embed.ranged import stored_member_offset
 from alq.errors import BadInputError
-from alq.store.npyfile import iter_npy_rows, npy_info, read_npy_header
+from alq.store.npyfile import (
+    ArrayAt,
+    iter_npy_rows,
+    npy_file,
+    npy_header_at,
+    npy_info,
+    open_file,
+    read_npy_header,
+)
 from alq.store.readers import is_parquet, iter_text_ids, scan_text_ids
 
 VECTOR_NAMES = ("embedding", "embeddings", "vector", "vectors", "emb", "features", "x")

@@ -4,14 +4,16 @@ Writing: :class:`NpyStreamWriter` writes a fixed-size (128-byte) version 1.0
 header, appends row blocks, and rewrites the header in place if the final
 row count differs from the planned one, so a shard never sits in memory.
 
-Reading: :func:`npy_info` parses the header and checks the file is not
-truncated; :func:`iter_npy_rows` yields row blocks with plain reads (no
-mmap), so resident memory stays one block whatever the file size.
+Reading: :func:`npy_file` parses the header of a local file or of an object
+on a store and checks it is not truncated; :meth:`ArrayAt.blocks` yields row
+blocks with positioned reads (no mmap; range GETs on ``s3://`` / ``gs://``),
+so resident memory stays one block whatever the file size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from alq import fs
 from alq.errors import BadInputError
 
 HEADER_BYTES = 128
@@ -89,26 +92,6 @@ def sync_and_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class NpyInfo:
-    path: Path
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    offset: int  # byte offset of the data
-
-    @property
-    def rows(self) -> int:
-        return int(self.shape[0]) if self.shape else 0
-
-    @property
-    def row_shape(self) -> tuple[int, ...]:
-        return tuple(self.shape[1:])
-
-    @property
-    def row_items(self) -> int:
-        return int(np.prod(self.row_shape, dtype=np.int64)) if self.row_shape else 1
-
-
 def read_npy_header(fh: BinaryIO, *, source: str) -> tuple[tuple[int, ...], np.dtype, bool]:
     """(shape, dtype, fortran_order) from an open NPY stream positioned at its start."""
     try:
@@ -122,53 +105,128 @@ def read_npy_header(fh: BinaryIO, *, source: str) -> tuple[tuple[int, ...], np.d
     return tuple(shape), np.dtype(dtype), bool(fortran)
 
 
-def npy_info(path: str | Path) -> NpyInfo:
-    """Parse an NPY header and check the file holds all the bytes it promises."""
+def open_file(path):
+    """A seekable binary file (``seek``/``readinto``; pyarrow's random-access file for URIs)."""
+    if fs.is_remote(path):
+        return fs.open_input(path)
+    return open(fs.local(path), "rb", buffering=0)
+
+
+def read_into(fh, offset: int, out: np.ndarray, *, source: str, row: int, row_bytes: int) -> None:
+    """Fill ``out`` with the bytes at ``offset``; a short read is a truncated file, named by its row."""
+    view = memoryview(out).cast("B")
+    fh.seek(offset)
+    got = 0
+    while got < len(view):  # raw reads may return short
+        k = fh.readinto(view[got:])
+        if not k:
+            raise BadInputError(f"{source}: truncated at row {row + got // max(row_bytes, 1)}")
+        got += k
+
+
+def read_bytes_at(fh, offset: int, nbytes: int, *, source: str) -> bytes:
+    buf = np.empty(nbytes, dtype=np.uint8)
+    read_into(fh, offset, buf, source=source, row=0, row_bytes=1)
+    return buf.tobytes()
+
+
+@dataclass(frozen=True)
+class ArrayAt:
+    """An array's layout in a file: C-order rows of ``row_shape`` starting at byte ``offset``."""
+
+    source: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def rows(self) -> int:
+        return int(self.shape[0]) if self.shape else 0
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[1:])
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def blocks(self, fh, block_rows: int, start: int = 0, stop: int | None = None, *,
+               reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, block)`` over rows [start, stop), one positioned read per block.
+
+        ``reuse=True`` reads every block into one buffer: the caller must be
+        done with a block before asking for the next.
+        """
+        stop = self.rows if stop is None else min(stop, self.rows)
+        items = self.row_bytes // self.dtype.itemsize
+        buf = np.empty(min(block_rows, max(stop - start, 0)) * items, dtype=self.dtype) if reuse else None
+        r = start
+        while r < stop:
+            n = min(block_rows, stop - r)
+            arr = buf[: n * items] if reuse else np.empty(n * items, dtype=self.dtype)
+            read_into(fh, self.offset + r * self.row_bytes, arr, source=self.source, row=r, row_bytes=self.row_bytes)
+            yield r, arr.reshape((n, *self.row_shape))
+            r += n
+
+
+def npy_header_at(fh, base: int, *, source: str, size: int | None = None) -> ArrayAt:
+    """Parse the .npy header that starts at byte ``base`` of ``fh``."""
+    avail = 12 if size is None else max(0, min(12, size - base))
+    head = read_bytes_at(fh, base, avail, source=source) if avail else b""
+    if len(head) < 10 or head[:6] != b"\x93NUMPY":
+        raise BadInputError(f"{source}: not a readable .npy file (no NPY magic)")
+    if head[6] == 1:
+        hlen = 10 + struct.unpack("<H", head[8:10])[0]
+    else:
+        hlen = 12 + struct.unpack("<I", head[8:12].ljust(4, b"\0"))[0]
+    if size is not None and base + hlen > size:
+        raise BadInputError(f"{source}: not a readable .npy file (truncated header)")
+    shape, dtype, fortran = read_npy_header(io.BytesIO(read_bytes_at(fh, base, hlen, source=source)),
+                                            source=source)
+    if dtype.hasobject:
+        raise BadInputError(f"{source}: holds Python objects (dtype {dtype}); alq reads numeric arrays only")
+    if fortran and len(shape) > 1:
+        raise BadInputError(f"{source}: array is in Fortran (column-major) order; save it with np.ascontiguousarray")
+    return ArrayAt(source=source, shape=tuple(shape), dtype=np.dtype(dtype), offset=base + hlen)
+
+
+def npy_file(fh, *, source: str) -> ArrayAt:
+    """The layout of a whole .npy file, checked against its size (truncated or padded files are refused)."""
+    size = fh.size() if hasattr(fh, "size") else _size_of(fh)
+    arr = npy_header_at(fh, 0, source=source, size=size)
+    need = arr.offset + (arr.rows * arr.row_bytes if arr.shape else arr.dtype.itemsize)
+    if size < need:
+        raise BadInputError(f"{source}: truncated .npy file ({size} bytes, header promises {need})")
+    if size > need:
+        raise BadInputError(f"{source}: holds {size - need} bytes more than its header's shape {arr.shape} "
+                            f"promises ({size} bytes, header says {need})",
+                            hint="the header is wrong or data was appended; re-save it with np.save")
+    return arr
+
+
+def npy_info(path) -> ArrayAt:
+    """Parse a local NPY file's header and check the file holds exactly the bytes it promises."""
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{p}: file not found")
-    with open(p, "rb") as fh:
-        shape, dtype, fortran = read_npy_header(fh, source=str(p))
-        offset = fh.tell()
-    if dtype.hasobject:
-        raise BadInputError(f"{p}: holds Python objects (dtype {dtype}); alq reads numeric arrays only")
-    if fortran and len(shape) > 1:
-        raise BadInputError(f"{p}: array is in Fortran (column-major) order; save it with np.ascontiguousarray")
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    size = p.stat().st_size
-    if size < need:
-        raise BadInputError(f"{p}: truncated .npy file ({size} bytes, header promises {need})")
-    if size > need:
-        raise BadInputError(f"{p}: holds {size - need} bytes more than its header's shape {tuple(shape)} "
-                            f"promises ({size} bytes, header says {need})",
-                            hint="the header is wrong or data was appended; re-save it with np.save")
-    return NpyInfo(path=p, shape=shape, dtype=dtype, offset=offset)
+    with open_file(p) as fh:
+        return npy_file(fh, source=str(p))
 
 
-def iter_npy_rows(info: NpyInfo, block_rows: int, *, start: int = 0,
+def iter_npy_rows(info: ArrayAt, block_rows: int, *, start: int = 0,
                   reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_row, block)`` with blocks of shape (<= block_rows, *row_shape).
+    """Yield ``(first_row, block)`` of a local NPY file with plain reads (no mmap): resident memory stays
+    one block whatever the file size (see :meth:`ArrayAt.blocks`)."""
+    with open_file(info.source) as fh:
+        yield from info.blocks(fh, block_rows, start, reuse=reuse)
 
-    ``reuse=True`` reads every block into one buffer (no fresh pages per
-    block): the caller must be done with a block before asking for the next.
-    """
-    row_bytes = info.row_items * info.dtype.itemsize
-    buf = np.empty(min(block_rows, max(info.rows - start, 0)) * info.row_items, dtype=info.dtype) if reuse else None
-    with open(info.path, "rb", buffering=0) as fh:
-        fh.seek(info.offset + start * row_bytes)
-        r = start
-        while r < info.rows:
-            n = min(block_rows, info.rows - r)
-            arr = buf[: n * info.row_items] if reuse else np.empty(n * info.row_items, dtype=info.dtype)
-            view = memoryview(arr).cast("B")
-            got = 0
-            while got < arr.nbytes:  # raw reads may return short
-                k = fh.readinto(view[got:])
-                if not k:
-                    raise BadInputError(f"{info.path}: truncated at row {r + got // max(row_bytes, 1)}")
-                got += k
-            yield r, arr.reshape((n, *info.row_shape))
-            r += n
+
+def _size_of(fh) -> int:
+    pos = fh.tell()
+    end = fh.seek(0, io.SEEK_END)
+    fh.seek(pos)
+    return end
 
 
 def _first_line(exc: BaseException) -> str:
