@@ -225,3 +225,25 @@ def test_two_concurrent_appends_the_second_is_refused(both, tmp_path):
         _, err = first.communicate("go\n", timeout=120)
     assert first.returncode == 0, err
     assert open_pool(b.path).count == 1002 and open_pool(b.path).verify() == []
+
+
+def test_a_killed_first_build_does_not_block_the_rerun(s3_bucket):
+    """No manifest yet, only a dead writer's shard objects (and its expired lock): the rerun clears them."""
+    uri = fs.join(s3_bucket, "fresh")
+    x = _vectors(300)
+    w = PoolWriter(uri, shard_rows=100)
+    w.add(x)
+    w._settle()  # three shards uploaded; then the process "dies": no manifest, no cleanup
+    w._lock._stop.set()
+    w._closed, w._lock = True, None
+    fs.write_bytes(fs.join(uri, REMOTE_LOCK), json.dumps({"owner": "dead", "expires": 0}).encode())
+    assert len(fs.listdir(uri)) == 7
+    from conftest import run_alq_subprocess
+
+    r = run_alq_subprocess("info", uri)
+    assert r.returncode == 2 and "6 shard objects but no manifest.json" in r.stderr, r.stderr
+    w = PoolWriter(uri, shard_rows=100)
+    assert len(w.swept) == 6
+    w.add(x)
+    m = w.close()
+    assert set(fs.listdir(uri)) == {f for s in m.shards for f in (s.npy, s.parquet)} | {"manifest.json"}

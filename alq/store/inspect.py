@@ -32,6 +32,13 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
             uri = fs.parent_of(uri)
         if is_pool(uri):
             return _remote_pool(uri, verify)
+        if fs.file_type(uri) == "dir" and not fs.exists(fs.join(uri, fs.POINTER)):
+            from alq.store.debris import SHARD_FILE
+
+            shards = [n for n in fs.listdir(uri) if SHARD_FILE.fullmatch(n)]
+            if shards:  # never download a would-be pool to look at it
+                raise BadInputError(f"{uri}: not an alq pool: {len(shards)} shard objects but no {MANIFEST} (a first "
+                                    "build that never finished)", hint="the next `alq embed --out` to it clears them")
         from alq.staging import resolve
 
         with fs.staged_input(resolve(uri), what="input") as local_copy:  # small files, alq directories: a copy

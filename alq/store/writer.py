@@ -221,7 +221,13 @@ class PoolWriter:
             self.swept = sweep_remote(self.path, self.base, have)
             dtype = self._extend(dim, normalize, id_type)
         else:
+            from alq.store.debris import SHARD_FILE
+
             others = [n for n in have if n != lock.REMOTE_LOCK]
+            if current is None and others and all(SHARD_FILE.fullmatch(n) for n in others):
+                # only shard objects and no manifest: a first build that was killed (we hold the lock)
+                self.swept = sweep_remote(self.path, None, have)
+                others = []
             if others and not overwrite:
                 raise BadInputError(f"{self.path}: already exists and is not empty",
                                     hint="pass --append to add rows, or --overwrite to replace it")
@@ -230,7 +236,10 @@ class PoolWriter:
                                     "has no manifest.json", hint="choose another --out, or empty it first")
             self.base = None
             self._replaced = current
-            self.swept = sweep_remote(self.path, current, have) if current is not None else []
+            if current is not None:
+                self.swept = sweep_remote(self.path, current, have)
+            elif not hasattr(self, "swept"):
+                self.swept = []
             self.dim, self.id_type = dim, id_type
         self.dtype = np.dtype(dtype)
         self.base_count = self.base.count if self.base else 0
