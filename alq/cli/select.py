@@ -85,7 +85,7 @@ def select_cmd(
     with Staged() as st:
         req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=st.input(head, "head file"),
                             labels=st.input(labels, "labels file"), pending=st.inputs(pending, "--pending file"),
-                            clusters=st.input(clusters, "clusters directory"), options=options,
+                            clusters=clusters, options=options,
                             allow_smaller=allow_smaller, round=round_, engine=engine,
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
                             scores=scores,  # read in place, local or remote

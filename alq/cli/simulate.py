@@ -81,7 +81,7 @@ def simulate_cmd(
                                strategies=split_names(strategies), seed_size=seed_size, budget=budget,
                                rounds=rounds, total_budget=total_budget, repeats=repeats, seed=seed,
                                seed_strategy=seed_strategy, head_mode=head_mode, train=train,
-                               options=parse_options(option), clusters=st.input(clusters, "clusters directory"))
+                               options=parse_options(option), clusters=clusters)
         run_dir = st.output(out, "dir", resume=True)  # a run is resumed or checked, never blindly replaced
         from alq import fs
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from alq import fs
 from alq.errors import BadInputError, StaleError
 from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json, write_parquet
 
@@ -67,15 +68,28 @@ def write_shard(directory: Path, shard_name: str, ids: np.ndarray, labels: np.nd
     return {"file": path.name, "file_sha256": sha256_file(path), "assigned_by": how}
 
 
-def read_summary(directory: str | Path) -> dict:
-    directory = Path(directory)
-    path = summary_path(directory)
-    if not directory.exists():
-        raise BadInputError(f"{directory}: cluster directory not found; build it with `alq cluster POOL --out {directory}`")
-    if not path.exists():
-        raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
-                            f"finished); build it with `alq cluster POOL --out {directory}`")
-    summary = read_json(path, what="cluster summary")
+def _remote_summary(uri: str) -> tuple[dict, str]:
+    """(summary, the generation prefix holding the shard files) of a clusters directory on a store."""
+    import json
+
+    if fs.file_type(uri) != "dir":
+        raise BadInputError(f"{uri}: cluster directory not found; build it with `alq cluster POOL --out {uri}`")
+    base = fs.current_generation(uri)
+    for name in (SUMMARY, LEGACY_SUMMARY):
+        try:
+            summary = json.loads(fs.read_bytes(fs.join(base, name)))
+            break
+        except FileNotFoundError:
+            continue
+        except ValueError as exc:
+            raise BadInputError(f"{fs.join(base, name)}: cluster summary is not valid JSON ({exc})") from None
+    else:
+        raise BadInputError(f"{uri}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
+                            f"finished); build it with `alq cluster POOL --out {uri}`")
+    return _check_summary(summary, fs.join(base, SUMMARY)), base
+
+
+def _check_summary(summary, path) -> dict:
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise BadInputError(f"{path}: not an alq cluster summary (format is "
                             f"{summary.get('format') if isinstance(summary, dict) else None!r})")
@@ -85,6 +99,19 @@ def read_summary(directory: str | Path) -> dict:
     if not isinstance(summary.get("shards"), list):
         raise BadInputError(f"{path}: malformed cluster summary (no shard list)")
     return summary
+
+
+def read_summary(directory: str | Path) -> dict:
+    if fs.is_remote(directory):
+        return _remote_summary(fs.normalize(directory))[0]
+    directory = Path(directory)
+    path = summary_path(directory)
+    if not directory.exists():
+        raise BadInputError(f"{directory}: cluster directory not found; build it with `alq cluster POOL --out {directory}`")
+    if not path.exists():
+        raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
+                            f"finished); build it with `alq cluster POOL --out {directory}`")
+    return _check_summary(read_json(path, what="cluster summary"), path)
 
 
 def coverage(summary: dict, pool) -> tuple[str, str]:
@@ -112,8 +139,12 @@ def load_clusters(path: str | Path, pool) -> np.ndarray:
     appended since clustering (``alq cluster POOL --update --out DIR``) or
     the clustered shards no longer match the pool (re-cluster).
     """
-    directory = Path(path)
-    summary = read_summary(directory)
+    if fs.is_remote(path):  # read in place on the store: one GET per shard file, checksummed from its bytes
+        directory = fs.normalize(path)
+        summary, base = _remote_summary(directory)
+    else:
+        directory = Path(path)
+        summary, base = read_summary(directory), directory
     state, detail = coverage(summary, pool)
     where = pool_label(pool)
     if state == "appended":
@@ -124,11 +155,12 @@ def load_clusters(path: str | Path, pool) -> np.ndarray:
                          f"re-cluster with `alq cluster {where} --out {directory}`")
     parts = []
     for rec in summary["shards"]:
-        f = directory / rec.get("file", shard_file(rec["name"]))
-        if isinstance(rec.get("file_sha256"), str) and f.is_file() and sha256_file(f) != rec["file_sha256"]:
+        f = fs.join(base, rec.get("file", shard_file(rec["name"])))
+        table, digest = _read_shard_file(f)
+        if isinstance(rec.get("file_sha256"), str) and digest is not None and digest != rec["file_sha256"]:
             raise StaleError(f"{f}: changed since `alq cluster` wrote it (sha256 mismatch: copied over another "
                              "shard's file, or edited)", hint=f"re-cluster with `alq cluster {where} --out {directory}`")
-        col = read_parquet(f, columns=["cluster"]).column("cluster")
+        col = table.column("cluster")
         if len(col) != int(rec["rows"]):
             raise BadInputError(f"{f}: {len(col)} cluster ids but shard {rec['name']} has {rec['rows']} rows",
                                 hint=f"re-cluster with `alq cluster {where} --out {directory}`")
@@ -141,6 +173,24 @@ def load_clusters(path: str | Path, pool) -> np.ndarray:
     if labels.size and labels.min() < 0:
         raise BadInputError(f"{directory}: negative cluster id in the cluster files")
     return labels
+
+
+def _read_shard_file(f) -> tuple[pa.Table, str | None]:
+    """A cluster shard's table and the sha256 of its file (None when the file is missing: the read names it)."""
+    if not fs.is_remote(f):
+        digest = sha256_file(f) if Path(f).is_file() else None
+        return read_parquet(f, columns=["cluster"]), digest
+    import pyarrow.parquet as pq
+
+    try:
+        data = fs.read_bytes(f)
+    except FileNotFoundError:
+        raise BadInputError(f"{f}: file not found", hint="re-run `alq cluster`") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=["cluster"])
+    except (pa.ArrowException, OSError) as exc:
+        raise BadInputError(f"{f}: not a readable Parquet file ({str(exc).splitlines()[0][:160]})") from None
+    return table, hashlib.sha256(data).hexdigest()
 
 
 def write_summary(directory: str | Path, summary: dict) -> None:
