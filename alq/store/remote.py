@@ -1,13 +1,12 @@
 """A pool on object storage, read in byte ranges: no local copy, memory bounded by the block size.
 
 A remote shard cannot be memory-mapped, so the :class:`RemotePool` reads what
-a stage asks for: a streamed pass reads blocks of at most one range part
-(``ALQ_RANGE_MIB``, default 16 MiB), one GET each, ``ALQ_READ_THREADS`` (8)
-in flight ahead of the block being processed, so a pass holds at most
-threads x part bytes of raw rows (128 MiB by default) and each block is a
-view of its GET's bytes (no copy). ``take`` fetches only the rows asked for,
-coalescing nearby rows into one range. Ids and metadata Parquets are small
-and read whole.
+a stage asks for: a streamed pass fetches each block's rows as one byte range
+of the NPY object (split into ``ALQ_RANGE_MIB`` parts fetched in parallel,
+default 16 MiB), with the next block fetched while the current one is being
+processed (read-ahead of one block, so a pass holds at most two raw blocks);
+``take`` fetches only the rows asked for, coalescing nearby rows into one
+range. Ids and metadata Parquets are small and read whole.
 
 Workers (Ray tasks) receive the pool as its URI and manifest (``__reduce__``)
 and read the store themselves; nothing pool-sized travels through the driver.
@@ -17,9 +16,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -155,29 +153,23 @@ class RemotePool(ShardedPool):
 
     def iter_blocks(self, *, block_rows: int | None = None, split: tuple[int, int] = (1, 0),
                     lo: int | None = None, hi: int | None = None) -> Iterator[Block]:
-        """Stream blocks of at most one range part each, ``ALQ_READ_THREADS`` of them in flight.
-
-        Each block is one GET whose bytes the block's array views (no copy);
-        the ones after it are being fetched while the caller works on it.
-        """
+        """Stream blocks as range reads, the next block in flight while the caller works on this one."""
         if lo is None or hi is None:
             lo, hi = self.split_range(split)
         step = block_rows or self.block_rows()
         if step < 1:
             raise BadInputError(f"block_rows={step} must be >= 1")
-        step = min(step, max(1, range_bytes() // (self.dim * self.dtype.itemsize)))
-        plan = iter(self.plan_blocks(lo, hi, step))
+        plan = list(self.plan_blocks(lo, hi, step))
+        if not plan:
+            return
         if self._ahead is None:
-            self._ahead = ThreadPoolExecutor(max_workers=read_threads(), thread_name_prefix="alq-read-ahead")
-        inflight: deque = deque()
-        for item in itertools.islice(plan, read_threads()):
-            inflight.append((item, self._ahead.submit(self.read_rows, *item[1:])))
-        while inflight:
-            (start, s, r0, _r1), fut = inflight.popleft()
-            nxt = next(plan, None)
-            if nxt is not None:
-                inflight.append((nxt, self._ahead.submit(self.read_rows, *nxt[1:])))
-            yield Block(start=start, vectors=fut.result(), shard=s, row0=r0)
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alq-read-ahead")
+        nxt = self._ahead.submit(self.read_rows, *plan[0][1:])
+        for k, (start, s, r0, _r1) in enumerate(plan):
+            vectors = nxt.result()
+            if k + 1 < len(plan):
+                nxt = self._ahead.submit(self.read_rows, *plan[k + 1][1:])
+            yield Block(start=start, vectors=vectors, shard=s, row0=r0)
 
     def take_from_shard(self, shard: int, rows: np.ndarray) -> np.ndarray:
         """Only the rows asked for: nearby rows in one range, a run at a time (memory: one run, at most a shard)."""
