@@ -79,10 +79,17 @@ class RayEngine(Engine):
             raise
 
     def _cancel(self, refs) -> None:
-        """Stop the tasks still running and wait until they are gone."""
+        """Stop the tasks still running and wait until they are gone.
+
+        Not ``force=True``: that kills the worker process outright (one full
+        suite run lost its pytest worker in a test that takes this path; the
+        cause was not pinned down). A KeyboardInterrupt in the task stops it at
+        its next Python step; its writes are whole objects or temp files, and a
+        failed run publishes nothing either way.
+        """
         for r in refs:
             try:
-                self.ray.cancel(r, force=True)
+                self.ray.cancel(r, force=False)
             except Exception:  # noqa: BLE001 - finished tasks cannot be cancelled; that is fine
                 pass
         try:

@@ -93,6 +93,21 @@ def _cold_pass(pool_dir: Path) -> float:
     return _read_pass(pool_dir)
 
 
+def _range_costs(uri: str) -> tuple[float, float, float]:
+    """The server's cost of one shard object: (4 KB header range, range of the whole data, plain GET)."""
+    name = sorted(n for n in fs.listdir(uri) if n.endswith(".npy"))[0]
+    f = fs.open_input(fs.join(uri, name))
+    size = f.size()
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return (_median(timed, lambda: f.read_at(4096, 0)), _median(timed, lambda: f.read_at(size - 128, 128)),
+            _median(timed, lambda: f.read_at(size, 0)))
+
+
 def _median(fn, *args) -> float:
     return statistics.median(fn(*args) for _ in range(REPEATS))
 
@@ -175,6 +190,9 @@ def test_bench_object_store(tmp_path, s3_bucket, s3_server):
     print(f"  {'store floor (one GET per shard)':34} {'':9} {floor_remote:8.2f}s   pass / floor "
           f"{read_remote / floor_remote:.2f}x ({mb / floor_remote:,.0f} MiB/s)")
     print(f"  {'alq select margin (whole process)':34} {sel[0]:8.2f}s {sel[1]:8.2f}s {sel[1] / sel[0]:8.2f}x")
+    head, rng, whole = _range_costs(remote)
+    print(f"  one shard object on this server: 4 KB header range {head * 1000:.0f} ms, range of its data "
+          f"{rng:.2f} s, plain GET {whole:.2f} s (moto materialises the object for every range)")
     cmp = _s3fs_vs_pyarrow(remote, s3_server)
     if cmp is None:
         print("  s3fs not installed: fsspec/s3fs vs pyarrow comparison skipped (pip install s3fs)")
