@@ -103,13 +103,8 @@ class Pool(ABC):
     def iter_blocks(self, *, block_rows: int | None = None, split: tuple[int, int] = (1, 0),
                     lo: int | None = None, hi: int | None = None) -> Iterator[Block]:
         """Stream the pool (or this worker's split of it, or rows [lo, hi)) in blocks."""
-        if lo is None or hi is None:
-            lo, hi = self.split_range(split)
-        step = block_rows or self.block_rows()
-        if step < 1:
-            raise BadInputError(f"block_rows={step} must be >= 1")
         current, vectors = -1, None
-        for start, s, r0, r1 in self.plan_blocks(lo, hi, step):
+        for start, s, r0, r1 in self.plan_blocks(*self._block_span(block_rows, split, lo, hi)):
             if s != current:
                 if vectors is not None:
                     del vectors
@@ -119,6 +114,15 @@ class Pool(ABC):
         if vectors is not None:
             del vectors
             self.release_shard(current)
+
+    def _block_span(self, block_rows, split, lo, hi) -> tuple[int, int, int]:
+        """(lo, hi, rows per block) of an ``iter_blocks`` call."""
+        if lo is None or hi is None:
+            lo, hi = self.split_range(split)
+        step = block_rows or self.block_rows()
+        if step < 1:
+            raise BadInputError(f"block_rows={step} must be >= 1")
+        return lo, hi, step
 
     def plan_blocks(self, lo: int, hi: int, step: int) -> Iterator[tuple[int, int, int, int]]:
         """(global start, shard, first row, stop row) of each block of rows [lo, hi); blocks never cross shards."""

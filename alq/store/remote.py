@@ -154,12 +154,7 @@ class RemotePool(ShardedPool):
     def iter_blocks(self, *, block_rows: int | None = None, split: tuple[int, int] = (1, 0),
                     lo: int | None = None, hi: int | None = None) -> Iterator[Block]:
         """Stream blocks as range reads, the next block in flight while the caller works on this one."""
-        if lo is None or hi is None:
-            lo, hi = self.split_range(split)
-        step = block_rows or self.block_rows()
-        if step < 1:
-            raise BadInputError(f"block_rows={step} must be >= 1")
-        plan = list(self.plan_blocks(lo, hi, step))
+        plan = list(self.plan_blocks(*self._block_span(block_rows, split, lo, hi)))
         if not plan:
             return
         if self._ahead is None:
