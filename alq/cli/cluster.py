@@ -34,7 +34,16 @@ def cluster_cmd(
     update: bool = typer.Option(False, "--update", help="Only give rows appended since (`alq embed --append`) "
                                 "the cluster of their nearest clustered neighbour; clusters from scratch if "
                                 "--out holds none yet."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the kNN index's training sample."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the kNN index's training sample and recall sample."),
+    recall: float = typer.Option(0.95, "--recall", help="Target recall@k of the kNN graph, measured on 1,000 "
+                                 "sampled rows against exact search; the cheapest index reaching it is used "
+                                 "(IVF, or exact search when that is cheaper). A one-line warning says when "
+                                 "no affordable index reached it."),
+    index: str = typer.Option("auto", "--index", help="kNN index: auto (chosen by measured cost and recall), "
+                              "flat (exact search), or ivf (inverted file, nprobe tuned to --recall)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run: reuse its saved index and the "
+                                "kNN shards it finished (kept beside --out until the run completes); the "
+                                "clusters are the same as an uninterrupted run's."),
     batch: list[int] = typer.Option([], "--batch", help="Report how many clusters a cluster-margin batch of this "
                                     "size would spread over (repeatable; default 100, 1,000, 10,000, 100,000 "
                                     "up to the pool size)."),
@@ -52,7 +61,7 @@ def cluster_cmd(
     pool, out = where(pool), where(out)
     check_outputs([Output(out, "clusters")], [("POOL", pool)], overwrite=None)
     opts = ClusterOptions(threshold=threshold, n_clusters=n_clusters, normalize=normalize, method=method,
-                          knn=knn, seed=seed)
+                          knn=knn, seed=seed, recall=recall, index=index)
     opts.validate()
     p = open_pool(pool)
     from alq.engine import get_engine
@@ -60,7 +69,7 @@ def cluster_cmd(
     eng = get_engine(engine, **engine_options(engine, ray_address, ray_gpus_per_task))
 
     def say(msg: str) -> None:
-        log(msg, quiet=quiet)
+        log(msg, quiet=quiet and not msg.startswith("warning:"))  # warnings survive -q
 
     from alq.store.debris import sole_writer
 
@@ -77,7 +86,7 @@ def cluster_cmd(
             else:
                 if update:
                     say(f"{out}: no clustering yet; clustering the whole pool")
-                summary = cluster_pool(p, work, opts, engine=eng, progress=progress, log=say)
+                summary = cluster_pool(p, work, opts, engine=eng, progress=progress, log=say, resume=resume)
                 summary["rows_updated"] = 0
         from alq.cluster.linkage import batch_spread
         from alq.cluster.store import load_clusters
@@ -101,6 +110,7 @@ cluster_cmd.__doc__ = (
     + URI_NOTE + "\n\nExample:\n\n"
     "  alq cluster pool/ --out clusters/ --json\n\n"
     "  alq embed more.npy --out pool/ --append && alq cluster pool/ --out clusters/ --update\n\n"
+    "  timeout 3600 alq cluster pool/ --out clusters/ || alq cluster pool/ --out clusters/ --resume\n\n"
     "With --engine ray the kNN-graph searches and --update assignments run as Ray tasks over shards; "
     "the index build and the HAC merge run on the driver."
 )

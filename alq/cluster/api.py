@@ -10,17 +10,22 @@ Scale"), which clusters the pool once and reuses the clusters every round.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from alq import __version__
 from alq.cluster import exact as _exact
 from alq.cluster.graph import edges_from_knn, finish_dense, graph_average_linkage
-from alq.cluster.knn import build_index, prepare, search_partial
+from alq.cluster.knn import TARGET_RECALL, exact_knn, prepare, search_partial
+from alq.cluster.knngraph import GRAPH_DIR, INDEX, knn_graph, load_graph_index
 from alq.cluster.linkage import size_summary
 from alq.cluster.store import (
     FORMAT,
@@ -66,6 +71,7 @@ class ClusterOptions:
     knn: int = DEFAULT_KNN
     seed: int = 0
     index: str = "auto"  # kNN index: auto | flat | ivf
+    recall: float = TARGET_RECALL  # the kNN graph's recall@k target, measured on a sample
 
     def validate(self) -> None:
         if self.threshold is not None and self.n_clusters is not None:
@@ -80,6 +86,25 @@ class ClusterOptions:
             raise BadInputError(f"--method={self.method!r} must be one of {', '.join(METHODS)}")
         if self.knn < 1:
             raise BadInputError(f"--knn={self.knn} must be >= 1")
+        if not (np.isfinite(self.recall) and 0 < self.recall <= 1):
+            raise BadInputError(f"--recall={self.recall} must be in (0, 1]")
+        if self.index not in ("auto", "flat", "ivf"):
+            raise BadInputError(f"--index={self.index!r} must be auto, flat or ivf")
+
+
+@contextlib.contextmanager
+def _work_dir(work: Path | None):
+    if work is not None:
+        yield Path(work)
+        return
+    with tempfile.TemporaryDirectory(prefix="alq-knn-") as tmp:
+        yield Path(tmp) / "graph"
+
+
+def work_dir_for(out) -> Path:
+    """Where a clustering to ``out`` checkpoints its kNN graph (beside it, hidden; kept for --resume)."""
+    out = Path(out)
+    return out.parent / f".{out.name}.knn-work"
 
 
 def choose_method(method: str, n: int) -> str:
@@ -102,8 +127,12 @@ def _auto_threshold(kth: np.ndarray) -> tuple[float, str]:
 
 
 def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, progress=None,
-                     log=None) -> tuple[np.ndarray, dict]:
-    """Cluster every row of ``pool``. Returns (labels int64 (N,), info for clusters.json)."""
+                     log=None, work: Path | None = None, resume: bool = False) -> tuple[np.ndarray, dict]:
+    """Cluster every row of ``pool``. Returns (labels int64 (N,), info for clusters.json).
+
+    ``work``: where the kNN graph's checkpoint goes (:mod:`alq.cluster.knngraph`;
+    a temporary directory when None); ``resume`` reuses one a killed run left.
+    """
     opts.validate()
     n = pool.count
     if n == 0:
@@ -144,20 +173,18 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         engine = engine or LocalEngine()
         kq = max(k, k_auto)
         say(f"kNN graph (k={kq}) over {n} rows with faiss")
-        ref, index_info = build_index(pool, normalize=normalize, kind=opts.index, seed=opts.seed,
-                                      k_for_recall=kq, progress=progress)
+        with _work_dir(work) as wd:
+            nbr, dist, index_info = knn_graph(pool, k=kq, normalize=normalize, seed=opts.seed, kind=opts.index,
+                                              target_recall=opts.recall, engine=engine, work=wd,
+                                              resume=resume, progress=progress, log=say)
         info["parameters"]["index"] = index_info
-        seconds["index"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        parts = engine.map_pool(search_partial, pool, ref, kq, normalize, True)
-        del ref
-        nbr = np.concatenate([p[0] for p in parts])
-        dist = np.concatenate([p[1] for p in parts])
-        del parts
+        if not index_info.get("recall_target_met", True):
+            say(f"warning: the kNN graph's measured recall@{kq} is {index_info['recall_at_k']:.3f}, below the "
+                f"target {opts.recall:g} ({index_info.get('why', '')}); clusters may split true neighbours")
+        seconds.update(index_info.pop("stage_seconds"))
         kth = dist[:, k_auto - 1].astype(np.float64)
         a, b, w = edges_from_knn(nbr[:, :k], dist[:, :k])
         del nbr, dist
-        seconds["knn"] = time.perf_counter() - t1
         missing = float(w.max()) if len(w) else 0.0
         t_vec = time.perf_counter()
         vectors, proj_dim = sufficient_vectors(pool, normalize, seed=opts.seed)
@@ -259,16 +286,24 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def cluster_pool(pool, out, opts: ClusterOptions, *, engine=None, device=None, progress=None, log=None) -> dict:
-    """Cluster the pool and write ``out`` atomically (the previous directory survives a crash)."""
-    opts.validate()
-    from pathlib import Path
+def cluster_pool(pool, out, opts: ClusterOptions, *, engine=None, device=None, progress=None, log=None,
+                 resume: bool = False) -> dict:
+    """Cluster the pool and write ``out`` atomically (the previous directory survives a crash).
 
+    The kNN graph is checkpointed beside ``out`` (:func:`work_dir_for`) while
+    it is built, so ``resume`` after a kill searches only the shards left;
+    the finished graph and its index end up in ``out/_graph/``.
+    """
+    opts.validate()
     out = Path(out)
     check_out_dir(out)  # refuse a foreign --out before spending the time
-    labels, info = compute_clusters(pool, opts, engine=engine, device=device, progress=progress, log=log)
+    work = work_dir_for(out)
+    labels, info = compute_clusters(pool, opts, engine=engine, device=device, progress=progress, log=log,
+                                    work=work, resume=resume)
     build = new_build_dir(out)
     try:
+        if work.exists():
+            os.replace(work, build / GRAPH_DIR)
         shards = []
         offsets = pool.offsets
         for s, rec in enumerate(shard_records(pool)):
@@ -307,6 +342,33 @@ def _read_labels(out, summary: dict) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
+def _update_recall(pool, ref, covered: int, nearest: np.ndarray, normalize, seed: int) -> float:
+    """recall@1 of the new rows' nearest clustered neighbours, on a seeded sample of up to 1,000 new rows."""
+    from alq.cluster.knn import RECALL_QUERIES
+
+    n_new = pool.count - covered
+    rng = np.random.default_rng([seed, 13])
+    pick = np.sort(rng.choice(n_new, size=min(RECALL_QUERIES, n_new), replace=False))
+    truth = exact_knn(pool, pool.take(pick + covered, dtype=np.float32), 1, hi=covered, normalize=normalize)[:, 0]
+    # a tie at the same distance is as good a neighbour: compare distances, not ids
+    x = prepare(pool.take(pick + covered, dtype=np.float32), normalize).astype(np.float64)
+    got = prepare(pool.take(nearest[pick], dtype=np.float32), normalize).astype(np.float64)
+    best = prepare(pool.take(truth, dtype=np.float32), normalize).astype(np.float64)
+    d_got = ((x - got) ** 2).sum(1)
+    d_best = ((x - best) ** 2).sum(1)
+    return round(float(np.mean(d_got <= d_best * (1 + 1e-6) + 1e-12)), 4)
+
+
+def _extend_saved_index(out: Path, ref, pool, covered: int, normalize) -> None:
+    """Add the newly assigned rows to the saved index, so the next --update finds them too."""
+    from alq.cluster.knn import _add_rows_range
+
+    _add_rows_range(ref.index, pool, covered, pool.count, normalize)
+    tmp = out / GRAPH_DIR / f".{INDEX}.tmp"
+    ref.save(tmp)
+    os.replace(tmp, out / GRAPH_DIR / INDEX)
+
+
 def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
     """Assign rows appended since clustering to their nearest clustered neighbour's cluster.
 
@@ -314,8 +376,6 @@ def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
     shard files are written first, ``clusters.json`` last, so a crash leaves
     the previous (stale but consistent) directory.
     """
-    from pathlib import Path
-
     from alq.engine import LocalEngine
 
     out = Path(out)
@@ -333,13 +393,25 @@ def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
     normalize = summary.get("normalize_applied")
     seed = int(summary.get("parameters", {}).get("seed", 0))
     say(f"assigning {pool.count - covered} new rows to the clusters of their nearest neighbours among {covered}")
-    ref, index_info = build_index(pool, hi=covered, normalize=normalize, seed=seed, k_for_recall=1,
-                                  progress=progress)
+    saved = load_graph_index(out)
+    if saved is not None and saved[0].ntotal == covered:
+        ref, plan = saved
+        index_info = {k: plan["index"].get(k) for k in ("index", "nlist", "nprobe", "recall_at_k")}
+        index_info["reused"] = True
+    else:  # clustered by an alq that kept no index (or the exact method): index the clustered rows now
+        from alq.cluster.knn import build_index
+
+        ref, index_info = build_index(pool, hi=covered, normalize=normalize, seed=seed, k_for_recall=1,
+                                      progress=progress)
+        index_info["reused"] = False
     engine = engine or LocalEngine()
-    parts = engine.map_pool(search_partial, pool, ref, 1, normalize, False, covered)
+    parts = engine.map_pool(search_partial, pool, engine.share(ref), 1, normalize, False, covered)
     nearest = np.concatenate([p[0][:, 0] for p in parts])
     if (nearest < 0).any():  # pragma: no cover - faiss always finds one neighbour in a non-empty index
         raise BadInputError(f"{out}: no clustered neighbour found for some appended rows")
+    index_info["recall_at_1_new_rows"] = _update_recall(pool, ref, covered, nearest, normalize, seed)
+    if index_info.get("reused"):
+        _extend_saved_index(out, ref, pool, covered, normalize)
     new_labels = old[nearest]
     labels = np.concatenate([old, new_labels])
     recs = shard_records(pool)

@@ -49,6 +49,14 @@ class Engine:
         """``[fn(*args) for args in tasks]``, in task order; ``on_done(i)`` as task ``i`` finishes."""
         raise NotImplementedError
 
+    def share(self, obj: Any) -> Any:
+        """``obj`` as an argument many tasks receive (Ray: put in the object store once)."""
+        return obj
+
+    def in_process(self) -> bool:
+        """Whether tasks run in this process (so they may report progress through a callback)."""
+        return False
+
     def default_tasks(self, pool) -> int:
         return 1
 
@@ -86,6 +94,9 @@ class LocalEngine(Engine):
 
     def slots(self) -> int:
         return self.processes
+
+    def in_process(self) -> bool:
+        return self.processes <= 1
 
     def map(self, fn, tasks, *, on_done=None):
         tasks = list(tasks)

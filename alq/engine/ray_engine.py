@@ -97,6 +97,9 @@ class RayEngine(Engine):
         except Exception:  # noqa: BLE001 - best effort
             pass
 
+    def share(self, obj):
+        return self.ray.put(obj)  # top-level ObjectRef arguments are resolved by Ray in the worker
+
     def slots(self) -> int:
         """How many tasks the cluster runs at once (its CPUs, or GPUs, over what one task asks for)."""
         res = self.ray.cluster_resources()
