@@ -48,11 +48,10 @@ def import_cmd(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq import fs
+    from alq.errors import BadInputError
     from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import import_labels
-
-    from alq.errors import BadInputError
 
     files, pool, out = where_all(files), where(pool), where(out)
     check_outputs([] if dry_run else [Output(out, "labels")], [*(("FILES", f) for f in files), ("--pool", pool)],
