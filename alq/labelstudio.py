@@ -158,16 +158,19 @@ def read_export(path: str | Path, *, id_field: str | None = None, from_name: str
                             f"{_kind(tasks)}")
     if not tasks:
         raise BadInputError(f"{path}: an empty Label Studio export (no tasks)")
-    full = [isinstance(t, dict) and "data" in t for t in tasks]
+    bad = next((i for i, t in enumerate(tasks) if not isinstance(t, dict)), None)
+    if bad is not None:
+        raise BadInputError(f"{path}: task {bad} is a {_kind(tasks[bad])}, not an object (a Label Studio export "
+                            "is a list of tasks)")
+    full = ["data" in t for t in tasks]
     if all(full):
         rows = _read_json(path, tasks, id_field, from_name)
-    elif not any(full) and all(isinstance(t, dict) for t in tasks):
+    elif not any(full):
         rows = _read_json_min(path, tasks, id_field, from_name or label_field)
     else:
-        i = next(i for i, t in enumerate(tasks) if not isinstance(t, dict) or full[i] != full[0])
-        raise BadInputError(f"{path}: task {i} is a {_kind(tasks[i]) if not isinstance(tasks[i], dict) else 'record'} "
-                            "unlike task 0 (a Label Studio JSON export is a list of task objects with `data`; "
-                            "JSON-MIN a list of flat records)")
+        i = full.index(not full[0])
+        raise BadInputError(f"{path}: task {i} {'has' if full[i] else 'has no'} `data` object, unlike task 0 "
+                            "(JSON tasks mixed with JSON-MIN records?)")
     if not rows.ids:
         raise BadInputError(f"{path}: none of its {rows.total} {rows.unit}s is annotated yet",
                             hint="export again once annotators have labeled some")

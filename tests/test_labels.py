@@ -272,3 +272,27 @@ def test_no_id_column_hint_names_the_id_like_column(tmp_path, cli, pool):
     a = write(tmp_path / "a.csv", "photo_id,label\n1,cat\n")
     code, _, err = cli("labels", "import", a, "--pool", pool, "--out", tmp_path / "l.parquet")
     assert code == 2 and "no 'id' column" in err and "pass --id-column photo_id" in err
+
+
+def test_classes_allowlist_int_labels_and_from_a_head(tmp_path, cli):
+    """Issue 20 item 3: --classes 0,1 for integer labels; --classes-from takes a trained head's classes."""
+    from conftest import gaussian_pool
+
+    x, y = gaussian_pool(60, d=4, c=2)
+    w = PoolWriter(tmp_path / "pool", shard_rows=32)
+    w.add(x)
+    w.close()
+    pool, out = tmp_path / "pool", tmp_path / "l.parquet"
+    write(tmp_path / "a.csv", "id,label\n" + "".join(f"{i},{y[i]}\n" for i in range(20)))
+    assert cli("labels", "import", tmp_path / "a.csv", "--classes", "0,1", "--pool", pool, "--out", out, "-q")[0] == 0
+    assert cli("train", pool, out, "--out", tmp_path / "head.pt", "-q")[0] == 0
+    write(tmp_path / "b.csv", "id,label\n30,1\n31,2\n")
+    code, _, err = cli("labels", "import", tmp_path / "b.csv", "--classes-from", tmp_path / "head.pt", "--pool", pool,
+                       "--out", out)
+    assert code == 2 and "b.csv: line 3: label 2 is not one of --classes (0, 1)" in err
+    code, _, err = cli("labels", "import", tmp_path / "b.csv", "--classes", "0,1", "--pool", pool, "--out", out)
+    assert code == 2 and "b.csv: line 3: label 2 is not one of --classes (0, 1)" in err
+    code, _, err = cli("labels", "import", tmp_path / "b.csv", "--classes", "0,one", "--pool", pool, "--out", out)
+    assert code == 2 and "--classes: 'one' is not an integer, but the labels are integers" in err
+    code, out_json, err = cli("labels", "import", tmp_path / "b.csv", "--pool", pool, "--out", out, "--json")
+    assert code == 0 and json.loads(out_json)["new_classes"] == [2] and "new class 2 (1 row)" in err
