@@ -364,6 +364,21 @@ def _string_ids_into_int_pool(p):
     return [p / "in.parquet"], r"in.parquet: ids are strings but the pool uses integer ids"
 
 
+def _id_with_spaces(p):  # issue 20 item 33: a labels CSV is read stripped, so ' b' could never be labeled
+    parquet(p / "in.parquet", X[:3], ["a", " b", "c"])
+    return [p / "in.parquet"], r"in.parquet: row 1: id ' b' has leading or trailing whitespace"
+
+
+def _empty_string_id(p):
+    parquet(p / "in.parquet", X[:3], ["a", "b", ""])
+    return [p / "in.parquet"], r"in.parquet: row 2: id '' is empty"
+
+
+def _id_with_newline(p):
+    np.savez(p / "in.npz", embedding=X[:3], id=np.array(["a", "b\nc", "d"]))
+    return [p / "in.npz"], r"in.npz: row 1: id 'b\\nc' holds a line break"
+
+
 def _vectors_1d(p):
     np.save(p / "in.npy", np.ones(10, np.float32))
     return [p / "in.npy"], r"in.npy: vectors must be 2-D"
@@ -388,7 +403,8 @@ def _float16_overflow(p):
 BAD = [_nan, _inf_parquet, _ragged, _dims_across_files, _dim_vs_pool, _dup_within, _dup_across_files, _dup_vs_pool,
        _empty_npy, _empty_parquet, _truncated_npy, _garbage_npy, _truncated_parquet, _truncated_npz,
        _missing_vector_column, _named_missing_id_column, _null_vector, _ids_count_mismatch,
-       _string_ids_into_int_pool, _vectors_1d, _same_file_twice, _missing_input, _float16_overflow]
+       _string_ids_into_int_pool, _vectors_1d, _same_file_twice, _missing_input, _float16_overflow,
+       _id_with_spaces, _empty_string_id, _id_with_newline]
 
 
 @pytest.mark.parametrize("mode", ["fresh", "append"])

@@ -90,3 +90,46 @@ def test_export_csv_to_stdout_and_refusals(cli, batch):
     (tmp / "bad.json").write_text(json.dumps({"tasks": []}))
     code, _, err = cli("labels", "import", tmp / "bad.json", "--pool", tmp / "pool", "--out", tmp / "l.parquet")
     assert code == 2 and "JSON list of tasks" in err and not (tmp / "l.parquet").exists()
+
+
+def _min_records(tasks: list[dict], truth: dict) -> list[dict]:
+    """Label Studio's JSON-MIN export of these tasks (one flat record per annotation, as its converter writes it):
+    the task's data, `id` = Label Studio's task id (here 600+n: also ids in the pool), the choice under the
+    control's name (`choice`); task 0 is not annotated yet."""
+    out = []
+    for n, t in enumerate(tasks):
+        rec = {**t["data"], "id": 600 + n}
+        if n:
+            rec["choice"] = truth[t["data"]["alq_id"]]
+        rec.update(annotator=1, annotation_id=(20 + n) if n else None, created_at="2026-12-01T10:00:00Z",
+                   updated_at="2026-12-01T10:00:00Z", lead_time=1.5)
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("shape", ["json-min", "csv"])
+def test_label_studio_min_and_csv_exports_round_trip(cli, batch, shape):
+    """Issue 20 item 1: JSON-MIN and CSV exports key rows by alq_id, never by Label Studio's task `id`."""
+    tmp, truth = batch
+    code, _, err = cli("export", tmp / "batch.parquet", "--pool", tmp / "pool", "--with-columns", "url",
+                       "--format", "label-studio", "--out", tmp / "tasks.json", "-q")
+    assert code == 0, err
+    tasks = json.loads((tmp / "tasks.json").read_text())
+    records = _min_records(tasks, truth)
+    if shape == "json-min":
+        src = tmp / "ls-min.json"
+        src.write_text(json.dumps(records))
+    else:
+        src = tmp / "ls.csv"
+        with open(src, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=sorted({k for r in records for k in r}))
+            w.writeheader()
+            w.writerows(records)
+    code, out, err = cli("labels", "import", src, "--from-name", "choice", "--pool", tmp / "pool", "--out",
+                         tmp / "labels.parquet", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert (s["added"], s["not_annotated"]) == (5, 1)
+    lab = read_labels(tmp / "labels.parquet")
+    assert dict(zip(lab.ids.tolist(), lab.labels)) == {t["data"]["alq_id"]: truth[t["data"]["alq_id"]]
+                                                       for t in tasks[1:]}

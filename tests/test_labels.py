@@ -237,3 +237,62 @@ def test_concurrent_import_is_refused(tmp_path, cli, pool):
     finally:
         os.close(fd)
     assert cli("labels", "import", tmp_path / "a.csv", "--pool", pool, "--out", tmp_path / "l.parquet", "-q")[0] == 0
+
+
+def test_pool_remembers_its_id_column(tmp_path, cli):
+    """Issue 20 item 11: a pool embedded from an `image_id` column takes labels keyed by `image_id`."""
+    vec = pa.array(np.ones((6, 3), np.float32).tolist(), pa.list_(pa.float32()))
+    pq.write_table(pa.table({"image_id": [10, 11, 12, 13, 14, 15], "embedding": vec}), tmp_path / "hf.parquet")
+    assert cli("embed", tmp_path / "hf.parquet", "--out", tmp_path / "pool", "-q")[0] == 0
+    assert json.loads((tmp_path / "pool" / "manifest.json").read_text())["extra"]["id_columns"] == ["image_id"]
+    a = write(tmp_path / "a.csv", "image_id,label\n11,cat\n14,dog\n")
+    code, _, err = cli("labels", "import", a, "--pool", tmp_path / "pool", "--out", tmp_path / "l.parquet", "-q")
+    assert code == 0, err
+    assert as_dict(tmp_path / "l.parquet") == {11: "cat", 14: "dog"}
+    pq.write_table(pa.table({"image_id": [12], "label": ["emu"]}), tmp_path / "b.parquet")
+    assert cli("labels", "import", tmp_path / "b.parquet", "--pool", tmp_path / "pool", "--out",
+               tmp_path / "l.parquet", "-q")[0] == 0
+    assert as_dict(tmp_path / "l.parquet")[12] == "emu"
+    # an append from a file with another id column name keeps both names
+    pq.write_table(pa.table({"key_id": [20], "embedding": pa.array([[1.0, 1.0, 1.0]], pa.list_(pa.float32()))}),
+                   tmp_path / "more.parquet")
+    assert cli("embed", tmp_path / "more.parquet", "--out", tmp_path / "pool", "--append", "-q")[0] == 0
+    assert json.loads((tmp_path / "pool" / "manifest.json").read_text())["extra"]["id_columns"] == ["image_id",
+                                                                                                   "key_id"]
+    # both `id` and the pool's id column: which one is meant is not guessed
+    c = write(tmp_path / "c.csv", "id,image_id,label\n0,13,cat\n")
+    code, _, err = cli("labels", "import", c, "--pool", tmp_path / "pool", "--out", tmp_path / "l.parquet")
+    assert code == 2 and "both an 'id' column and 'image_id'" in err and "--id-column" in err
+    code, _, err = cli("labels", "import", c, "--id-column", "image_id", "--pool", tmp_path / "pool", "--out",
+                       tmp_path / "l.parquet", "-q")
+    assert code == 0 and as_dict(tmp_path / "l.parquet")[13] == "cat"
+
+
+def test_no_id_column_hint_names_the_id_like_column(tmp_path, cli, pool):
+    a = write(tmp_path / "a.csv", "photo_id,label\n1,cat\n")
+    code, _, err = cli("labels", "import", a, "--pool", pool, "--out", tmp_path / "l.parquet")
+    assert code == 2 and "no 'id' column" in err and "pass --id-column photo_id" in err
+
+
+def test_classes_allowlist_int_labels_and_from_a_head(tmp_path, cli):
+    """Issue 20 item 3: --classes 0,1 for integer labels; --classes-from takes a trained head's classes."""
+    from conftest import gaussian_pool
+
+    x, y = gaussian_pool(60, d=4, c=2)
+    w = PoolWriter(tmp_path / "pool", shard_rows=32)
+    w.add(x)
+    w.close()
+    pool, out = tmp_path / "pool", tmp_path / "l.parquet"
+    write(tmp_path / "a.csv", "id,label\n" + "".join(f"{i},{y[i]}\n" for i in range(20)))
+    assert cli("labels", "import", tmp_path / "a.csv", "--classes", "0,1", "--pool", pool, "--out", out, "-q")[0] == 0
+    assert cli("train", pool, out, "--out", tmp_path / "head.pt", "-q")[0] == 0
+    write(tmp_path / "b.csv", "id,label\n30,1\n31,2\n")
+    code, _, err = cli("labels", "import", tmp_path / "b.csv", "--classes-from", tmp_path / "head.pt", "--pool", pool,
+                       "--out", out)
+    assert code == 2 and "b.csv: line 3: label 2 is not one of --classes (0, 1)" in err
+    code, _, err = cli("labels", "import", tmp_path / "b.csv", "--classes", "0,1", "--pool", pool, "--out", out)
+    assert code == 2 and "b.csv: line 3: label 2 is not one of --classes (0, 1)" in err
+    code, _, err = cli("labels", "import", tmp_path / "b.csv", "--classes", "0,one", "--pool", pool, "--out", out)
+    assert code == 2 and "--classes: 'one' is not an integer, but the labels are integers" in err
+    code, out_json, err = cli("labels", "import", tmp_path / "b.csv", "--pool", pool, "--out", out, "--json")
+    assert code == 0 and json.loads(out_json)["new_classes"] == [2] and "new class 2 (1 row)" in err

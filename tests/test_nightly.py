@@ -91,3 +91,30 @@ def test_readme_nightly_script_real_nights(tmp_path):
     assert night3["pool_rows"] == 1497 and night3["selected"] == 50 and night3["pending"] == 50
     batch3 = _ids(tmp_path / "sent" / "20261123.parquet")
     assert not set(batch3) & (set(batch1) | set(batch2)), "night 3 re-sent rows labeled or still out"
+
+
+def test_readme_nightly_script_imports_label_studio_exports(tmp_path):
+    """Issue 20 item 13: the night's returned Label Studio exports (*.json) are imported beside the CSVs.
+
+    The script runs verbatim with a stand-in `alq` that only records its arguments.
+    """
+    script = tmp_path / "nightly.sh"
+    script.write_text(readme_script())
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "alq").write_text('#!/bin/sh\necho "$*" >> "$ALQ_LOG"\n')
+    (tmp_path / "bin" / "alq").chmod(0o755)
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "manifest.json").write_text("{}")
+    day = tmp_path / "returned" / "2026-12-02"
+    day.mkdir(parents=True)
+    for name in ("a.csv", "project-3-at-2026-12-02.json", "notes.txt"):
+        (day / name).write_text("")
+    log = tmp_path / "alq.log"
+    env = dict(os.environ, AL_DIR=str(tmp_path), TODAY="2026-12-02", ALQ_LOG=str(log),
+               PATH=str(tmp_path / "bin") + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    imports = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("labels import")]
+    assert len(imports) == 1
+    assert {"returned/2026-12-02/a.csv", "returned/2026-12-02/project-3-at-2026-12-02.json"} <= set(imports[0])
+    assert "returned/2026-12-02/notes.txt" not in imports[0]

@@ -432,3 +432,25 @@ def test_gpus_per_task_without_gpus_is_refused(cli, ray_engine, files, tmp_path)
                        "--engine", "ray", "--ray-gpus-per-task", "1")
     assert code == 2 and "--ray-gpus-per-task=1 but the Ray cluster has 0 GPUs" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_distributed_path_refuses_ids_a_labels_file_cannot_name(tmp_path):
+    """Issue 20 item 33, on the task path: an id with a trailing space is refused, as the local engine does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from alq.embed import EmbedRequest, embed
+    from alq.engine import LocalEngine
+    from alq.errors import BadInputError
+
+    class InProcess(LocalEngine):
+        name = "in-process-tasks"
+
+    ids = [f"k{i}" for i in range(40)]
+    ids[29] = "k29 "
+    vec = pa.array(np.ones((40, 4), np.float32).tolist(), pa.list_(pa.float32()))
+    pq.write_table(pa.table({"id": ids, "embedding": vec}), tmp_path / "in.parquet")
+    req = EmbedRequest(inputs=[tmp_path / "in.parquet"], out=tmp_path / "pool", shard_rows=8, dtype="float32")
+    with pytest.raises(BadInputError, match=r"in\.parquet: row 29: id 'k29 ' has leading or trailing whitespace"):
+        embed(req, engine=InProcess(), tasks=3)
+    assert not (tmp_path / "pool").exists()

@@ -30,8 +30,17 @@ def import_cmd(
     out: str = typer.Option(..., "--out", "-o", parser=path, help="Labels file to create or merge into (written atomically)."),
     on_conflict: str = typer.Option("error", "--on-conflict", help="An id already labeled differently: error, "
                                     "keep-old or take-new."),
-    id_column: str = typer.Option("id", "--id-column", help="Id column name."),
+    id_column: str | None = typer.Option(None, "--id-column", help="Id column (or Label Studio data field). Default: "
+                                         "alq_id when present, else id, else the pool's own id column name "
+                                         "(e.g. image_id, as `alq embed` read it)."),
     label_column: str = typer.Option("label", "--label-column", help="Label column name."),
+    from_name: str | None = typer.Option(None, "--from-name", help="Label Studio: the <Choices> control whose "
+                                         "choice is the label (needed when a project has several; for CSV and "
+                                         "JSON-MIN exports, its column)."),
+    classes: str | None = typer.Option(None, "--classes", help="Allowed classes, comma-separated (cat,dog,bird): "
+                                       "a label outside them is an error. Without it a new class only warns."),
+    classes_from: str | None = typer.Option(None, "--classes-from", parser=path, help="Allowed classes: those of "
+                                            "this head (.pt from `alq train`)."),
     delimiter: str | None = typer.Option(None, "--delimiter", help="Multi-label: labels in one string split on "
                                             "this (e.g. '|'). List columns in Parquet need no flag."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report; write nothing."),
@@ -39,6 +48,7 @@ def import_cmd(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     from alq import fs
+    from alq.errors import BadInputError
     from alq.guard import Output, check_outputs
     from alq.store import open_pool
     from alq.store.annotations import import_labels
@@ -46,6 +56,9 @@ def import_cmd(
     files, pool, out = where_all(files), where(pool), where(out)
     check_outputs([] if dry_run else [Output(out, "labels")], [*(("FILES", f) for f in files), ("--pool", pool)],
                   overwrite=None)
+    if classes is not None and classes_from is not None:
+        raise BadInputError("--classes and --classes-from exclude each other")
+    allowed = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else None
 
     with remote_lock(None if dry_run else out, "`alq labels import`"), Staged() as st:
         local_files = st.inputs(files, "annotation file")
@@ -53,15 +66,22 @@ def import_cmd(
             local_out = st.input(out, "labels file")  # read to validate the merge, never written back
         else:
             local_out = st.output(out, "file", resume=True)  # merged into: the current file comes first
+        if classes_from is not None:
+            from alq.model.head import load_head
+
+            allowed = list(load_head(st.input(where(classes_from), "head")).classes)
         summary = import_labels(local_files, open_pool(pool), local_out, on_conflict=on_conflict,
                                 id_column=id_column, label_column=label_column, delimiter=delimiter,
-                                dry_run=dry_run, pool_path=pool)
+                                dry_run=dry_run, pool_path=pool, from_name=from_name, classes=allowed)
     summary["output"] = str(out)  # the output-path key every command shares (`out` kept)
+    for line in summary["warnings"]:  # shown even with -q / --json: an unattended job's log must carry them
+        typer.echo(f"warning: {line}", err=True)
 
     def render(s: dict) -> None:
         verb = "would write" if dry_run else "wrote"
+        pending = f"; {s['not_annotated']} tasks not annotated yet" if s["not_annotated"] else ""
         typer.echo(f"{verb} {out}: {s['total']} labeled ids ({s['added']} new, {s['changed']} changed, "
-                   f"{s['unchanged']} unchanged, {s['kept_old']} kept old) in {s['classes']} classes")
+                   f"{s['unchanged']} unchanged, {s['kept_old']} kept old) in {s['classes']} classes{pending}")
         _render_counts(s["class_counts"], s["total"], s["multilabel"])
 
     emit(summary, as_json=as_json, quiet=quiet, render=render)
@@ -70,13 +90,18 @@ def import_cmd(
 import_cmd.__doc__ = (
     "Import annotator output into the labels file (merged atomically).\n\n"
     "Labels may be integers or strings; multi-label rows are a Parquet list column or a delimited string "
-    "(--delimiter). A Label Studio JSON export (tasks from `alq export --format label-studio`) gives each "
-    "annotated task's choice (several choices: multi-label); tasks not yet annotated stay pending. "
+    "(--delimiter). A Label Studio export (JSON, JSON-MIN or CSV, of tasks from `alq export --format "
+    "label-studio`) gives each annotated task's choice (several choices: multi-label), keyed by `alq_id` (its `id` "
+    "is Label Studio's task id, never used); tasks not yet annotated are counted and stay pending. A project with "
+    "several <Choices> controls needs --from-name. A class the labels file did not hold before is imported with a "
+    "warning; --classes (or --classes-from HEAD) makes it an error. "
     "Ids not in the pool, conflicting labels (unless --on-conflict says otherwise), empty files "
     "and missing columns are refused with one line naming the file and line; nothing is written then.\n\n"
     + URI_NOTE + "\n\nExample:\n\n"
     "  alq labels import batch1_done.csv batch2_done.parquet --pool pool/ --out labels.parquet\n\n"
-    "  alq labels import tags.csv --delimiter '|' --pool pool/ --out labels.parquet --on-conflict take-new --json"
+    "  alq labels import tags.csv --delimiter '|' --pool pool/ --out labels.parquet --on-conflict take-new --json\n\n"
+    "  alq labels import project-3-at-2026-12-01.csv --from-name choice --classes cat,dog,bird --pool pool/ "
+    "--out labels.parquet"
 )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from alq import fs
 from alq.config import rows_per_block
-from alq.embed.sources import IdStream, expand_inputs, open_source
+from alq.embed.sources import IdStream, check_id_text, expand_inputs, open_source
 from alq.embed.staged import staged
 from alq.errors import BadInputError
 from alq.store.manifest import is_pool, read_manifest
@@ -100,6 +100,9 @@ def _embed(req: EmbedRequest, stack: contextlib.ExitStack, progress, engine, tas
 
     extra = {"embed": {"inputs": [fs.name_of(f) for f in files[:20]] + (["..."] if len(files) > 20 else []),
                        "rows": total}}
+    id_columns = _id_columns(sources, id_streams, read_manifest(out).extra if req.append and is_pool(out) else {})
+    if id_columns:  # `alq labels import` finds ids under these names (image_id, ...) as this command did
+        extra["id_columns"] = id_columns
     if raw:
         from alq.io import sha256_file
 
@@ -170,6 +173,7 @@ def _write_local(writer, sources, id_streams, encoder, existing, req, progress, 
             if encoder is not None:
                 vectors = encoder.encode(vectors, source=batch.source, row0=batch.row0)
             ids = ids_stream.take(len(vectors)) if ids_stream is not None else batch.ids
+            check_id_text(ids, batch.source, batch.row0)
             if existing is None:
                 writer.add(vectors, ids, source=batch.source, source_row0=batch.row0, columns=batch.columns)
             else:
@@ -264,6 +268,24 @@ def _add_new_rows(writer: PoolWriter, existing, vectors, ids, batch) -> None:
         sub_ids = ids[a:b] if ids is not None else None
         cols = batch.columns.slice(a, b - a) if batch.columns is not None else None
         writer.add(vectors[a:b], sub_ids, source=batch.source, source_row0=batch.row0 + a, columns=cols)
+
+
+def _id_columns(sources: list, id_streams: list, base_extra: dict) -> list[str]:
+    """The column names the pool's ids were read from (Parquet inputs, --ids Parquet, an npz key), kept
+    across appends."""
+    names = list(base_extra.get("id_columns") or [])
+    if any(st is not None for st in id_streams):
+        found = [st.column for st in dict.fromkeys(st for st in id_streams if st is not None) if st.kind == "parquet"]
+    else:
+        found = []
+        for s in sources:
+            if getattr(s, "icol", None):
+                found.append(s.icol)
+            elif getattr(s, "pool", None) is not None:
+                found += list(s.pool.manifest.extra.get("id_columns") or [])
+            elif getattr(getattr(s, "ids", None), "key", None):
+                found.append(s.ids.key)
+    return names + [n for n in dict.fromkeys(found) if n not in names]
 
 
 def _first_two_different(dims: dict) -> tuple[tuple[str, int], tuple[str, int]]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from alq import fs
 from alq.config import rows_per_block
 from alq.embed.plan import TaskRange, plan_tasks, shard_origins
-from alq.embed.sources import IdStream, Source, open_source
+from alq.embed.sources import IdStream, Source, check_id_text, open_source
 from alq.embed.staged import staged
 from alq.errors import AlqError, BadInputError
 from alq.store.manifest import ShardInfo
@@ -146,6 +146,7 @@ def _batches(job: PartJob, encoder, stack: contextlib.ExitStack, seen: dict) -> 
                 batch_ids = ids.take(len(vectors))
             if job.ids.mode == "generated":
                 batch_ids = None
+            check_id_text(batch_ids, name, row0)
             seen.setdefault("dim", int(vectors.shape[1]) if vectors.ndim == 2 else 0)
             yield vectors, batch_ids, columns, name, row0
 

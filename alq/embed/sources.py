@@ -172,6 +172,38 @@ class _NpzMember:
                 r += n
 
 
+def check_id_text(ids, source: str, row0: int) -> None:
+    """Refuse string ids a labels CSV could not name exactly: empty, with a line break, or with leading or
+    trailing whitespace (CSV and id-list readers strip each field). Integer ids pass.
+    """
+    if ids is None:
+        return
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    if isinstance(ids, pa.Array):
+        if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+            return
+        arr = ids
+    else:
+        a = np.asarray(ids)
+        if a.dtype.kind not in "OUS":
+            return
+        try:
+            arr = pa.array(a.tolist(), type=pa.string())
+        except (pa.ArrowException, TypeError, ValueError):
+            return  # not all strings: the writer names what is wrong with them
+    bad = pc.or_(pc.equal(pc.utf8_length(arr), 0), pc.not_equal(arr, pc.utf8_trim_whitespace(arr)))
+    bad = pc.fill_null(pc.or_(bad, pc.match_substring_regex(arr, "[\r\n]")), False)
+    if not pc.any(bad).as_py():
+        return
+    r = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
+    v = arr[r].as_py()
+    what = ("is empty" if v == "" else "holds a line break" if "\n" in v or "\r" in v
+            else "has leading or trailing whitespace")
+    raise BadInputError(f"{source}: row {row0 + r}: id {v!r} {what}, so no labels file could name it exactly",
+                        hint="clean the ids before `alq embed` (strip them, drop empty ones)")
+
+
 class NpzSource(Source):
     """An .npz with a vector array (``--vector-column`` names its key) and optionally ids."""
 

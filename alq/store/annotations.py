@@ -40,43 +40,92 @@ class Annotations:
     labels: list  # scalars, or tuples when multilabel
     multilabel: bool
     label_kind: str | None  # "int", "string", or None (untyped CSV text that may become either)
-    lines: list[int] | None = None  # CSV line number of each row (None: Parquet, rows are 0-based)
+    lines: list[int] | None = None  # CSV line number (or export task) of each row (None: Parquet, 0-based rows)
     raw_text: bool = False  # labels are CSV text, convertible to int if the merged set is int
+    unit: str = "line"  # what ``lines`` count: "line" (CSV), "task" or "record" (a Label Studio export)
+    not_annotated: int = 0  # Label Studio tasks in the file with no annotation yet (still pending)
 
     def where(self, i: int) -> str:
-        """``file: line 7`` (CSV) or ``file: row 5`` (Parquet), for error messages."""
-        return f"{self.path}: line {self.lines[i]}" if self.lines is not None else f"{self.path}: row {i}"
+        """``file: line 7`` (CSV), ``file: task 3`` (Label Studio) or ``file: row 5`` (Parquet), for messages."""
+        return f"{self.path}: {self.unit} {self.lines[i]}" if self.lines is not None else f"{self.path}: row {i}"
 
 
 def _where(path: Path, i: int) -> str:
     return f"{path}: row {i}"
 
 
-def read_annotations(path: str | Path, *, id_type: str, id_column: str = "id", label_column: str = "label",
-                     delimiter: str | None = None) -> Annotations:
-    """Read one annotator file (CSV/TSV/TXT or Parquet) into typed ids and labels."""
+def read_annotations(path: str | Path, *, id_type: str, id_column: str | None = None, label_column: str = "label",
+                     delimiter: str | None = None, from_name: str | None = None,
+                     pool_id_columns: tuple[str, ...] | list[str] = ()) -> Annotations:
+    """Read one annotator file (CSV/TSV/TXT, Parquet, or a Label Studio export) into typed ids and labels.
+
+    ``id_column`` None picks the id column: ``alq_id`` (what alq's exports carry) when present, else
+    ``id`` or one of ``pool_id_columns`` (the names the pool's ids came from at ``alq embed``); a Label
+    Studio export (whose ``id`` is Label Studio's task id) without ``alq_id`` is refused.
+    ``from_name``: the Label Studio ``<Choices>`` control to read (for CSV and JSON-MIN, its column).
+    """
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq") or is_parquet(path):  # by content too: x.PARQUET, a file with no suffix
-        return _read_parquet(path, id_type, id_column, label_column, delimiter)
+        return _read_parquet(path, id_type, id_column, label_column, delimiter, pool_id_columns)
     if suffix == ".json":  # a Label Studio export (alq/labelstudio.py)
         from alq.labelstudio import read_export, typed_ids
 
-        ids, labels, multilabel, _ = read_export(path)
-        if not ids:
-            raise BadInputError(f"{path}: no task has an annotation yet")
-        return Annotations(path, typed_ids(ids, id_type, path), labels, multilabel, None, raw_text=True)
-    return _read_text(path, id_type, id_column, label_column, delimiter, sep="\t" if suffix == ".tsv" else ",")
+        rows = read_export(path, id_field=id_column, from_name=from_name, label_field=label_column)
+        ids = typed_ids(rows.ids, id_type, path, unit=rows.unit, places=rows.places)
+        return Annotations(path, ids, rows.labels(), rows.multilabel, None, lines=rows.places, raw_text=True,
+                           unit=rows.unit, not_annotated=rows.not_annotated)
+    return _read_text(path, id_type, id_column, label_column, delimiter, sep="\t" if suffix == ".tsv" else ",",
+                      from_name=from_name, pool_id_columns=pool_id_columns)
 
 
-def _read_text(path: Path, id_type: str, id_column: str, label_column: str, delimiter: str | None,
-               sep: str) -> Annotations:
-    """CSV/TSV with a header; blank lines skipped; errors give the file's real line numbers."""
+def _pick_id_column(path: Path, names: list[str], id_column: str | None, label_studio: bool,
+                    pool_id_columns) -> str:
+    """The column holding pool ids: named, ``alq_id``, ``id``, or the pool's own id column name."""
+    from alq.labelstudio import ID_FIELD
+
+    if id_column:
+        if id_column not in names:
+            raise BadInputError(f"{path}: no {id_column!r} column (has {', '.join(names)})",
+                                hint="pass --id-column NAME")
+        return id_column
+    if ID_FIELD in names:
+        return ID_FIELD
+    if label_studio:
+        raise BadInputError(f"{path}: a Label Studio export: its `id` column is Label Studio's task id, not the "
+                            f"pool id, and it has no `{ID_FIELD}` column",
+                            hint="import tasks made by `alq export --format label-studio`, or pass --id-column NAME "
+                                 "for the column that holds the pool id")
+    own = [c for c in pool_id_columns if c in names and c != "id"]
+    if "id" in names:
+        if own:
+            raise BadInputError(f"{path}: both an 'id' column and {own[0]!r} (the pool's id column at `alq embed`)",
+                                hint=f"pass --id-column {own[0]} or --id-column id")
+        return "id"
+    if own:
+        return own[0]
+    like = [c for c in names if c.lower().endswith("_id")]
+    raise BadInputError(f"{path}: no 'id' column (header has {', '.join(names)})",
+                        hint=f"pass --id-column {like[0]}" if len(like) == 1 else "pass --id-column / --label-column")
+
+
+def _read_text(path: Path, id_type: str, id_column: str | None, label_column: str, delimiter: str | None,
+               sep: str, *, from_name: str | None = None, pool_id_columns=()) -> Annotations:
+    """CSV/TSV with a header; blank lines skipped; errors give the file's real line numbers.
+
+    A Label Studio CSV export (a header with its task ``id`` and ``annotation_id``) is read as one:
+    ids from ``alq_id``, the choice from the control's column (``{"choices": [...]}`` for several), rows
+    with no choice counted as not annotated yet.
+    """
+    from alq.labelstudio import csv_choice, is_export_header
+
     raw_ids: list[str] = []
     raw_labels: list[str] = []
     lines: list[int] = []
+    label_studio = False
+    not_annotated = 0
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, delimiter=sep, strict=True)
@@ -88,10 +137,16 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
                 raise BadInputError(f"{path}: empty file (expected a header line such as "
                                     f"`{id_column},{label_column}`)")
             header = [h.strip() for h in header]
-            for col in (id_column, label_column):
-                if col not in header:
-                    raise BadInputError(f"{path}: no {col!r} column (header has {', '.join(header)})",
-                                        hint="pass --id-column / --label-column")
+            label_studio = is_export_header(header)
+            id_column = _pick_id_column(path, header, id_column, label_studio, pool_id_columns)
+            label_column = from_name or label_column
+            if label_column not in header:
+                if label_studio:
+                    raise BadInputError(f"{path}: a Label Studio export holds each choice in the column named after "
+                                        f"its control, and it has no {label_column!r} column (header has "
+                                        f"{', '.join(header)})", hint="pass --from-name NAME, the <Choices> control")
+                raise BadInputError(f"{path}: no {label_column!r} column (header has {', '.join(header)})",
+                                    hint="pass --id-column / --label-column")
             ci, cl = header.index(id_column), header.index(label_column)
             start = reader.line_num + 1
             for row in reader:
@@ -104,6 +159,9 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
                 if len(row) != len(header):
                     raise BadInputError(f"{path}: line {reader.line_num}: {len(row)} fields, the header has "
                                         f"{len(header)}")
+                if label_studio and not row[cl].strip():
+                    not_annotated += 1  # a task exported before anyone annotated it
+                    continue
                 raw_ids.append(row[ci].strip())
                 raw_labels.append(row[cl].strip())
                 lines.append(reader.line_num)
@@ -112,23 +170,31 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
     except csv.Error as exc:
         raise BadInputError(f"{path}: line {start}: bad quoting ({exc}: an unterminated quote?)") from None
     if not raw_ids:
+        if not_annotated:
+            raise BadInputError(f"{path}: none of its {not_annotated} rows is annotated yet",
+                                hint="export again once annotators have labeled some")
         raise BadInputError(f"{path}: no rows after the header")
-    a = Annotations(path, np.empty(0), [], False, None, lines=lines, raw_text=True)
+    a = Annotations(path, np.empty(0), [], False, None, lines=lines, raw_text=True, not_annotated=not_annotated)
     for i, v in enumerate(raw_ids):
         if not v:
             raise BadInputError(f"{a.where(i)}: empty id")
     if id_type == "int64":
         ids = np.empty(len(raw_ids), dtype=np.int64)
         for i, v in enumerate(raw_ids):
-            try:
-                ids[i] = int(v)
-            except ValueError:
-                raise BadInputError(f"{a.where(i)}: id {v!r} is not an integer (the pool uses integer ids)") from None
-            except OverflowError:
+            if not _ASCII_INT.fullmatch(v):  # int() would take 1_0, ١٢ and +12 (ids the file does not hold)
+                raise BadInputError(f"{a.where(i)}: id {v!r} is not an integer (the pool uses integer ids)")
+            n = int(v)
+            if not _INT64[0] <= n <= _INT64[1]:
                 raise BadInputError(f"{a.where(i)}: id {v} does not fit in a 64-bit integer (the pool's "
-                                    "ids are int64)") from None
+                                    "ids are int64)")
+            ids[i] = n
     else:
         ids = np.array(raw_ids, dtype=object)
+    if label_studio:
+        choices = [csv_choice(v, a.where(i)) for i, v in enumerate(raw_labels)]
+        multilabel = any(len(c) > 1 for c in choices)
+        a.ids, a.labels, a.multilabel = ids, [c if multilabel else c[0] for c in choices], multilabel
+        return a
     if delimiter:
         labels = [tuple(t.strip() for t in v.split(delimiter) if t.strip()) for v in raw_labels]
     else:
@@ -143,12 +209,13 @@ def _read_text(path: Path, id_type: str, id_column: str, label_column: str, deli
     return a
 
 
-def _read_parquet(path: Path, id_type: str, id_column: str, label_column: str, delimiter: str | None) -> Annotations:
+def _read_parquet(path: Path, id_type: str, id_column: str | None, label_column: str, delimiter: str | None,
+                  pool_id_columns=()) -> Annotations:
     table = read_parquet(path)
-    for col in (id_column, label_column):
-        if col not in table.column_names:
-            raise BadInputError(f"{path}: no {col!r} column (has {', '.join(table.column_names)})",
-                                hint="pass --id-column / --label-column")
+    id_column = _pick_id_column(path, table.column_names, id_column, False, pool_id_columns)
+    if label_column not in table.column_names:
+        raise BadInputError(f"{path}: no {label_column!r} column (has {', '.join(table.column_names)})",
+                            hint="pass --id-column / --label-column")
     if table.num_rows == 0:
         raise BadInputError(f"{path}: no rows")
     id_col = table.column(id_column).combine_chunks()
@@ -197,6 +264,8 @@ def _read_parquet(path: Path, id_type: str, id_column: str, label_column: str, d
 
 
 _INTEGRAL_FLOAT = re.compile(r"-?[0-9]+\.0*")
+_ASCII_INT = re.compile(r"-?[0-9]+")
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _integral_floats(path: Path, lab: pa.Array) -> pa.Array:
@@ -263,9 +332,17 @@ def _show(v) -> str:
 
 
 def import_labels(files: list[str | Path], pool: Pool, out: str | Path, *, on_conflict: str = "error",
-                  id_column: str = "id", label_column: str = "label", delimiter: str | None = None,
-                  dry_run: bool = False, pool_path: str | Path | None = None) -> dict:
-    """Merge annotator ``files`` into the labels file ``out`` (created if absent); return a summary."""
+                  id_column: str | None = None, label_column: str = "label", delimiter: str | None = None,
+                  dry_run: bool = False, pool_path: str | Path | None = None, from_name: str | None = None,
+                  classes: list | None = None) -> dict:
+    """Merge annotator ``files`` into the labels file ``out`` (created if absent); return a summary.
+
+    ``classes``: the allowed classes; a label outside them is an error. Without it, a class the labels
+    file did not hold before is imported with a warning (``summary["warnings"]``, ``new_classes``).
+    ``summary["not_annotated"]``: Label Studio tasks in the files with no annotation yet.
+    """
+    if classes is not None and not classes:
+        raise BadInputError("--classes is empty", hint="give the allowed classes, e.g. --classes cat,dog,bird")
     if on_conflict not in POLICIES:
         raise BadInputError(f"--on-conflict={on_conflict!r} must be one of {', '.join(POLICIES)}")
     if not files:
@@ -274,13 +351,28 @@ def import_labels(files: list[str | Path], pool: Pool, out: str | Path, *, on_co
     for f in files:
         if Path(f).resolve() == out.resolve():
             raise BadInputError(f"{f}: the file to import is the output labels file")
+    opts = dict(id_column=id_column, label_column=label_column, delimiter=delimiter, from_name=from_name,
+                pool_id_columns=tuple(pool.manifest.extra.get("id_columns") or ()))
     if dry_run:
-        return _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path)
+        return _import(files, pool, out, on_conflict, opts, dry_run, pool_path, classes)
     with exclusive_lock(out, what="`alq labels import`"):
-        return _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path)
+        return _import(files, pool, out, on_conflict, opts, dry_run, pool_path, classes)
 
 
-def _import(files, pool, out, on_conflict, id_column, label_column, delimiter, dry_run, pool_path) -> dict:
+def _allowed(classes: list, kind: str) -> set:
+    """``--classes`` in the labels' type: the strings a command line gives become ints for integer labels."""
+    if kind == "int":
+        out = set()
+        for c in classes:
+            n = c if isinstance(c, int) else _as_int(str(c).strip())
+            if n is None:
+                raise BadInputError(f"--classes: {c!r} is not an integer, but the labels are integers")
+            out.add(n)
+        return out
+    return {str(c).strip() for c in classes}
+
+
+def _import(files, pool, out, on_conflict, opts, dry_run, pool_path, classes) -> dict:
     existing: LabelSet | None = None
     history: list = []
     if out.exists():
@@ -305,11 +397,12 @@ def _import(files, pool, out, on_conflict, id_column, label_column, delimiter, d
             labels.append(v)
             origin.append(out_name)
     n_old = len(ids)
-    stats = {"rows_read": 0, "added": 0, "changed": 0, "unchanged": 0, "kept_old": 0}
+    stats = {"rows_read": 0, "added": 0, "changed": 0, "unchanged": 0, "kept_old": 0, "not_annotated": 0}
     imports = []
+    known = set(existing.classes) if existing is not None and len(existing) else None
+    new_classes: dict = {}  # class -> [where first seen, rows], classes the labels file did not hold
     for f in files:
-        a = read_annotations(f, id_type=pool.id_type, id_column=id_column, label_column=label_column,
-                             delimiter=delimiter)
+        a = read_annotations(f, id_type=pool.id_type, **opts)
         if multilabel is not None and a.multilabel != multilabel:
             if multilabel:
                 raise BadInputError(f"{a.path}: single labels, but the labels so far are multi-label",
@@ -320,6 +413,16 @@ def _import(files, pool, out, on_conflict, id_column, label_column, delimiter, d
         if kind is not None and a_kind != kind:
             raise BadInputError(f"{a.path}: labels are {a_kind}s but the labels so far are {kind}s")
         kind = a_kind if kind is None else kind
+        allowed = _allowed(classes, kind) if classes is not None else None
+        for i, v in enumerate(typed):
+            for c in (v if a.multilabel else (v,)):
+                if allowed is not None and c not in allowed:
+                    shown = ", ".join(str(x) for x in sorted(allowed))
+                    raise BadInputError(f"{a.where(i)}: label {_show(c)} is not one of --classes ({shown})",
+                                        hint="fix the label, or add the class to --classes")
+                if known is not None and c not in known:
+                    seen = new_classes.setdefault(c, [a.where(i), 0])
+                    seen[1] += 1
         idx = pool.lookup(a.ids)
         unknown = np.flatnonzero(idx < 0)
         if unknown.size:
@@ -353,14 +456,20 @@ def _import(files, pool, out, on_conflict, id_column, label_column, delimiter, d
         stats["changed"] += changed
         stats["unchanged"] += unchanged
         stats["kept_old"] += kept
+        stats["not_annotated"] += a.not_annotated
         imports.append({"file": str(a.path.name), "sha256": sha256_file(a.path), "rows": len(a.ids),
-                        "added": added, "changed": changed, "kept_old": kept})
+                        "added": added, "changed": changed, "kept_old": kept,
+                        **({"not_annotated": a.not_annotated} if a.not_annotated else {})})
     id_arr = np.array(ids, dtype=np.int64) if pool.id_type == "int64" else np.array(ids, dtype=object)
     merged = LabelSet(ids=id_arr, labels=labels, multilabel=bool(multilabel))
     counts = merged.class_counts()
     summary = {"out": str(out), "files": [str(f) for f in files], **stats, "before": n_old, "total": len(merged),
                "multilabel": merged.multilabel, "classes": len(counts), "class_counts": counts,
-               "on_conflict": on_conflict, "written": not dry_run}
+               "on_conflict": on_conflict, "written": not dry_run,
+               "new_classes": sorted(new_classes, key=str),
+               "warnings": [f"{w}: new class {_show(c)} ({n} row{'s' if n != 1 else ''}), not in {out} before "
+                            "(a typo? --classes makes a class outside the list an error)"
+                            for c, (w, n) in sorted(new_classes.items(), key=lambda kv: str(kv[0]))]}
     if not dry_run:
         merged.write(out, pool_fingerprint=pool.fingerprint, imports=(history + imports)[-MAX_HISTORY:])
     return summary
