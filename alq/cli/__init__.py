@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import signal
 import sys
 import threading
+
+# OpenMP threads (torch's and faiss's) spin between parallel regions by default: on a shared 2-core
+# machine that doubled the CPU and the linkage time of `alq cluster`. Set before torch or faiss loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from alq.cli.app import app, stderr
 

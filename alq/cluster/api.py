@@ -201,11 +201,16 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
                     f"({missing:.4g}): every connected group merges; raise --knn or lower --threshold")
         t1 = time.perf_counter()
         say(f"graph average linkage over {len(a)} edges")
-        den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, vectors=vectors,
-                                            device=device, progress=progress)
+        from alq.device import serial, torch_device
+
+        device = device or torch_device()
+        with serial(device):  # memory-bound passes: one thread is as fast, and far faster on a busy machine
+            den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, vectors=vectors,
+                                                device=device, progress=progress, vectors_scratch=True)
         gstats["longest_edge"] = missing
         gstats["projected_dim"] = proj_dim
         if opts.n_clusters is not None:
+            vectors, _ = sufficient_vectors(pool, normalize, seed=opts.seed)  # the linkage summed into the first
             den, dense = finish_dense(den, a, b, w, vectors, opts.n_clusters)
             if dense:
                 gstats["dense_finish"] = dense

@@ -72,28 +72,36 @@ def edges_from_knn(nbr: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.nd
     from both ends keeps the smaller distance (they agree up to float rounding).
     """
     n, k = nbr.shape
+    dst = nbr.reshape(-1)
     src = np.repeat(np.arange(n, dtype=np.int64), k)
-    dst = nbr.reshape(-1).astype(np.int64, copy=False)
-    w = dist.reshape(-1).astype(np.float64)
+    w = dist.reshape(-1)
     ok = (dst >= 0) & (dst != src) & np.isfinite(w)
-    src, dst, w = src[ok], dst[ok], w[ok]
-    a = np.minimum(src, dst)
-    b = np.maximum(src, dst)
-    key = a * np.int64(max(n, 1)) + b
+    w = w[ok]
+    key = np.minimum(src, dst)
+    key *= np.int64(max(n, 1))
+    key += np.maximum(src, dst)
+    del src, dst
+    key = key[ok]
+    del ok
     order = np.argsort(key, kind="stable")
     key, w = key[order], w[order]
+    del order
     if len(key) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
     start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-    wmin = np.minimum.reduceat(w, start)
+    wmin = np.minimum.reduceat(w, start).astype(np.float64)
     ukey = key[start]
     return ukey // n, ukey % n, wmin
 
 
 def graph_average_linkage(n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, *,
                           threshold: float | None = None, vectors: np.ndarray | None = None,
-                          missing: float | None = None, device=None, progress=None) -> tuple[Dendrogram, dict]:
+                          missing: float | None = None, device=None, progress=None,
+                          vectors_scratch: bool = False) -> tuple[Dendrogram, dict]:
     """Average-linkage dendrogram of n points over the undirected edges (a, b, w).
+
+    ``vectors_scratch``: ``vectors`` (float32) may be overwritten with the
+    clusters' vector sums, saving a copy of N x d' floats.
 
     How pairs without an edge count (see the module docstring):
     ``vectors`` (n, d'): their root-mean-square distance from the clusters'
@@ -102,6 +110,14 @@ def graph_average_linkage(n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, *
     With ``threshold`` only merges at linkage <= threshold are made (enough
     for a threshold cut); without, merging goes on until no edges remain.
     Returns (dendrogram, stats: rounds, merges, edges).
+
+    Clusters keep the id of their smallest leaf (no renumbering), so a round
+    touches only the edges of the clusters that merged in it: those are
+    relabelled, their parallel edges combined (sorted, within that subset
+    only) and their linkages recomputed; every other edge is left as it is.
+    A round costs two scatter passes over the live edges plus work on the
+    merged clusters' edges, and clusters whose every linkage is above the
+    threshold leave with their edges.
     """
     if device is None:
         from alq.device import torch_device
@@ -110,100 +126,104 @@ def graph_average_linkage(n: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, *
     f64 = torch.float64
     eps = float("inf") if threshold is None else float(threshold)
     mode = "rms" if vectors is not None else ("constant" if missing is not None else "observed")
-    ea = torch.as_tensor(np.asarray(a, dtype=np.int64), device=device)
-    eb = torch.as_tensor(np.asarray(b, dtype=np.int64), device=device)
+    idt = torch.int32 if n < 2**31 - 1 else torch.int64
+    ea = torch.as_tensor(np.asarray(a), device=device).to(idt)
+    eb = torch.as_tensor(np.asarray(b), device=device).to(idt)
     s1 = torch.as_tensor(np.asarray(w, dtype=np.float64), device=device)  # sum of edge distances
-    cnt = torch.ones_like(s1)  # number of edges
+    cnt = torch.ones(len(s1), dtype=torch.float32, device=device)  # number of edges (exact in float32 to 2^24)
     s2 = s1 * s1 if mode == "rms" else None  # sum of squared edge distances
     size = torch.ones(n, dtype=f64, device=device)
+    vs = qn = None
     if mode == "rms":
-        vs = torch.as_tensor(np.asarray(vectors, dtype=np.float32), device=device).clone()  # vector sums
-        qn = (vs.double() ** 2).sum(1)  # sums of squared norms
+        vs = torch.as_tensor(np.asarray(vectors, dtype=np.float32), device=device)  # vector sums
+        if not vectors_scratch:
+            vs = vs.clone()
+        qn = torch.empty(n, dtype=f64, device=device)  # sums of squared norms, in chunks (no N x d float64 copy)
+        step = rows_per_block(vs.shape[1] * 16)
+        for lo in range(0, n, step):
+            qn[lo:lo + step] = (vs[lo:lo + step].double() ** 2).sum(1)
     big_d = float(missing) if missing is not None else 0.0
-    link = torch.empty(0, dtype=f64, device=device)
-    dirty = torch.ones(len(s1), dtype=torch.bool, device=device)
-    rep = torch.arange(n, dtype=torch.int64, device=device)  # a leaf of each current cluster
+    # every first linkage is one edge between two points: its distance (no sums needed)
+    link = s1.clone()
     node_h = torch.zeros(n, dtype=f64, device=device)  # height of each cluster's last merge
-    n_cur = n
+    alive = torch.ones(n, dtype=torch.bool, device=device)
     merges_a: list[np.ndarray] = []
     merges_b: list[np.ndarray] = []
     heights: list[np.ndarray] = []
     rounds = total = 0
     stats = {"edges": int(len(s1)), "rounds": 0, "merges": 0, "missing_pairs": mode}
-    inf = torch.tensor(float("inf"), dtype=f64, device=device)
+    inf = float("inf")
     while ea.numel() > 0:
         rounds += 1
-        link = _linkage(mode, link, dirty, ea, eb, s1, s2, cnt, size, big_d,
-                        vs if mode == "rms" else None, qn if mode == "rms" else None)
-        src = torch.cat([ea, eb])
-        dst = torch.cat([eb, ea])
-        w2 = torch.cat([link, link])
-        minw = inf.expand(n_cur).clone().scatter_reduce_(0, src, w2, reduce="amin", include_self=True)
-        cand = w2 == minw[src]
-        nn = torch.full((n_cur,), n_cur, dtype=torch.int64, device=device)
-        nn.scatter_reduce_(0, src[cand], dst[cand], reduce="amin", include_self=True)
-        del src, dst, w2, cand
-        active = torch.isfinite(minw) & (minw <= eps)
-        u = torch.arange(n_cur, dtype=torch.int64, device=device)
-        nn_safe = torch.where(nn < n_cur, nn, u)
-        recip = active & (nn < n_cur) & (nn_safe[nn_safe] == u) & (u < nn_safe)
-        pu = u[recip]
+        la, lb = ea.long(), eb.long()
+        minw = torch.full((n,), inf, dtype=f64, device=device)
+        minw.scatter_reduce_(0, la, link, reduce="amin", include_self=True)
+        minw.scatter_reduce_(0, lb, link, reduce="amin", include_self=True)
+        nn = torch.full((n,), n, dtype=torch.int64, device=device)  # ties: the smallest neighbour id
+        ca = link == minw[la]
+        nn.scatter_reduce_(0, la[ca], lb[ca], reduce="amin", include_self=True)
+        cb = link == minw[lb]
+        nn.scatter_reduce_(0, lb[cb], la[cb], reduce="amin", include_self=True)
+        del ca, cb
+        active = alive & torch.isfinite(minw) & (minw <= eps)
+        u = torch.nonzero(active & (nn < n)).squeeze(1)
+        v = nn[u]
+        pair = (nn[v] == u) & (u < v)
+        pu, pv = u[pair], v[pair]
+        del u, v, pair
         if pu.numel() == 0:
             break
-        pv = nn_safe[pu]
         # heights never decrease up the tree (a no-op for the exactly reducible modes)
         h = torch.maximum(minw[pu], torch.maximum(node_h[pu], node_h[pv]))
         node_h[pu] = h
-        merges_a.append(rep[pu].cpu().numpy())
-        merges_b.append(rep[pv].cpu().numpy())
+        merges_a.append(pu.cpu().numpy())
+        merges_b.append(pv.cpu().numpy())
         heights.append(h.cpu().numpy())
         total += int(pu.numel())
-        # contract: pv joins pu; retired (inactive) clusters leave the graph with their edges
-        target = u.clone()
-        target[pv] = pu
-        keep = active.clone()
-        keep[pv] = False
-        n_new = int(keep.sum())
-        newid = torch.full((n_cur,), -1, dtype=torch.int64, device=device)
-        newid[keep] = torch.arange(n_new, dtype=torch.int64, device=device)
-        merged = torch.zeros(n_cur, dtype=torch.bool, device=device)
-        merged[pu] = True
-        merged[pv] = True
-        ta = newid[target[ea]]
-        tb = newid[target[eb]]
-        m = (ta >= 0) & (tb >= 0) & (ta != tb)
-        dirty = (merged[ea] | merged[eb])[m]
-        ta, tb, s1, cnt, link = ta[m], tb[m], s1[m], cnt[m], link[m]
-        if s2 is not None:
-            s2 = s2[m]
-        key = torch.minimum(ta, tb) * n_new + torch.maximum(ta, tb)
-        del ta, tb, m
-        key, order = torch.sort(key)
-        s1, cnt, link, dirty = s1[order], cnt[order], link[order], dirty[order]
-        if s2 is not None:
-            s2 = s2[order]
-        del order
-        ukey, inverse = torch.unique_consecutive(key, return_inverse=True)
-        del key
-        n_e = len(ukey)
-        s1 = torch.zeros(n_e, dtype=f64, device=device).index_add_(0, inverse, s1)
-        cnt = torch.zeros(n_e, dtype=f64, device=device).index_add_(0, inverse, cnt)
-        if s2 is not None:
-            s2 = torch.zeros(n_e, dtype=f64, device=device).index_add_(0, inverse, s2)
-        # an edge is recomputed when an endpoint merged (that is also when duplicates appear)
-        dirty = torch.zeros(n_e, dtype=torch.bool, device=device).index_put_((inverse,), dirty, accumulate=True)
-        link = torch.empty(n_e, dtype=f64, device=device).index_copy_(0, inverse, link)
-        ea, eb = ukey // max(n_new, 1), ukey % max(n_new, 1)
-        del ukey, inverse
         size.index_add_(0, pu, size[pv])
-        size = size[keep]
-        node_h = node_h[keep]
         if mode == "rms":
             vs.index_add_(0, pu, vs[pv])
             qn.index_add_(0, pu, qn[pv])
-            vs, qn = vs[keep], qn[keep]
-        rep = rep[keep]
-        n_cur = n_new
+        # pv joins pu; clusters with no linkage within the threshold leave, with their edges
+        alive &= active
+        alive[pv] = False
+        alive[pu] = True
+        target = torch.arange(n, dtype=torch.int64, device=device)
+        target[pv] = pu
+        merged = torch.zeros(n, dtype=torch.bool, device=device)
+        merged[pu] = True
+        merged[pv] = True
+        touched = merged[la] | merged[lb]
+        keep = alive[la] & alive[lb] & ~touched
+        # the merged clusters' edges: relabel, drop the pair's own edge, combine parallel edges
+        ta, tb = target[la[touched]], target[lb[touched]]
+        t_s1, t_cnt = s1[touched], cnt[touched]
+        t_s2 = s2[touched] if s2 is not None else None
+        del la, lb, target, merged, touched
+        ok = alive[ta] & alive[tb] & (ta != tb)
+        ta, tb, t_s1, t_cnt = ta[ok], tb[ok], t_s1[ok], t_cnt[ok]
+        if t_s2 is not None:
+            t_s2 = t_s2[ok]
+        key = torch.minimum(ta, tb) * n + torch.maximum(ta, tb)
+        del ta, tb, ok
+        ukey, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        del key
+        m = len(ukey)
+        n_s1 = torch.zeros(m, dtype=f64, device=device).index_add_(0, inverse, t_s1)
+        n_cnt = torch.zeros(m, dtype=torch.float32, device=device).index_add_(0, inverse, t_cnt)
+        n_s2 = torch.zeros(m, dtype=f64, device=device).index_add_(0, inverse, t_s2) if t_s2 is not None else None
+        del inverse, t_s1, t_cnt, t_s2
+        n_a, n_b = (ukey // n).to(idt), (ukey % n).to(idt)
+        del ukey
+        n_link = _linkage(mode, n_a.long(), n_b.long(), n_s1, n_s2, n_cnt, size, big_d, vs, qn)
+        ea = torch.cat([ea[keep], n_a])
+        eb = torch.cat([eb[keep], n_b])
+        s1 = torch.cat([s1[keep], n_s1])
+        cnt = torch.cat([cnt[keep], n_cnt])
+        link = torch.cat([link[keep], n_link])
+        if s2 is not None:
+            s2 = torch.cat([s2[keep], n_s2])
+        del keep, n_a, n_b, n_s1, n_cnt, n_s2, n_link
         if progress is not None:
             progress("graph average linkage (merges)", total, max(1, n - 1))
     stats.update(rounds=rounds, merges=total)
@@ -319,31 +339,30 @@ def _zero_within_rounding(sq, norms):
     return np.where(sq <= _SUMS_TOL * norms, 0.0, sq)
 
 
-def _linkage(mode, link, dirty, ea, eb, s1, s2, cnt, size, big_d, vs, qn) -> torch.Tensor:
-    """Linkage of every edge; only ``dirty`` edges (an endpoint changed) are recomputed."""
-    if not bool(dirty.any()):
-        return link
-    if len(link) != len(dirty):
-        link = torch.empty(len(dirty), dtype=torch.float64, device=dirty.device)
-    idx = torch.nonzero(dirty).squeeze(1)
-    a, b = ea[idx], eb[idx]
+def _linkage(mode, a, b, s1, s2, cnt, size, big_d, vs, qn) -> torch.Tensor:
+    """Linkage of the edges (a, b) between current clusters, from their sums (module docstring)."""
+    cnt = cnt.double()
     if mode == "observed":
-        link[idx] = s1[idx] / cnt[idx]
-        return link
+        return s1 / cnt
     pairs = size[a] * size[b]
-    n_missing = pairs - cnt[idx]
+    n_missing = pairs - cnt
     if mode == "constant":
-        link[idx] = (s1[idx] + n_missing * big_d) / pairs
+        return (s1 + n_missing * big_d) / pairs
+    link = s1 / pairs  # exact where every pair is an edge
+    gap = torch.nonzero(n_missing > 0).squeeze(1)
+    if gap.numel() == 0:
         return link
     # sum over all |A||B| pairs of squared distances, from vector sums and squared norms;
     # the dot products in chunks of edges so the (edges, d) gathers stay within the working memory
-    dot = torch.empty(len(idx), dtype=torch.float64, device=vs.device)
+    ga, gb = a[gap], b[gap]
+    dot = torch.empty(len(gap), dtype=torch.float64, device=vs.device)
     step = rows_per_block(vs.shape[1] * 24)
-    for lo in range(0, len(idx), step):
-        hi = min(lo + step, len(idx))
-        dot[lo:hi] = (vs[a[lo:hi]] * vs[b[lo:hi]]).double().sum(1)
-    norms = size[b] * qn[a] + size[a] * qn[b]
-    missing_sq = _zero_within_rounding(norms - 2.0 * dot - s2[idx], norms)
-    rms = torch.sqrt(torch.clamp(missing_sq / n_missing.clamp_min(1.0), min=0.0))
-    link[idx] = (s1[idx] + n_missing * rms) / pairs
+    for lo in range(0, len(gap), step):
+        hi = min(lo + step, len(gap))
+        dot[lo:hi] = (vs[ga[lo:hi]] * vs[gb[lo:hi]]).double().sum(1)
+    norms = size[gb] * qn[ga] + size[ga] * qn[gb]
+    missing_sq = _zero_within_rounding(norms - 2.0 * dot - s2[gap], norms)
+    nm = n_missing[gap]
+    rms = torch.sqrt(torch.clamp(missing_sq / nm, min=0.0))
+    link[gap] = (s1[gap] + nm * rms) / pairs[gap]
     return link
