@@ -317,9 +317,8 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
 
     # 4. keep the cheaper index that reaches the target
     flat_ok = kind != "ivf" and flat_bytes <= FLAT_MAX_BYTES  # --index ivf: never the exact index
-    ivf_wins = best is not None and (best["seconds_estimate"] <= flat_per_query * n or not flat_ok)
-    if ivf_wins or (best is None and not flat_ok):
-        chosen = best or max(tried, key=lambda r: (r["recall"], -r["nprobe"]))
+    chosen = choose(tried, best, flat_per_query * n, flat_ok)
+    if chosen is not None:
         ref.set_nprobe(chosen["nprobe"])
         ref.query_rows = _query_rows(chosen["per_query"])
         info.update(index="ivf", nprobe=chosen["nprobe"], recall_at_k=round(chosen["recall"], 4),
@@ -340,6 +339,20 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
                      f"IVF reached recall {max(r['recall'] for r in tried):.3f} < {target_recall:g} before costing "
                      "more than an exact search"))
     return IndexRef(flat, query_rows=_query_rows(flat_per_query)), info
+
+
+def choose(tried: list[dict], best: dict | None, flat_seconds: float, flat_ok: bool) -> dict | None:
+    """The IVF trial to keep, or None for the exact (flat) index.
+
+    ``best``: the cheapest trial that reached the recall target (None if
+    none did). IVF is kept when it reached the target no dearer than exact
+    search, or when exact search is not allowed (then at its best recall).
+    """
+    if best is not None and (best["seconds_estimate"] <= flat_seconds or not flat_ok):
+        return best
+    if best is None and not flat_ok:
+        return max(tried, key=lambda r: (r["recall"], -r["nprobe"]))
+    return None
 
 
 def exact_knn(pool, queries: np.ndarray, k: int, *, hi: int, normalize: str | None,
