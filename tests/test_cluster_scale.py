@@ -244,7 +244,7 @@ def test_update_reuses_the_saved_index_and_reports_recall(tmp_path, monkeypatch)
 def test_sigterm_stops_a_long_knn_search_within_seconds_and_resume_finishes(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40_000, 64)).astype(np.float32)  # no neighbourhoods: exact search, tens of seconds
-    pool = _disk_pool(tmp_path / "pool", x, shard_rows=5_000)
+    _disk_pool(tmp_path / "pool", x, shard_rows=5_000)
     env = dict(os.environ, PYTHONPATH=str(REPO), ALQ_DEVICE="cpu")
     argv = [sys.executable, "-m", "alq", "cluster", str(tmp_path / "pool"), "--out", str(tmp_path / "c"),
             "--index", "flat", "-q"]

@@ -47,7 +47,6 @@ import math
 import time
 
 import numpy as np
-import torch
 
 from alq.device import faiss_gpu_count, faiss_set_nprobe, faiss_to_gpu
 from alq.errors import BadInputError, MissingFeatureError
@@ -328,7 +327,7 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
                            + ("was not asked for (--index ivf)" if kind == "ivf" else
                               f"of {flat_bytes / 2**30:.1f} GiB exceeds {FLAT_MAX_BYTES / 2**30:.0f} GiB"))
         return ref, info
-    del ref, index
+    ref = index = None  # free the IVF index before the exact one is built
     t0 = time.perf_counter()
     flat = _flat_index(pool, n, normalize, progress)
     info.update(index="flat", recall_at_k=1.0, recall_target_met=True, nprobe=None,
