@@ -410,7 +410,7 @@ def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:
                                       progress=progress)
         index_info["reused"] = False
     engine = engine or LocalEngine()
-    parts = engine.map_pool(search_partial, pool, engine.share(ref), 1, normalize, False, covered)
+    parts = engine.map_pool(search_partial, pool, ref, 1, normalize, False, covered)
     nearest = np.concatenate([p[0][:, 0] for p in parts])
     if (nearest < 0).any():  # pragma: no cover - faiss always finds one neighbour in a non-empty index
         raise BadInputError(f"{out}: no clustered neighbour found for some appended rows")
