@@ -264,3 +264,148 @@ def test_bench_default_cut_digits_active_learning():
             lab, purity = clusterings[float(name.split("@")[1])]
             extra = f"  clusters={lab.max() + 1} mean size={len(lab) / (lab.max() + 1):.1f} purity={purity:.3f}"
         print(f"  {name:22s} " + " ".join(f"{a:.3f}" for a in mean) + f"  mean={mean[1:].mean():.4f}" + extra)
+
+
+# -- the kNN stage against plain faiss, on easy, hard and real data (issue 18) ------------------------------------
+REAL = REPO.parent / "shared" / "data" / "fashion-mnist-rcnn512"
+SCALE_DATA = os.environ.get("ALQ_BENCH_CLUSTER_DATA", "mixture:100000,synth:100000,real:60000").split(",")
+
+
+def synth_pool(n: int) -> Path:
+    """`alq synth`'s default generator (100 classes, separation 4): no neighbourhood structure to exploit."""
+    path = WORK / f"synth-{n}"
+    if not (path / "manifest.json").exists():
+        subprocess.run([sys.executable, "-m", "alq", "synth", "--out", path, "-n", n, "-d", D, "-c", 100,
+                        "--dtype", "float16", "-q"], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    return path
+
+
+def real_pool(n: int) -> Path | None:
+    if not (REAL / "train_embeddings.npy").exists():
+        return None
+    path = WORK / f"real-{n}"
+    if not (path / "manifest.json").exists():
+        from alq.store import PoolWriter
+
+        x = np.load(REAL / "train_embeddings.npy", mmap_mode="r")[:n]
+        w = PoolWriter(path, dtype="float16", overwrite=True)
+        w.add(np.asarray(x, dtype=np.float32))
+        w.close()
+    return path
+
+
+def _pool_array(path: Path) -> np.ndarray:
+    from alq.store import open_pool
+
+    pool = open_pool(path)
+    return np.concatenate([np.asarray(b.vectors, dtype=np.float32) for b in pool.iter_blocks()])
+
+
+def _sample_recall(got: np.ndarray, truth: np.ndarray, rows: np.ndarray, k: int) -> float:
+    hits = 0
+    for g, t, r in zip(got, truth, rows):
+        hits += len(set(g[g != r][:k].tolist()) & set(t.tolist()))
+    return hits / truth.size
+
+
+def plain_faiss_at_recall(x: np.ndarray, k: int = 10, target: float = 0.95, seed: int = 0) -> list[dict]:
+    """Plain faiss kNN graphs of every row at the target recall@k: build + search seconds per configuration.
+
+    Each configuration's parameter (nprobe, efSearch) is the smallest of a doubling sweep that reaches the
+    target on the same kind of 1,000-query sample alq measures; the full search is then timed (above 200k rows
+    on 10,000 queries and scaled: marked "est").
+    """
+    import faiss
+
+    n, d = x.shape
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, 1000, replace=False))
+    q = x[rows]
+    truth = faiss.knn(q, x, k + 1)[1]
+    truth = np.array([t[t != r][:k] for t, r in zip(truth, rows)])
+    timed = rows if n <= 200_000 else np.sort(rng.choice(n, 10_000, replace=False))
+    scale = n / len(timed) if n > 200_000 else 1.0
+    out = []
+
+    def full(index, label, build):
+        t0 = time.perf_counter()
+        index.search(x if scale == 1.0 else x[timed], k + 1)
+        search = (time.perf_counter() - t0) * scale
+        out.append({"config": label, "build": build, "search": search, "total": build + search,
+                    "est": scale != 1.0})
+
+    t0 = time.perf_counter()
+    flat = faiss.IndexFlatL2(d)
+    flat.add(x)
+    full(flat, "flat (exact)", time.perf_counter() - t0)
+    del flat
+    nlist = int(min(n // 39, round(4 * np.sqrt(n))))
+    t0 = time.perf_counter()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    ivf.cp.niter = 10
+    ivf.train(x[np.sort(rng.choice(n, min(n, 39 * nlist), replace=False))])
+    ivf.add(x)
+    build = time.perf_counter() - t0
+    for p in [1 << i for i in range(20) if (1 << i) <= nlist]:
+        ivf.nprobe = p
+        if _sample_recall(ivf.search(q, k + 1)[1], truth, rows, k) >= target:
+            full(ivf, f"IVF{nlist},Flat nprobe={p}", build)
+            break
+    del ivf
+    t0 = time.perf_counter()
+    pq_index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 2}x4fs")
+    ref = faiss.IndexRefineFlat(pq_index)
+    ref.train(x[np.sort(rng.choice(n, min(n, 39 * nlist), replace=False))])
+    ref.add(x)
+    ref.k_factor = 8
+    build = time.perf_counter() - t0
+    for p in [1 << i for i in range(20) if (1 << i) <= nlist]:
+        faiss.extract_index_ivf(pq_index).nprobe = p
+        if _sample_recall(ref.search(q, k + 1)[1], truth, rows, k) >= target:
+            full(ref, f"IVF{nlist},PQ{d // 2}x4fs + exact re-rank x8, nprobe={p}", build)
+            break
+    del ref, pq_index
+    if n <= 200_000:
+        t0 = time.perf_counter()
+        hnsw = faiss.IndexHNSWFlat(d, 32)
+        hnsw.hnsw.efConstruction = 80
+        hnsw.add(x)
+        build = time.perf_counter() - t0
+        for ef in (16, 32, 64, 128, 256, 512):
+            hnsw.hnsw.efSearch = ef
+            if _sample_recall(hnsw.search(q, k + 1)[1], truth, rows, k) >= target:
+                full(hnsw, f"HNSW32 efSearch={ef}", build)
+                break
+    return out
+
+
+@pytest.mark.parametrize("spec", SCALE_DATA)
+def test_bench_cluster_stages_vs_plain_faiss(spec):
+    """Whole `alq cluster` (child process: wall, peak RSS) and its stages, against plain faiss in the same run.
+
+    ALQ_BENCH_CLUSTER_DATA: comma-separated kind:rows, kind in mixture (the easy 2,000-component mixture),
+    synth (`alq synth` default: hard), real (Fashion-MNIST 512-d embeddings from ../shared/data, if present).
+    """
+    kind, n = spec.split(":")
+    n = int(n)
+    path = {"mixture": make_pool, "synth": synth_pool, "real": real_pool}[kind](n)
+    if path is None:
+        pytest.skip("../shared/data/fashion-mnist-rcnn512 is not here")
+    wall, rss, info = run_cli_measured("cluster", path, "--out", WORK / f"clusters-{kind}-{n}", "--json", "-q")
+    sec = info["seconds"]
+    knn_stage = sec.get("index", 0.0) + sec.get("knn", 0.0)
+    x = _pool_array(path)
+    base = plain_faiss_at_recall(x)
+    best = min(base, key=lambda r: r["total"])
+    lines = [f"\n[cluster {kind} N={n} d={x.shape[1]}] whole `alq cluster` {wall:.1f} s, peak RSS {rss:.2f} GiB; "
+             f"stages {sec}; {info['n_clusters']} clusters"]
+    idx = json.loads((WORK / f"clusters-{kind}-{n}" / "_clusters.json").read_text())["parameters"]["index"]
+    lines.append(f"  alq index: {idx.get('index')} nlist={idx.get('nlist')} nprobe={idx.get('nprobe')} "
+                 f"recall@10={idx.get('recall_at_k')} ({idx.get('why', 'IVF reached the target')})")
+    for r in sorted(base, key=lambda r: r["total"]):
+        lines.append(f"  plain faiss {r['config']}: build {r['build']:.1f} s + search {r['search']:.1f} s"
+                     f"{' (est)' if r['est'] else ''} = {r['total']:.1f} s")
+    lines.append(f"  kNN stage (index + search) {knn_stage:.1f} s = {knn_stage / best['total']:.2f}x the best plain "
+                 f"faiss at recall >= 0.95 ({best['config']}); linkage {sec.get('linkage', 0):.1f} s = "
+                 f"{sec.get('linkage', 0) / max(knn_stage, 1e-9):.2f}x the kNN stage")
+    print("\n".join(lines))
