@@ -287,3 +287,14 @@ def test_edges_from_knn_matches_a_plain_dedup():
             ref[key] = min(ref.get(key, np.inf), float(dist[i, j]))
     got = {(int(p), int(q)): float(d) for p, q, d in zip(a, b, w)}
     assert got == ref
+
+
+def test_a_cut_that_leaves_most_rows_alone_warns_once():
+    x, _ = gaussian_pool(600, d=8, c=3, seed=2)
+    lines: list[str] = []
+    labels, info = compute_clusters(MemoryPool(x), ClusterOptions(method="graph", threshold=0.0), log=lines.append)
+    assert info["singleton_share"] == round(float((np.bincount(labels) == 1).sum()) / 600, 4) > 0.5
+    assert sum(ln.startswith("warning:") and "clusters of their own" in ln for ln in lines) == 1
+    lines.clear()
+    _, info = compute_clusters(MemoryPool(x), ClusterOptions(method="graph", n_clusters=3), log=lines.append)
+    assert info["singleton_share"] < 0.5 and not any("clusters of their own" in ln for ln in lines)

@@ -236,6 +236,12 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         cut = {"by": "threshold", "threshold": eps, "threshold_rule": rule, "n_clusters_requested": None}
     info["cut"] = cut
     info["threshold"] = cut["threshold"]
+    singletons = int((np.bincount(labels) == 1).sum())
+    info["singleton_share"] = round(singletons / n, 4)
+    if singletons > n / 2:
+        say(f"warning: {singletons} of {n} rows ({singletons / n:.0%}) are clusters of their own at this cut: "
+            "cluster-margin then mostly takes margin's candidates in another order; a coarser cut "
+            "(a larger --threshold, or --n-clusters) gives it groups to spread the batch over")
     info["knn_distance_median"] = float(np.median(kth[np.isfinite(kth)])) if np.isfinite(kth).any() else None
     seconds["total"] = time.perf_counter() - t0
     info["seconds"] = {key: round(v, 3) for key, v in seconds.items()}
