@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ import pyarrow as pa
 
 from alq import __version__
 from alq.cluster.knn import prepare
-from alq.cluster.store import coverage, new_build_dir, pool_label, publish, shard_records
+from alq.cluster.store import coverage, pool_label, publish, shard_records
 from alq.errors import BadInputError, StaleError
 from alq.io import read_json, read_parquet, sha256_file, write_json, write_parquet
 
@@ -82,7 +83,8 @@ def write_dedup(pool, out, groups, info: dict, *, normalize_requested, normalize
     """Write the dedup directory atomically (the previous one survives a crash); return its summary."""
     out = Path(out)
     check_out_dir(out)
-    build = new_build_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
     try:
         shards = []
         for s, rec in enumerate(shard_records(pool)):
