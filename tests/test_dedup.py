@@ -314,3 +314,14 @@ def test_select_dedup_refuses_groups_of_another_pool(cli, world, job, tmp_path):
     code, _, err = cli("select", other.path, "--strategy", "random", "--budget", "5", "--dedup", job["tmp"] / "dups",
                        "--out", tmp_path / "b.parquet")
     assert code == 2 and "stale" in err and "alq dedup" in err
+
+
+def test_a_large_set_of_identical_rows_groups_without_searching_past_it_from_every_member(tmp_path):
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(size=(400, 8)), np.repeat(rng.normal(size=(1, 8)), 600, axis=0),
+                        rng.normal(size=(1, 8)).repeat(2, 0) + [[0.0] * 7 + [0.01], [0.0] * 8]])
+    x = x.astype(np.float32)
+    pool = write_pool(tmp_path / "pool", x[rng.permutation(len(x))], shard_rows=250)
+    xs = np.concatenate([s for s in (pool.take(np.arange(pool.count)),)])
+    g = compute_groups(pool, DedupOptions(threshold=0.05, knn=2))[0].group_of(np.arange(pool.count))
+    assert np.array_equal(canonical(g), canonical(reference_groups(xs, 0.05)))

@@ -235,6 +235,11 @@ def edges_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, threshold: floa
         pa.append(rows[qi])
         pb.append(nbr[qi, col])
         more = rows[full]
+        if len(more) > 1:  # identical rows: one of each set searches on, the others join it (edge at 0)
+            first, same_as = _identical(prepare(pool.take(more, dtype=np.float32), normalize))
+            pa.append(more[same_as])
+            pb.append(more)
+            more = more[first]
         k_more = kk
         while len(more) and k_more < ntotal - 1:
             k_more = min(ntotal - 1, k_more * GROW)
@@ -256,6 +261,17 @@ def edges_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, threshold: floa
     d = _exact_pairs(pool, pair[:, 0], pair[:, 1], normalize)
     ok = d <= threshold
     return pair[ok, 0].astype(np.int64), pair[ok, 1].astype(np.int64), d[ok]
+
+
+def _identical(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the first row of each set of identical rows, sorted; that first position for every row).
+
+    A large set of identical rows (blank images, a repeated frame) would
+    otherwise make every member search past the whole set.
+    """
+    v = np.ascontiguousarray(x).view(np.dtype((np.void, x.dtype.itemsize * x.shape[1]))).ravel()
+    _, first, inv = np.unique(v, return_index=True, return_inverse=True)
+    return np.sort(first), first[inv.reshape(-1)]
 
 
 # -- --auto ---------------------------------------------------------------------------------------
