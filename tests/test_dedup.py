@@ -187,7 +187,7 @@ def test_cli_dedup_json_and_errors(world, cli, tmp_path):
     pool = world["pool"]
     code, out, err = cli("dedup", pool.path, "--out", tmp_path / "dups", "--threshold", "0.1", "--json", "-q")
     assert code == 0, err
-    s = json.loads(out)
+    s = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     for key in ("headline", "threshold", "threshold_rule", "n_groups", "duplicate_groups", "rows_in_duplicate_groups",
                 "rows_redundant", "largest_group", "edges", "seconds", "index", "output"):
         assert key in s, key
