@@ -325,3 +325,11 @@ def test_a_large_set_of_identical_rows_groups_without_searching_past_it_from_eve
     xs = np.concatenate([s for s in (pool.take(np.arange(pool.count)),)])
     g = compute_groups(pool, DedupOptions(threshold=0.05, knn=2))[0].group_of(np.arange(pool.count))
     assert np.array_equal(canonical(g), canonical(reference_groups(xs, 0.05)))
+
+
+def test_info_describes_a_dedup_directory(world, cli, tmp_path):
+    assert cli("dedup", world["pool"].path, "--out", tmp_path / "dups", "--threshold", "0.1", "-q")[0] == 0
+    code, out, err = cli("info", tmp_path / "dups", "--verify", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["kind"] == "dedup" and d["verified"] and d["summary"]["threshold"] == 0.1
