@@ -136,7 +136,31 @@ def register_dedup_strategies(dups: Path) -> None:
             needs_clusters = base.needs_clusters
 
             def select(self, ctx, inner=inner):
-                return constrained_select(get_strategy(inner), ctx, dedup=dups)
+                # once every near-duplicate group has a labeled row (1,140 groups on the redundant pool, 1,800
+                # labels by the last round), the rest of the budget comes from the plain ranking: only copies of
+                # labeled rows are left, and the simulation needs exactly `budget` rows
+                import dataclasses
+
+                import numpy as np
+
+                from alq.errors import BudgetError
+                from alq.strategies import Selection
+
+                try:
+                    sel = constrained_select(get_strategy(inner), dataclasses.replace(ctx), dedup=dups,
+                                             allow_smaller=True)
+                except BudgetError:  # no group left without a labeled row
+                    sel = Selection(indices=np.empty(0, np.int64), scores=np.empty(0))
+                if len(sel.indices) == ctx.budget:
+                    return sel
+                plain = get_strategy(inner).select(dataclasses.replace(
+                    ctx, budget=min(ctx.n_unlabeled, ctx.budget + len(sel.indices))))
+                extra = ~np.isin(plain.indices, sel.indices)
+                take = np.flatnonzero(extra)[:ctx.budget - len(sel.indices)]
+                sel.indices = np.concatenate([sel.indices, np.asarray(plain.indices)[take]])
+                sel.scores = np.concatenate([sel.scores, np.asarray(plain.scores)[take]])
+                sel.columns = {}
+                return sel
 
         Deduped.name = name
         REGISTRY[name] = Deduped
