@@ -333,3 +333,10 @@ def test_info_describes_a_dedup_directory(world, cli, tmp_path):
     assert code == 0, err
     d = json.loads(out)
     assert d["kind"] == "dedup" and d["verified"] and d["summary"]["threshold"] == 0.1
+
+
+def test_min_distance_counts_add_up(cli, world, job):
+    rows, s = _select(cli, world, job, "--min-distance", "2.5", budget=30)
+    c = s["constraints"]
+    assert c["ranked_rows_skipped"] == (c["min_distance"]["rejected_near_labeled_or_pending"]
+                                        + c["min_distance"]["rejected_near_a_pick"])

@@ -79,23 +79,25 @@ class MinDistanceFilter:
         acceptance when it returns False, e.g. mark the row's dedup group taken).
         """
         x = self._vectors(rows)
-        cand = np.ones(len(rows), bool) if allowed is None else np.asarray(allowed, bool).copy()
+        cand = np.ones(len(rows), bool) if allowed is None else np.asarray(allowed, bool)
         by_anchor = self._too_close(x, self.anchors, lambda idx: self.anchor_rows[idx])
-        self.rejected_by_anchor += int((cand & by_anchor).sum())
-        cand &= ~by_anchor
+        by_pick = np.zeros(len(rows), bool)
         if self.pick_rows:
             all_picks = np.concatenate(self.pick_rows)
             by_pick = self._too_close(x, self.picks, lambda idx: all_picks[idx])
-            self.rejected_by_pick += int((cand & by_pick).sum())
-            cand &= ~by_pick
         xd = x.astype(np.float64)
         sq = (xd * xd).sum(1)
         ok = np.zeros(len(rows), bool)
         chosen: list[int] = []
-        taken = 0
-        for i in np.flatnonzero(cand):
-            if limit is not None and taken >= limit:
+        for i in np.flatnonzero(cand):  # rejections are counted up to the last candidate looked at
+            if limit is not None and len(chosen) >= limit:
                 break
+            if by_anchor[i]:
+                self.rejected_by_anchor += 1
+                continue
+            if by_pick[i]:
+                self.rejected_by_pick += 1
+                continue
             if chosen and self.d > 0:
                 c = np.asarray(chosen)
                 dd = np.sqrt(np.maximum(sq[c] + sq[i] - 2 * xd[c] @ xd[i], 0))
@@ -107,7 +109,6 @@ class MinDistanceFilter:
                 continue
             ok[i] = True
             chosen.append(int(i))
-            taken += 1
         if chosen:
             self.picks.add(x[np.asarray(chosen)])
             self.pick_rows.append(rows[np.asarray(chosen)])
