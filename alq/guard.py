@@ -34,8 +34,9 @@ from pathlib import Path
 from alq import fs
 from alq.errors import BadInputError
 
-DIR_KINDS = {"pool", "scores", "clusters", "report", "run"}
+DIR_KINDS = {"pool", "scores", "clusters", "report", "run", "dedup"}
 _DESCRIBE = {"pool": "an alq pool", "scores": "an alq scores directory", "clusters": "an alq clusters directory",
+             "dedup": "an alq dedup directory",
              "report": "an alq report", "run": "an alq simulation run", "selection": "an alq selection",
              "labels": "an alq labels file", "pending": "an alq pending-ids file", "head": "an alq head",
              "results": "alq simulation results", "metrics": "a JSON file", "dir": "a directory with other files",
@@ -110,7 +111,7 @@ def _dir_kind(names: set[str]) -> str | None:
     if not names:
         return None
     for marker, kind in (("manifest.json", "pool"), ("_clusters.json", "clusters"), ("clusters.json", "clusters"),
-                         ("_scores.json", "scores"), ("scores.json", "scores"),
+                         ("_scores.json", "scores"), ("scores.json", "scores"), ("_dedup.json", "dedup"),
                          ("report.md", "report"), ("report.json", "report"), ("config.json", "run"),
                          ("results.parquet", "run")):
         if marker in names:
@@ -149,7 +150,8 @@ def _is_head(path: Path) -> bool:
 
 
 _MANAGED = {"manifest.json": "pool", "_clusters.json": "clusters directory", "clusters.json": "clusters directory",
-            "_scores.json": "scores directory", "scores.json": "scores directory"}
+            "_scores.json": "scores directory", "scores.json": "scores directory",
+            "_dedup.json": "dedup directory"}
 
 
 def _managed_above(path: Path) -> tuple[Path, str] | None:

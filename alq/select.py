@@ -40,6 +40,8 @@ class SelectRequest:
     labels: str | Path | None = None
     pending: list[str | Path] = field(default_factory=list)
     clusters: str | Path | None = None
+    dedup: str | Path | None = None  # --dedup DUPS/ (alq.dedup.constrain)
+    min_distance: float | None = None  # --min-distance D (alq.dedup.constrain)
     options: dict = field(default_factory=dict)
     allow_smaller: bool = False
     round: int | None = None
@@ -197,10 +199,19 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
         from alq.export import available_columns, pool_columns
 
         pool_columns(pool, np.empty(0, np.int64), req.with_columns) if available_columns(pool) else None
+    if req.dedup is not None or req.min_distance is not None:  # --dedup / --min-distance: checked before work
+        from alq.dedup import constrain
+
+        constrain.validate(req.dedup, req.min_distance)
     ctx, info = build_context(req, pool, progress=progress)
     strat = get_strategy(req.strategy)
     t_sel = time.perf_counter()
-    sel = strat.select(ctx)
+    if req.dedup is not None or req.min_distance is not None:  # filter the strategy's ranking
+        sel = constrain.constrained_select(strat, ctx, dedup=req.dedup, min_distance=req.min_distance,
+                                           pending=req.pending, allow_smaller=req.allow_smaller)
+        info["budget"] = ctx.budget
+    else:
+        sel = strat.select(ctx)
     select_seconds = time.perf_counter() - t_sel
     check_selection(sel, ctx, req.strategy)
     predicted = predicted_classes(ctx.head, pool, sel.indices)
@@ -228,6 +239,7 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
             "head_fingerprint": ctx.head.fingerprint if ctx.head is not None else None,
             "labels": shown(req.labels) if req.labels else None, "pending": [shown(p) for p in req.pending],
             "clusters": shown(req.clusters) if req.clusters else None, "options": summary["options"],
+            "dedup": shown(req.dedup) if req.dedup else None, "min_distance": req.min_distance,
             "scores": shown(req.scores) if req.scores else None, "scores_fresh": ctx.scores is not None,
             "score_meaning": get_strategy(req.strategy).score_meaning,
             "alq_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

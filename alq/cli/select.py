@@ -49,6 +49,13 @@ def select_cmd(
     pending: list[str] = typer.Option([], "--pending", parser=path, help="Ids still out for labeling (Parquet with `id`, or "
                                        "CSV/text one per line; e.g. earlier selections). Repeatable."),
     clusters: str | None = typer.Option(None, "--clusters", parser=path, help="Cluster directory from `alq cluster`."),
+    dedup: str | None = typer.Option(None, "--dedup", parser=path, help="Near-duplicate groups from `alq dedup`: at "
+                                     "most one row per group, none from a group that has a labeled or pending row. "
+                                     "Example: --dedup dups/"),
+    min_distance: float | None = typer.Option(None, "--min-distance", metavar="D", help="No two picks, and no pick "
+                                              "and labeled or pending row, closer than D (Euclidean on the stored "
+                                              "vectors), applied greedily to the strategy's ranking. Example: "
+                                              "--min-distance 0.1"),
     scores: str | None = typer.Option(None, "--scores", parser=path, help="Scores directory from `alq score`: reused when "
                                           "fresh (same pool and head), else recomputed from the head."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
@@ -70,10 +77,10 @@ def select_cmd(
     from alq.guard import Output, check_outputs
     from alq.select import SelectRequest, run_select
 
-    pool, out, head, labels, clusters, scores = map(where, (pool, out, head, labels, clusters, scores))
+    pool, out, head, labels, clusters, scores, dedup = map(where, (pool, out, head, labels, clusters, scores, dedup))
     pending = where_all(pending)
     check_outputs([Output(out, "selection")], [("POOL", pool), ("--head", head), ("--labels", labels),
-                  ("--clusters", clusters), ("--scores", scores), *(("--pending", p) for p in pending)],
+                  ("--clusters", clusters), ("--scores", scores), ("--dedup", dedup), *(("--pending", p) for p in pending)],
                   overwrite=overwrite)
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
@@ -85,7 +92,7 @@ def select_cmd(
     with Staged() as st:
         req = SelectRequest(pool=pool, strategy=strategy, budget=budget, seed=seed, head=st.input(head, "head file"),
                             labels=st.input(labels, "labels file"), pending=st.inputs(pending, "--pending file"),
-                            clusters=clusters, options=options,
+                            clusters=clusters, options=options, dedup=dedup, min_distance=min_distance,
                             allow_smaller=allow_smaller, round=round_, engine=engine,
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
                             scores=scores,  # read in place, local or remote

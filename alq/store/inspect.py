@@ -17,7 +17,7 @@ import numpy as np
 from alq.errors import BadInputError, StoreError
 from alq.io import parquet_metadata, read_json, read_parquet, read_parquet_schema, sha256_file
 
-DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores",
+DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores", "_dedup.json": "alq-dedup",
                "clusters.json": "alq-clusters", "scores.json": "alq-scores"}  # `_` names first; the others: legacy
 
 

@@ -58,6 +58,9 @@ SETTINGS = {
     "imbalanced": {"pool": "imbalanced", "seed_size": 200, "budget": 200, "rounds": 8},
 }
 REPEATS = 5
+# bench-only strategies: a registered strategy's ranking under `alq select --dedup DUPS/` (issue 19), DUPS/ from
+# `alq dedup POOL --auto` on the setting's pool; e.g. --strategies random,margin,margin-dedup,badge
+DEDUP_STRATEGIES = {"margin-dedup": "margin", "entropy-dedup": "entropy"}
 SKLEARN_REPEATS = 2  # LogisticRegressionCV is slow at 13,000 labels: the reference covers the first repeats
 
 
@@ -104,8 +107,63 @@ def prepare(pool_kind: str) -> dict:
         summary = cluster_pool(open_pool(base / "pool"), clusters, ClusterOptions())
         print(f"# clustered {pool_kind}: {summary['n_clusters']} clusters in {time.perf_counter() - t:.0f} s "
               f"({summary.get('headline', '')})", flush=True)
+    dups = base / "dups"
+    if not (dups / "_dedup.json").exists():
+        from alq.cluster.api import effective_normalize
+        from alq.dedup.groups import DedupOptions, compute_groups
+        from alq.dedup.store import write_dedup
+
+        pool = open_pool(base / "pool")
+        groups, info = compute_groups(pool, DedupOptions(auto=True))
+        summary = write_dedup(pool, dups, groups, info, normalize_requested=None,
+                              normalize_applied=effective_normalize(pool, None))
+        print(f"# dedup {pool_kind}: {summary['headline']}", flush=True)
     return {"pool": base / "pool", "labels": base / "labels.parquet", "test_pool": test / "pool",
-            "test_labels": test / "labels.parquet", "clusters": clusters}
+            "test_labels": test / "labels.parquet", "clusters": clusters, "dups": dups}
+
+
+def register_dedup_strategies(dups: Path) -> None:
+    """Register DEDUP_STRATEGIES for this process's simulation (strategies run in-process)."""
+    from alq.dedup.constrain import constrained_select
+    from alq.strategies import REGISTRY, Strategy, get_strategy
+
+    for name, inner in DEDUP_STRATEGIES.items():
+        base = type(get_strategy(inner))
+
+        class Deduped(Strategy):
+            help = f"{inner} under `alq select --dedup` (bench only)"
+            needs_head = base.needs_head
+            needs_clusters = base.needs_clusters
+
+            def select(self, ctx, inner=inner):
+                # once every near-duplicate group has a labeled row (1,140 groups on the redundant pool, 1,800
+                # labels by the last round), the rest of the budget comes from the plain ranking: only copies of
+                # labeled rows are left, and the simulation needs exactly `budget` rows
+                import dataclasses
+
+                import numpy as np
+
+                from alq.errors import BudgetError
+                from alq.strategies import Selection
+
+                try:
+                    sel = constrained_select(get_strategy(inner), dataclasses.replace(ctx), dedup=dups,
+                                             allow_smaller=True)
+                except BudgetError:  # no group left without a labeled row
+                    sel = Selection(indices=np.empty(0, np.int64), scores=np.empty(0))
+                if len(sel.indices) == ctx.budget:
+                    return sel
+                plain = get_strategy(inner).select(dataclasses.replace(
+                    ctx, budget=min(ctx.n_unlabeled, ctx.budget + len(sel.indices))))
+                extra = ~np.isin(plain.indices, sel.indices)
+                take = np.flatnonzero(extra)[:ctx.budget - len(sel.indices)]
+                sel.indices = np.concatenate([sel.indices, np.asarray(plain.indices)[take]])
+                sel.scores = np.concatenate([sel.scores, np.asarray(plain.scores)[take]])
+                sel.columns = {}
+                return sel
+
+        Deduped.name = name
+        REGISTRY[name] = Deduped
 
 
 def run_setting(name: str, strategies: list[str], repeats: int, options: dict | None = None,
@@ -115,6 +173,7 @@ def run_setting(name: str, strategies: list[str], repeats: int, options: dict | 
 
     s = SETTINGS[name]
     inputs = prepare(s["pool"])
+    register_dedup_strategies(inputs["dups"])
     out = CACHE / "runs" / (name + (f"-{tag}" if tag else ""))
     cfg = SimulationConfig(pool=inputs["pool"], labels=inputs["labels"], test_pool=inputs["test_pool"],
                            test_labels=inputs["test_labels"], strategies=strategies, seed_size=s["seed_size"],
