@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from alq.cli.app import app, stderr
+from alq.cli.app import app, flush_log, stderr
 
 _loaded = False
 
@@ -60,6 +60,7 @@ def run(argv: list[str] | None = None) -> int:
         return 0
 
     def error(line: str) -> None:
+        flush_log(keep=False)  # a failure is its one Error: line, without the progress lines before it
         # escape: messages quote user data (paths, ids, "file.npz[key]") that rich would read as markup
         stderr.print(f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
@@ -67,13 +68,18 @@ def run(argv: list[str] | None = None) -> int:
         stderr.print(f"warning: {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
     previous = _catch_sigterm()
+    flush_log(keep=False)  # an earlier in-process run's leftovers are not this command's
     try:
-        return run_guarded(call, quiet=quiet, print_error=error, print_warning=warning)
+        code = run_guarded(call, quiet=quiet, print_error=error, print_warning=warning, before_warnings=flush_log)
+        flush_log(keep=code == 0)
+        return code
     except Terminated:
+        flush_log(keep=False)
         stderr.print("Error: terminated (SIGTERM); outputs are written atomically, nothing partial was left.",
                      soft_wrap=True)
         return 143
     except KeyboardInterrupt:
+        flush_log(keep=False)
         stderr.print("Interrupted; outputs are written atomically, nothing partial was left.", soft_wrap=True)
         return 130
     except BrokenPipeError:

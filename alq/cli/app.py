@@ -82,9 +82,28 @@ def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[
     key_values(summary)  # a short table, numbers rounded (--json has them in full)
 
 
+_deferred: list[str] = []
+
+
 def log(message: str, *, quiet: bool = False) -> None:
+    """A progress line for people (``training on 30 labels (cpu)``), shown when the command succeeds.
+
+    Lines are held back until the command ends: a failing command prints its one ``Error:`` line and
+    nothing else (a cron log then says only what went wrong); a successful one prints them in order
+    (see :func:`flush_log`, called by :func:`alq.cli.run`). Live progress is the job of
+    :func:`progress_bar` (on a TTY).
+    """
     if not quiet:
-        stderr.print(message)
+        _deferred.append(message)
+
+
+def flush_log(*, keep: bool = True) -> None:
+    """Print the held-back :func:`log` lines (``keep``), or drop them (a failure), and start afresh."""
+    lines = list(_deferred)
+    _deferred.clear()
+    if keep:
+        for line in lines:
+            stderr.print(line)
 
 
 @contextlib.contextmanager
