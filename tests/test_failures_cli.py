@@ -60,6 +60,20 @@ SELH = ["select", "{d}/pool", "--head", "{d}/head.pt", "--strategy", "margin", "
 TRAIN = ["train", "{d}/pool", "{d}/labels.parquet", "--out", "{d}/h2.pt"]
 
 CASES = [
+    # -- item 4: a selection nobody can read is not a success ----------------------------------------------
+    Case("select-without-out", SEL, 2, r"^Error: alq select: Missing option '--out'.*--help"),
+    # -- item 16: usage errors are one Error line, not a box; near-miss strategy names get a suggestion -----
+    Case("select-missing-strategy", ["select", "{d}/pool", "--budget", "5", "--out", "{d}/s.parquet"], 2,
+         r"^Error: alq select: Missing option '--strategy'.*\(see `alq select --help`\)$"),
+    Case("select-unknown-flag", [*SEL, "--budgte", "5", "--out", "{d}/s.parquet"], 2, r"No such option: --budgte"),
+    Case("select-strategy-underscore", ["select", "{d}/pool", "--strategy", "cluster_margin", "--budget", "5",
+                                        "--out", "{d}/s.parquet"], 2, r"did you mean cluster-margin\?"),
+    Case("labels-import-missing-pool", ["labels", "import", "{d}/done.csv", "--out", "{d}/l2.parquet"], 2,
+         r"^Error: alq labels import: Missing option '--pool'"),
+    # -- item 29: values typer cannot parse: one line, exit 2 ----------------------------------------------
+    Case("select-budget-not-int", [*SEL[:-1], "x", "--out", "{d}/s.parquet"], 2, r"Invalid value for '--budget'"),
+    Case("select-seed-not-int", [*SEL, "--seed", "x", "--out", "{d}/s.parquet"], 2, r"Invalid value for '--seed'"),
+    Case("synth-classes-float", ["synth", "--classes", "1e9", "--out", "{d}/syn"], 2, r"--classes"),
     # -- item 32: a failure is its one Error line (no progress line before it), bad input names the file --
     Case("train-truncated-npy-one-line", TRAIN, 2, r"^Error: .*shard-000000\.npy", _truncate_npy),
     Case("train-flipped-parquet-one-line", TRAIN, 2, r"^Error: .*shard-000000\.parquet", _flip_parquet),

@@ -401,7 +401,8 @@ def test_balanced_random_multilabel_matches_reference():
 
 def test_balanced_random_refused_outside_simulate(small_pool, cli):
     path, *_ = small_pool
-    code, _, err = cli("select", path, "--strategy", "balanced-random", "--budget", "5")
+    code, _, err = cli("select", path, "--strategy", "balanced-random", "--budget", "5", "--out",
+                       path.parent / "s.parquet")
     assert code == 2 and "simulate" in err
 
 

@@ -53,11 +53,23 @@ def run(argv: list[str] | None = None) -> int:
     def call() -> int:
         check_arguments(args)
         try:
-            build_command()(args=args, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
+            # standalone_mode=False: usage errors come back as exceptions, to be one Error: line like any other
+            code = build_command().main(args=args, prog_name="alq", standalone_mode=False)
         except SystemExit as exc:
             code = exc.code
             return code if isinstance(code, int) else (0 if code is None else 1)
-        return 0
+        except NoArgsIsHelpError as exc:  # `alq`, `alq labels`: the help, exit 2 (as click does)
+            if exc.format_message().strip():  # rich help is printed already, as the error was made
+                exc.show()
+            return exc.exit_code
+        except UsageError as exc:
+            raise usage_error(exc) from None
+        except ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except Abort:
+            raise KeyboardInterrupt() from None
+        return code if isinstance(code, int) else 0
 
     def error(line: str) -> None:
         flush_log(keep=False)  # a failure is its one Error: line, without the progress lines before it
@@ -101,6 +113,23 @@ def _catch_sigterm():
         raise Terminated()
 
     return signal.signal(signal.SIGTERM, on_term)
+
+
+from typer import Abort  # noqa: E402
+
+try:  # typer >= 0.26 vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+
+def usage_error(exc: UsageError) -> Exception:
+    """A click usage error (missing option, bad value, unknown option) as a one-line bad-input error (exit 2)."""
+    from alq.errors import BadInputError
+
+    where = exc.ctx.command_path if exc.ctx is not None else "alq"
+    message = " ".join(exc.format_message().split())  # one line, however click wrapped it
+    return BadInputError(f"{where}: {message}", hint=f"see `{where} --help`")
 
 
 def main() -> None:

@@ -62,6 +62,6 @@ score_cmd.__doc__ = (
     + URI_NOTE + "\n\nExample:\n\n"
     "  alq score pool/ --head head.pt --out scores/ --json\n\n"
     "  alq score pool/ --head head.pt --out scores/ --engine ray --ray-address auto\n\n"
-    "  alq select pool/ --head head.pt --scores scores/ --labels labels.parquet --strategy margin --budget 1000"
+    "  alq select pool/ --head head.pt --scores scores/ --labels labels.parquet --strategy margin --budget 1000 --out batch.parquet"
 )
 app.command("score")(score_cmd)

@@ -39,8 +39,8 @@ def select_cmd(
     pool: str = typer.Argument(..., parser=path, help="Pool directory (from `alq embed`)."),
     strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
-    out: str | None = typer.Option(None, "--out", "-o", parser=path, help="Selection to write (atomically): Parquet, or CSV / "
-                                    "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Selection to write (atomically): Parquet, or CSV / "
+                            "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the pool "
                                             "kept from the input (`alq embed`), e.g. file_path,url, added to the "
                                             "selection."),
@@ -78,7 +78,7 @@ def select_cmd(
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})
-    to_stdout = out is not None and str(out) == "-"
+    to_stdout = str(out) == "-"
     if to_stdout and as_json:
         raise BadInputError("--out - writes the selection to stdout; it cannot also carry the --json summary",
                             hint="write the selection to a file, or drop --json")
@@ -92,7 +92,7 @@ def select_cmd(
                             with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
         with progress_bar(quiet=quiet) as progress:
             _, summary = run_select(req, st.output(out, "file"), progress=progress)
-    if out is not None and not to_stdout:
+    if not to_stdout:
         summary["output"] = str(out)
     if to_stdout:  # stdout holds the rows: the human summary goes to stderr
         log(f"{summary['strategy']}: selected {summary['selected']:,} rows -> stdout ({summary['format']})",
