@@ -7,6 +7,7 @@ byte-for-byte unchanged (sha256), and a failing command leaves no new visible fi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -74,6 +75,30 @@ CASES = [
     Case("select-budget-not-int", [*SEL[:-1], "x", "--out", "{d}/s.parquet"], 2, r"Invalid value for '--budget'"),
     Case("select-seed-not-int", [*SEL, "--seed", "x", "--out", "{d}/s.parquet"], 2, r"Invalid value for '--seed'"),
     Case("synth-classes-float", ["synth", "--classes", "1e9", "--out", "{d}/syn"], 2, r"--classes"),
+    # -- item 29: options silently ignored or accepted out of range ------------------------------------
+    Case("select-unknown-strategy-option", [*SEL, "--option", "foo=1", "--out", "{d}/s.parquet"], 2,
+         r"--option foo=1: strategy random has no option 'foo'"),
+    Case("select-option-of-another-strategy", [*SEL, "--option", "knn=5", "--out", "{d}/s.parquet"], 2,
+         r"--option knn=5: strategy random has no option 'knn'"),
+    Case("select-flag-of-another-strategy", [*SEL, "--partitions", "3", "--out", "{d}/s.parquet"], 2,
+         r"^Error: --partitions: strategy random has no option 'partitions'"),
+    Case("select-known-option-dash", ["select", "{d}/pool", "--strategy", "typiclust", "--budget", "5", "--option",
+                                      "typicality-sample=20", "--out", "{d}/s.parquet"], 0),
+    Case("simulate-unknown-option", ["simulate", "--pool", "{d}/pool", "--labels", "{d}/all.parquet", "--test-pool",
+                                     "{d}/pool", "--test-labels", "{d}/all.parquet", "-s", "random,margin",
+                                     "--seed-size", "5", "--budget", "5", "--rounds", "1", "--option",
+                                     "margin.knn=3", "--out", "{d}/run"], 2,
+         r"--option margin\.knn=3: strategy margin has no option 'knn'"),
+    Case("embed-keep-columns-from-npy", ["embed", "{d}/x.npy", "--keep-columns", "nosuch", "--out", "{d}/p2"], 2,
+         r"x\.npy: --keep-columns nosuch names columns"),
+    Case("train-lr-inf", [*TRAIN, "--lr", "inf"], 2, r"--lr=inf must be a finite number > 0"),
+    Case("train-lr-zero", [*TRAIN, "--lr", "0", "--optimizer", "adam"], 2, r"--lr=0(\.0)? must be"),
+    Case("cluster-more-clusters-than-rows", ["cluster", "{d}/pool", "--n-clusters", "100000", "--out", "{d}/cl2"], 2,
+         r"--n-clusters=100000 exceeds the 200 pool rows"),
+    Case("transform-huge-redundancy", ["transform", "{d}/pool", "--labels", "{d}/all.parquet", "--redundancy",
+                                       "1000000000000", "--out", "{d}/tp", "--labels-out", "{d}/tl.parquet"], 2,
+         r"--redundancy=1000000000000 duplicates no row"),
+    Case("device-env-unknown", TRAIN, 2, r"ALQ_DEVICE='tpu' is not a device", env={"ALQ_DEVICE": "tpu"}),
     # -- item 32: a failure is its one Error line (no progress line before it), bad input names the file --
     Case("train-truncated-npy-one-line", TRAIN, 2, r"^Error: .*shard-000000\.npy", _truncate_npy),
     Case("train-flipped-parquet-one-line", TRAIN, 2, r"^Error: .*shard-000000\.parquet", _flip_parquet),
@@ -127,3 +152,37 @@ def test_progress_lines_still_shown_on_success(base: Path, tmp_path: Path, cli):
     code, out, err = cli("train", d / "pool", d / "labels.parquet", "--out", d / "h2.pt")
     assert code == 0, err
     assert re.search(r"training on 20 labels", err), err
+
+
+def test_writer_lock_leaves_no_file_and_still_excludes(tmp_path: Path):
+    """Item 19: no zero-byte .NAME.lock after a writer is done; a second writer is still refused while one holds."""
+    from alq.errors import BadInputError
+    from alq.store import lock
+
+    held = lock.acquire(tmp_path / "pool")
+    assert (tmp_path / ".pool.lock").exists()
+    with pytest.raises(BadInputError, match="is writing it right now"):
+        lock.acquire(tmp_path / "pool")
+    lock.release(held)
+    assert list(tmp_path.iterdir()) == []
+    # a writer that opened the lock file just before its holder removed it locks a file no longer on the
+    # path: it must notice and lock the new one, so the next writer is refused by one of them
+    stale_fd = os.open(tmp_path / ".pool.lock", os.O_RDWR | os.O_CREAT)
+    os.unlink(tmp_path / ".pool.lock")
+    real_open = os.open
+    calls = []
+
+    def open_stale_first(path, flags, mode=0o777):
+        calls.append(path)
+        return stale_fd if len(calls) == 1 else real_open(path, flags, mode)
+
+    os.open = open_stale_first
+    try:
+        second = lock.acquire(tmp_path / "pool")
+    finally:
+        os.open = real_open
+    assert len(calls) == 2, "the writer kept a lock on a removed file"
+    with pytest.raises(BadInputError, match="is writing it right now"):
+        lock.acquire(tmp_path / "pool")
+    lock.release(second)
+    assert list(tmp_path.iterdir()) == []

@@ -59,6 +59,8 @@ def build_train_options(*, mlp: bool, hidden: int | None, weight_decay: str, cv_
     norm = str(normalize).strip().lower()
     if norm not in ("none", "standardize", "l2"):
         raise BadInputError(f"--normalize={normalize!r} must be standardize, l2 or none")
+    if not (math.isfinite(lr) and lr > 0):  # checked even when L-BFGS ignores it: a typo must not pass silently
+        raise BadInputError(f"--lr={lr} must be a finite number > 0")
     width = hidden if hidden is not None else (DEFAULT_HIDDEN if mlp else 0)
     opts = TrainOptions(hidden=width, dropout=dropout, weight_decay=parse_weight_decay(weight_decay),
                         cv_folds=cv_folds, normalize=None if norm == "none" else norm, class_weighted=class_weighted,

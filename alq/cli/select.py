@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from alq.cli._strategies import catalog
+from alq.cli._strategies import catalog, check_strategy_options
 from alq.cli._uris import URI_NOTE, Staged, path, where, where_all
 from alq.cli.app import (  # noqa: I001
     ENGINE_OPTION,
@@ -78,6 +78,7 @@ def select_cmd(
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})
+    check_strategy_options([strategy], options, flags=_FLAGS)
     to_stdout = str(out) == "-"
     if to_stdout and as_json:
         raise BadInputError("--out - writes the selection to stdout; it cannot also carry the --json summary",
@@ -99,6 +100,9 @@ def select_cmd(
             quiet=quiet)
         return
     emit(summary, as_json=as_json, quiet=quiet, render=_render)
+
+
+_FLAGS = {"candidates_ratio": "--candidates-ratio", "partitions": "--partitions", "aggregate": "--aggregate"}
 
 
 def _render(s: dict) -> None:
