@@ -48,7 +48,7 @@ def _version(value: bool) -> None:
     version_callback(value)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
-ENGINE_OPTION = typer.Option("local", "--engine", help="local (in-process) or ray (the per-shard map runs as Ray "
+ENGINE_OPTION = typer.Option("local", "--engine", metavar="local|ray", help="local (in-process) or ray (the per-shard map runs as Ray "
                              "tasks; needs `pip install 'alq\\[ray]'`).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                   help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")

@@ -13,7 +13,7 @@ FORMATS = ("csv", "jsonl", "parquet", "label-studio")
 def export_cmd(
     selection: str = typer.Argument(..., parser=path, help="Selection Parquet from `alq select`."),
     out: str = typer.Option(..., "--out", "-o", parser=path, help="File to write, or `-` for stdout."),
-    fmt: str | None = typer.Option(None, "--format", "-f", help="csv, jsonl, parquet or label-studio (a JSON list "
+    fmt: str | None = typer.Option(None, "--format", "-f", metavar="csv|jsonl|parquet|label-studio", help="csv, jsonl, parquet or label-studio (a JSON list "
                                    "of tasks); default from --out's suffix (`-`: csv)."),
     pool: str | None = typer.Option(None, "--pool", parser=path, help="Pool the selection came from (for --with-columns)."),
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the "

@@ -23,7 +23,7 @@ NORMALIZE = typer.Option("standardize", "--normalize", metavar="standardize|l2|n
                               "one streamed pass), l2 or none.")
 HOLDOUT = typer.Option(0.0, "--holdout", help="Fraction of labels held out for early stopping (0 = off: every "
                                               "label trains).")
-OPTIMIZER = typer.Option("auto", "--optimizer", help="auto (L-BFGS; Adam with --dropout), lbfgs or adam.")
+OPTIMIZER = typer.Option("auto", "--optimizer", metavar="auto|lbfgs|adam", help="auto (L-BFGS; Adam with --dropout), lbfgs or adam.")
 MAX_ITER = typer.Option(500, "--max-iter", help="L-BFGS iteration cap.")
 EPOCHS = typer.Option(200, "--epochs", help="Adam epoch cap.")
 LR = typer.Option(1e-2, "--lr", help="Adam peak learning rate (cosine schedule).")

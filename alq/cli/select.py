@@ -37,7 +37,8 @@ def _strategy_help() -> str:
 
 def select_cmd(
     pool: str = typer.Argument(..., parser=path, help="Pool directory (from `alq embed`)."),
-    strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
+    strategy: str = typer.Option(..., "--strategy", "-s", metavar="NAME", help="Strategy name (see Strategies "
+                                 "above)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
     out: str = typer.Option(..., "--out", "-o", parser=path, help="Selection to write (atomically): Parquet, or CSV / "
                             "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
@@ -52,14 +53,15 @@ def select_cmd(
     scores: str | None = typer.Option(None, "--scores", parser=path, help="Scores directory from `alq score`: reused when "
                                           "fresh (same pool and head), else recomputed from the head."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
-    round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
+    round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output's `round` "
+                                      "column (default: none, the column is left empty)."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a file that is not a selection."),
     candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
                                                 help="cluster-margin: k_m = r x budget candidates; auto (default) "
                                                      "= 0.1 x unlabeled / budget within [1.25, 10]."),
     partitions: int | None = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
-    aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
+    aggregate: str | None = typer.Option(None, "--aggregate", metavar="min|mean", help="Multi-label margin aggregate: min (default) or mean."),
     option: list[str] = typer.Option([], "--option", help="Extra strategy option key=value (repeatable)."),
     engine: str = ENGINE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,

@@ -36,9 +36,9 @@ def simulate_cmd(
                                 "within a repeat."),
     seed: int = typer.Option(0, "--seed", help="Run seed: every random choice derives from (seed, strategy, "
                              "repeat, round)."),
-    seed_strategy: str = typer.Option("random", "--seed-strategy", help="Cold-start strategy choosing s0 "
+    seed_strategy: str = typer.Option("random", "--seed-strategy", metavar="NAME", help="Cold-start strategy choosing s0 "
                                       "(random, kcenter, ... any that needs no head)."),
-    head_mode: str = typer.Option("reset", "--head-mode", help="reset: retrain the head from scratch each round; "
+    head_mode: str = typer.Option("reset", "--head-mode", metavar="reset|update", help="reset: retrain the head from scratch each round; "
                                   "update: warm-start from the previous round's head."),
     mlp: bool = ho.MLP,
     hidden: int | None = ho.HIDDEN,
