@@ -44,6 +44,40 @@ def _flip_parquet(d: Path) -> None:
     f.write_bytes(bytes(raw))
 
 
+def _other_pool_head(d: Path) -> None:
+    """other.pt: a head trained on another pool of the same dimension (8), with the same generated ids."""
+    from alq.cli import run
+    from alq.store import PoolWriter
+
+    rng = np.random.default_rng(1)
+    w = PoolWriter(d / "other", shard_rows=100, dtype="float32")
+    w.add(rng.normal(size=(200, 8)).astype(np.float32))
+    w.close()
+    assert run(["labels", "import", str(d / "done.csv"), "--pool", str(d / "other"), "--out",
+                str(d / "other_labels.parquet"), "-q"]) == 0
+    assert run(["train", str(d / "other"), str(d / "other_labels.parquet"), "--out", str(d / "other.pt"), "-q"]) == 0
+
+
+def _appended(d: Path) -> None:
+    """The pool grew after head.pt was trained (the nightly case)."""
+    from alq.store import PoolWriter
+
+    w = PoolWriter(d / "pool", append=True)
+    w.add(np.random.default_rng(2).normal(size=(30, 8)).astype(np.float32))
+    w.close()
+
+
+def _warns_other_pool(d: Path, out: str, err: str) -> None:
+    assert re.search(r"^warning: --force-head: head .*other\.pt was trained on another pool", err, re.M), err
+
+
+def _notes_append(d: Path, out: str, err: str) -> None:
+    import json
+
+    assert "before rows were appended" in json.loads(out)["head_note"]
+    assert "warning" not in err, err
+
+
 # -- the table ------------------------------------------------------------------------------------------
 @dataclass
 class Case:
@@ -98,6 +132,13 @@ CASES = [
     Case("transform-huge-redundancy", ["transform", "{d}/pool", "--labels", "{d}/all.parquet", "--redundancy",
                                        "1000000000000", "--out", "{d}/tp", "--labels-out", "{d}/tl.parquet"], 2,
          r"--redundancy=1000000000000 duplicates no row"),
+    # -- item 15: a head trained on another pool of the same dimension ----------------------------------
+    Case("select-head-of-another-pool", [*SELH[:3], "{d}/other.pt", *SELH[4:], "--out", "{d}/s.parquet"], 2,
+         r"other\.pt: head was trained on another pool .*--force-head", _other_pool_head),
+    Case("select-head-of-another-pool-forced-quiet", [*SELH[:3], "{d}/other.pt", *SELH[4:], "--out",
+                                                      "{d}/s.parquet", "--force-head", "-q"], 0, "",
+         _other_pool_head, _warns_other_pool),
+    Case("select-head-before-append", [*SELH, "--out", "{d}/s.parquet", "--json"], 0, "", _appended, _notes_append),
     Case("device-env-unknown", TRAIN, 2, r"ALQ_DEVICE='tpu' is not a device", env={"ALQ_DEVICE": "tpu"}),
     # -- item 32: a failure is its one Error line (no progress line before it), bad input names the file --
     Case("train-truncated-npy-one-line", TRAIN, 2, r"^Error: .*shard-000000\.npy", _truncate_npy),

@@ -97,6 +97,13 @@ def log(message: str, *, quiet: bool = False) -> None:
         _deferred.append(message)
 
 
+def warn(message: str) -> None:
+    """A ``warning:`` line on stderr that ``-q`` keeps: something a nightly job's log must show."""
+    from rich.markup import escape
+
+    stderr.print(f"warning: {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def flush_log(*, keep: bool = True) -> None:
     """Print the held-back :func:`log` lines (``keep``), or drop them (a failure), and start afresh."""
     lines = list(_deferred)

@@ -18,6 +18,7 @@ from alq.cli.app import (  # noqa: I001
     log,
     parse_options,
     progress_bar,
+    warn,
 )
 from alq.errors import BadInputError
 
@@ -57,6 +58,8 @@ def select_cmd(
                                       "column (default: none, the column is left empty)."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a file that is not a selection."),
+    force_head: bool = typer.Option(False, "--force-head", help="Use a --head trained on another pool of the same "
+                                    "dimension (refused otherwise; a head from before rows were appended is fine)."),
     candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
                                                 help="cluster-margin: k_m = r x budget candidates; auto (default) "
                                                      "= 0.1 x unlabeled / budget within [1.25, 10]."),
@@ -92,11 +95,14 @@ def select_cmd(
                             allow_smaller=allow_smaller, round=round_, engine=engine,
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
                             scores=scores,  # read in place, local or remote
+                            force_head=force_head,
                             with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
         with progress_bar(quiet=quiet) as progress:
             _, summary = run_select(req, st.output(out, "file"), progress=progress)
     if not to_stdout:
         summary["output"] = str(out)
+    if summary.get("head_warning"):  # a warning a cron log must keep: printed even under -q and --json
+        warn(summary["head_warning"])
     if to_stdout:  # stdout holds the rows: the human summary goes to stderr
         log(f"{summary['strategy']}: selected {summary['selected']:,} rows -> stdout ({summary['format']})",
             quiet=quiet)
@@ -115,7 +121,7 @@ def _render(s: dict) -> None:
                f"in {s['seconds']:.2f} s{where}")
     if s.get("budget") != s.get("budget_requested"):
         typer.echo(f"budget lowered from {s['budget_requested']:,} to {s['budget']:,} (--allow-smaller)")
-    for key in ("scores", "head_note"):
+    for key in ("scores", "head_note"):  # head_warning: on stderr (warn)
         if key in s:
             typer.echo(f"{key}: {s[key]}")
     for key, title in (("predicted_class_histogram", "predicted class of the batch"),
