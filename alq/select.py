@@ -63,7 +63,10 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
     n_pending = 0
     for p in pending:
         ids = read_id_list(p)
-        idx = pool.lookup(ids)
+        try:
+            idx = pool.lookup(ids)
+        except BadInputError as exc:  # an id type mismatch: say which --pending file
+            raise BadInputError(f"{p}: pending {exc}", hint=exc.hint) from None
         if (idx < 0).any():
             r = int(np.flatnonzero(idx < 0)[0])
             raise BadInputError(f"{p}: row {r}: pending id {ids[r].item() if hasattr(ids[r], 'item') else ids[r]!r} "

@@ -132,6 +132,9 @@ CASES = [
     Case("transform-huge-redundancy", ["transform", "{d}/pool", "--labels", "{d}/all.parquet", "--redundancy",
                                        "1000000000000", "--out", "{d}/tp", "--labels-out", "{d}/tl.parquet"], 2,
          r"--redundancy=1000000000000 duplicates no row"),
+    Case("pending-id-type-mismatch", [*SEL, "--pending", "{d}/p.csv", "--out", "{d}/s.parquet"], 2,
+         r"^Error: .*p\.csv: pending ids of type string do not match the pool's id type int64",
+         _write("p.csv", "id\nabc\n")),
     # -- item 15: a head trained on another pool of the same dimension ----------------------------------
     Case("select-head-of-another-pool", [*SELH[:3], "{d}/other.pt", *SELH[4:], "--out", "{d}/s.parquet"], 2,
          r"other\.pt: head was trained on another pool .*--force-head", _other_pool_head),
@@ -227,3 +230,14 @@ def test_writer_lock_leaves_no_file_and_still_excludes(tmp_path: Path):
         lock.acquire(tmp_path / "pool")
     lock.release(second)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_on_a_remote_directory_names_the_uri(base: Path, s3_bucket, cli):  # noqa: F811
+    """Item 32: `alq info s3://.../rep` on a directory it cannot describe names the URI, not the local copy."""
+    from alq import fs
+
+    fs.upload(base / "done.csv", fs.join(s3_bucket, "rep", "notes.csv"))
+    code, _, err = cli("info", fs.join(s3_bucket, "rep"))
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{s3_bucket}/rep" in lines[0] and "alq-in-" not in lines[0], err

@@ -39,9 +39,10 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
             if shards:  # never download a would-be pool to look at it
                 raise BadInputError(f"{uri}: not an alq pool: {len(shards)} shard objects but no {MANIFEST} (a first "
                                     "build that never finished)", hint="the next `alq embed --out` to it clears them")
-        from alq.staging import resolve
+        from alq.staging import stage_input
 
-        with fs.staged_input(resolve(uri), what="input") as local_copy:  # small files, alq directories: a copy
+        # small files, alq directories: a copy, registered so errors and summaries name the URI, not the copy
+        with stage_input(uri, what="input") as local_copy:
             out = describe(local_copy, verify=verify)
         out["path"] = str(path)
         return out
