@@ -48,6 +48,7 @@ class SelectRequest:
     scores: str | Path | None = None  # scores directory from `alq score`: reused when fresh
     with_columns: list[str] = field(default_factory=list)  # pool metadata columns added to the selection
     force_head: bool = False  # use a head trained on another pool of the same dim (refused otherwise)
+    escape_formulas: bool = True  # CSV output: cells a spreadsheet would run as formulas get a leading '
 
 
 def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tuple[np.ndarray, np.ndarray, int]:
@@ -250,7 +251,7 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
     if out is not None:
         from alq.export import write_rows
 
-        summary["format"] = write_rows(table, out, meta=meta)
+        summary["format"] = write_rows(table, out, meta=meta, escape_formulas=req.escape_formulas)
         summary["output"] = str(out)
     summary["seconds"] = round(time.perf_counter() - t0, 4)
     return table, summary

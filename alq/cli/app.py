@@ -60,6 +60,9 @@ def engine_options(engine: str, ray_address: str | None, ray_gpus: float) -> dic
     if engine != "ray":
         return {}
     return {k: v for k, v in {"address": ray_address, "gpus_per_task": ray_gpus or None}.items() if v}
+ESCAPE_FORMULAS_OPTION = typer.Option(True, "--escape-formulas/--no-escape-formulas",
+                                     help="CSV output: prefix `'` to cells a spreadsheet would run as a formula "
+                                          "(starting with = + - @, not a plain number; OWASP CSV injection).")
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on stderr.")
 
 

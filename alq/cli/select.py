@@ -8,6 +8,7 @@ from alq.cli._strategies import catalog, check_strategy_options
 from alq.cli._uris import URI_NOTE, Staged, path, where, where_all
 from alq.cli.app import (  # noqa: I001
     ENGINE_OPTION,
+    ESCAPE_FORMULAS_OPTION,
     JSON_OPTION,
     QUIET_OPTION,
     RAY_ADDRESS_OPTION,
@@ -58,6 +59,7 @@ def select_cmd(
                                       "column (default: none, the column is left empty)."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a file that is not a selection."),
+    escape_formulas: bool = ESCAPE_FORMULAS_OPTION,
     force_head: bool = typer.Option(False, "--force-head", help="Use a --head trained on another pool of the same "
                                     "dimension (refused otherwise; a head from before rows were appended is fine)."),
     candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
@@ -95,7 +97,7 @@ def select_cmd(
                             allow_smaller=allow_smaller, round=round_, engine=engine,
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
                             scores=scores,  # read in place, local or remote
-                            force_head=force_head,
+                            force_head=force_head, escape_formulas=escape_formulas,
                             with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
         with progress_bar(quiet=quiet) as progress:
             _, summary = run_select(req, st.output(out, "file"), progress=progress)
