@@ -123,9 +123,11 @@ def _render(s: dict) -> None:
                f"in {s['seconds']:.2f} s{where}")
     if s.get("budget") != s.get("budget_requested"):
         typer.echo(f"budget lowered from {s['budget_requested']:,} to {s['budget']:,} (--allow-smaller)")
+    from alq.cli._render import fmt_value
+
     for key in ("scores", "head_note"):  # head_warning: on stderr (warn)
         if key in s:
-            typer.echo(f"{key}: {s[key]}")
+            typer.echo(f"{key}: {fmt_value(s[key])}")
     for key, title in (("predicted_class_histogram", "predicted class of the batch"),
                        ("base_class_histogram", "class whose turn took each row (BASE)")):
         hist = s.get(key) or {}
