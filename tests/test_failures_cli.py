@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_failures import _fmt, _hashes, _npy, _visible, _write  # noqa: E402
+from test_failures import _fmt, _hashes, _visible, _write  # noqa: E402
 from test_failures import base as base  # noqa: E402,F401  (the shared module-scoped fixture)
 
 

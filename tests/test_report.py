@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from alq.io import write_parquet
@@ -43,7 +44,7 @@ def make_results(path, *, strategies=("random", "fast", "slow"), repeats=3, jitt
                 rows.append({"strategy": s, "repeat": r, "round": k, "n_labeled": n, "n_selected": 10,
                              "top1": acc, "top5": None, "macro_accuracy": acc - 0.01,
                              "per_class_accuracy": [acc, acc, acc], "map": None, "pooled_ap": None,
-                             "class_counts": counts, "imbalance_ratio": math.inf if lo == 0 else hi / lo,
+                             "class_counts": list(zip("abc", counts)), "imbalance_ratio": math.inf if lo == 0 else hi / lo,
                              "empty_classes": counts.count(0), "class_entropy": ent,
                              "select_seconds": 0.0 if k == 0 else float(rng.uniform(0.01, 0.02)),
                              "train_seconds": float(rng.uniform(0.1, 0.2)), "train_loss": 0.1,
@@ -325,3 +326,19 @@ def test_terminal_tables_fit_the_width_instead_of_being_cut(tmp_path, cli, monke
         flat = " ".join(text.split())
         for header in summary_table(s)[0]:
             assert all(word in flat for word in header.split()), header
+
+
+def test_named_class_counts_read_like_the_older_lists(tmp_path, cli):
+    """Issue 20 item 19: results carry class_counts as name -> count (a map); reports read the older lists alike."""
+    new = make_results(tmp_path / "new.parquet")
+    t = pq.read_table(new)
+    assert pa.types.is_map(t.schema.field("class_counts").type)
+    lists = pa.array([[n for _, n in c] for c in t.column("class_counts").to_pylist()], pa.list_(pa.int64()))
+    pq.write_table(t.set_column(t.schema.get_field_index("class_counts"), "class_counts", lists), tmp_path / "old.parquet")
+    outs = []
+    for name in ("old.parquet", "new.parquet"):
+        code, out, err = cli("report", tmp_path / name, "--json")
+        assert code == 0, err
+        s = json.loads(out)
+        outs.append((s["per_strategy"], s["class_distribution"]))
+    assert outs[0] == outs[1]

@@ -63,7 +63,11 @@ def load_results(path: str | Path) -> Results:
         raise BadInputError(f"{path}: not an alq simulate results file (no column {missing[0]!r})")
     if table.num_rows == 0:
         raise BadInputError(f"{path}: has no rows (did the simulation run any round?)")
+    import pyarrow as pa
+
     cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    if pa.types.is_map(table.schema.field("class_counts").type):  # name -> count; older runs: a list
+        cols["class_counts"] = [None if c is None else [n for _, n in c] for c in cols["class_counts"]]
     return Results(columns=cols, meta=parquet_metadata(table.schema), path=shown(path))  # a staged copy: its URI
 
 
