@@ -58,6 +58,32 @@ def _other_pool_head(d: Path) -> None:
     assert run(["train", str(d / "other"), str(d / "other_labels.parquet"), "--out", str(d / "other.pt"), "-q"]) == 0
 
 
+def _corrupt_checksummed_parquet(d: Path) -> None:
+    """v.parquet written with page checksums (as Spark writes them), one byte of a data page flipped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x = np.random.default_rng(3).random((2000, 4))
+    pq.write_table(pa.table({"id": np.arange(2000), "embedding": pa.array(x.tolist(), pa.list_(pa.float64()))}),
+                   d / "v.parquet", write_page_checksum=True)
+    raw = bytearray((d / "v.parquet").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (d / "v.parquet").write_bytes(bytes(raw))
+
+
+def _one_row_pool(d: Path) -> None:
+    """one/: a pool of one row, and l.parquet: its one label (item 31)."""
+    from alq.cli import run
+    from alq.store import PoolWriter
+
+    w = PoolWriter(d / "one", dtype="float32")
+    w.add(np.ones((1, 4), dtype=np.float32))
+    w.close()
+    (d / "one.csv").write_text("id,label\n0,1\n")
+    assert run(["labels", "import", str(d / "one.csv"), "--pool", str(d / "one"), "--out", str(d / "l.parquet"),
+                "-q"]) == 0
+
+
 def _appended(d: Path) -> None:
     """The pool grew after head.pt was trained (the nightly case)."""
     from alq.store import PoolWriter
@@ -125,6 +151,8 @@ CASES = [
          r"--option margin\.knn=3: strategy margin has no option 'knn'"),
     Case("embed-keep-columns-from-npy", ["embed", "{d}/x.npy", "--keep-columns", "nosuch", "--out", "{d}/p2"], 2,
          r"x\.npy: --keep-columns nosuch names columns"),
+    Case("embed-corrupt-parquet", ["embed", "{d}/v.parquet", "--out", "{d}/p2"], 2,
+         r"v\.parquet: unreadable near row \d+ .*(CRC|checksum)", _corrupt_checksummed_parquet),
     Case("train-lr-inf", [*TRAIN, "--lr", "inf"], 2, r"--lr=inf must be a finite number > 0"),
     Case("train-lr-zero", [*TRAIN, "--lr", "0", "--optimizer", "adam"], 2, r"--lr=0(\.0)? must be"),
     Case("cluster-more-clusters-than-rows", ["cluster", "{d}/pool", "--n-clusters", "100000", "--out", "{d}/cl2"], 2,
@@ -135,6 +163,9 @@ CASES = [
     Case("pending-id-type-mismatch", [*SEL, "--pending", "{d}/p.csv", "--out", "{d}/s.parquet"], 2,
          r"^Error: .*p\.csv: pending ids of type string do not match the pool's id type int64",
          _write("p.csv", "id\nabc\n")),
+    # -- item 31: one line for bad input found while training ----------------------------------------------
+    Case("train-one-row-pool", ["train", "{d}/one", "{d}/l.parquet", "--out", "{d}/h1.pt"], 2,
+         r"^Error: .*single class", _one_row_pool),
     # -- item 15: a head trained on another pool of the same dimension ----------------------------------
     Case("select-head-of-another-pool", [*SELH[:3], "{d}/other.pt", *SELH[4:], "--out", "{d}/s.parquet"], 2,
          r"other\.pt: head was trained on another pool .*--force-head", _other_pool_head),
