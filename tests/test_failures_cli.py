@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_failures import _fmt, _hashes, _visible, _write  # noqa: E402
+from test_failures import _fmt, _hashes, _npy, _visible, _write  # noqa: E402
 from test_failures import base as base  # noqa: E402,F401  (the shared module-scoped fixture)
 
 
@@ -95,6 +95,11 @@ def _appended(d: Path) -> None:
 
 def _warns_other_pool(d: Path, out: str, err: str) -> None:
     assert re.search(r"^warning: --force-head: head .*other\.pt was trained on another pool", err, re.M), err
+
+
+def _no_lock_files(d: Path, out: str, err: str) -> None:
+    locks = sorted(str(p.relative_to(d)) for p in d.rglob("*.lock"))
+    assert not locks, f"lock files left beside the outputs: {locks}"
 
 
 def _notes_append(d: Path, out: str, err: str) -> None:
@@ -173,6 +178,18 @@ CASES = [
                                                       "{d}/s.parquet", "--force-head", "-q"], 0, "",
          _other_pool_head, _warns_other_pool),
     Case("select-head-before-append", [*SELH, "--out", "{d}/s.parquet", "--json"], 0, "", _appended, _notes_append),
+    # -- item 19: no zero-byte .NAME.lock left after success, a dry run or a failure -----------------------
+    *[Case(f"no-lock-left-{name}", [*args, "-q"], code, "", check=_no_lock_files) for name, args, code in [
+        ("labels-import-dry-run", ["labels", "import", "{d}/done.csv", "--pool", "{d}/pool", "--out", "{d}/l2.parquet",
+                                   "--dry-run"], 0),
+        ("labels-import", ["labels", "import", "{d}/done.csv", "--pool", "{d}/pool", "--out", "{d}/l2.parquet"], 0),
+        ("embed", ["embed", "{d}/x.npy", "--out", "{d}/p2"], 0),
+        ("embed-append", ["embed", "{d}/x.npy", "--out", "{d}/pool", "--append"], 0),
+        ("score", ["score", "{d}/pool", "--head", "{d}/head.pt", "--out", "{d}/sc2"], 0),
+        ("cluster", ["cluster", "{d}/pool", "--out", "{d}/cl2"], 0),
+    ]],
+    Case("no-lock-left-embed-append-fails", ["embed", "{d}/nan.npy", "--out", "{d}/pool", "--append", "-q"], 2,
+         r"nan\.npy.*NaN", _npy("nan.npy", np.full((3, 8), np.nan, dtype=np.float32)), _no_lock_files),
     Case("device-env-unknown", TRAIN, 2, r"ALQ_DEVICE='tpu' is not a device", env={"ALQ_DEVICE": "tpu"}),
     # -- item 32: a failure is its one Error line (no progress line before it), bad input names the file --
     Case("train-truncated-npy-one-line", TRAIN, 2, r"^Error: .*shard-000000\.npy", _truncate_npy),
