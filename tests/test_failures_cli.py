@@ -137,8 +137,10 @@ CASES = [
     Case("labels-import-missing-pool", ["labels", "import", "{d}/done.csv", "--out", "{d}/l2.parquet"], 2,
          r"^Error: alq labels import: Missing option '--pool'"),
     # -- item 29: values typer cannot parse: one line, exit 2 ----------------------------------------------
-    Case("select-budget-not-int", [*SEL[:-1], "x", "--out", "{d}/s.parquet"], 2, r"Invalid value for '--budget'"),
-    Case("select-seed-not-int", [*SEL, "--seed", "x", "--out", "{d}/s.parquet"], 2, r"Invalid value for '--seed'"),
+    Case("select-budget-not-int", [*SEL[:-1], "x", "--out", "{d}/s.parquet"], 2,
+         r"Invalid value for '--budget'.*\(got 'x'\)"),
+    Case("select-seed-not-int", [*SEL, "--seed=1.5", "--out", "{d}/s.parquet"], 2,
+         r"Invalid value for '--seed'.*\(got '1\.5'\)"),
     Case("synth-classes-float", ["synth", "--classes", "1e9", "--out", "{d}/syn"], 2, r"--classes"),
     # -- item 29: options silently ignored or accepted out of range ------------------------------------
     Case("select-unknown-strategy-option", [*SEL, "--option", "foo=1", "--out", "{d}/s.parquet"], 2,

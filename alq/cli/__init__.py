@@ -63,7 +63,7 @@ def run(argv: list[str] | None = None) -> int:
                 exc.show()
             return exc.exit_code
         except UsageError as exc:
-            raise usage_error(exc) from None
+            raise usage_error(exc, args) from None
         except ClickException as exc:
             exc.show()
             return exc.exit_code
@@ -101,6 +101,21 @@ def run(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _given_value(param, args: list[str]) -> str | None:
+    """The value ``args`` gave the option ``param`` (its last one), or None."""
+    opts = getattr(param, "opts", None) or []
+    if not opts or not all(o.startswith("-") for o in opts):
+        return None
+    value = None
+    for i, a in enumerate(args):
+        for o in opts:
+            if a == o and i + 1 < len(args):
+                value = args[i + 1]
+            elif a.startswith(o + "=") and o.startswith("--"):
+                value = a.split("=", 1)[1]
+    return value
+
+
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so every writer's cleanup (``except BaseException``) runs."""
 
@@ -123,12 +138,16 @@ except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 
-def usage_error(exc: UsageError) -> Exception:
-    """A click usage error (missing option, bad value, unknown option) as a one-line bad-input error (exit 2)."""
+def usage_error(exc: UsageError, args: list[str] = ()) -> Exception:
+    """A click usage error (missing option, bad value, unknown option) as a one-line bad-input error (exit 2),
+    naming the value given when an option's value was refused."""
     from alq.errors import BadInputError
 
     where = exc.ctx.command_path if exc.ctx is not None else "alq"
     message = " ".join(exc.format_message().split())  # one line, however click wrapped it
+    value = _given_value(getattr(exc, "param", None), list(args))
+    if value is not None and repr(value) not in message:
+        message = message.rstrip(".") + f" (got {value!r})"
     return BadInputError(f"{where}: {message}", hint=f"see `{where} --help`")
 
 
