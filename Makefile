@@ -5,19 +5,31 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ALQ := $(VENV)/bin/alq
 STAMP := $(VENV)/.alq-installed
-EXTRAS ?= dev,ray
+DEV_STAMP := $(VENV)/.alq-dev-installed
+# `make demo` needs alq alone; `make test` (and bench, lint) add these extras
+DEV_EXTRAS ?= dev,ray
+# torch goes in first, so the package's torch range installs nothing more. A bare `pip install torch` on
+# Linux pulls the CUDA build (GBs); on a fresh machine without a GPU, take the CPU wheel:
+#   make demo TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 DEMO := .demo
 
-.PHONY: install install-gpu gpu-venv gpu-check demo test bench bench-peers lint sample-data clean
+.PHONY: install install-dev install-gpu gpu-venv gpu-check demo test bench bench-peers lint sample-data clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# The CPU build of torch first (from the machine's find-links), so the package's torch range installs nothing more.
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(PY) -m pip install --quiet -e .
 	@touch $(STAMP)
+
+install-dev: $(DEV_STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[$(DEV_EXTRAS)]"
+	@touch $(DEV_STAMP)
 
 # Swap faiss-cpu for faiss-gpu (they provide the same module and must not both be installed).
 install-gpu: install
@@ -26,7 +38,7 @@ install-gpu: install
 
 # The GPU check: every CUDA / faiss-gpu path against the CPU on a synthetic pool (tests/gpu_check.py).
 # With a GPU it builds .gpu-venv (a CUDA torch + faiss-gpu, never faiss-cpu; .venv is left alone).
-# Without one it says so, runs the CPU half and exits 0. GPU_CHECK_ARGS="--size small" for a quick run.
+# Without one it says so, runs the CPU half at --size small (GPU_CHECK_ARGS="--size full" to insist) and exits 0.
 GPU_TORCH ?= torch==2.14.1
 GPU_FAISS ?= faiss-gpu>=1.8
 GPU_CHECK_ARGS ?=
@@ -60,17 +72,17 @@ demo: install
 	$(ALQ) select $(DEMO)/pool --head $(DEMO)/head.pt --labels $(DEMO)/labels.parquet --clusters $(DEMO)/clusters \
 		--strategy cluster-margin --budget 100 --seed 0 --round 1 --out $(DEMO)/batch-cluster-margin.parquet
 
-test: install
+test: install-dev
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-bench: install bench-peers
+bench: install-dev bench-peers
 	$(PY) -m pytest -q -m bench -s tests/bench/bench_*.py -p no:xdist
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check alq tests
 
 # Regenerates sample_data/ from scikit-learn's bundled digits (dev dependency only).
-sample-data: install
+sample-data: install-dev
 	$(PY) tests/make_sample_data.py sample_data
 
 clean:
@@ -80,6 +92,6 @@ clean:
 PEERS := .bench/peers
 bench-peers:
 	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
-	@$(PEERS)/bin/python -c "import torch" 2>/dev/null || $(PEERS)/bin/pip install --quiet "torch==2.13.0"
+	@$(PEERS)/bin/python -c "import torch" 2>/dev/null || $(PEERS)/bin/pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
 	-$(PEERS)/bin/pip install --quiet modAL-python scikit-activeml
 	-$(PEERS)/bin/pip install --quiet decile-distil

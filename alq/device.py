@@ -15,20 +15,28 @@ from collections.abc import Iterator
 from alq.errors import BadInputError
 
 
-@functools.cache
 def torch_device(preferred: str | None = None):
+    """The torch device: ``preferred``, else ``ALQ_DEVICE``, else auto (CUDA when torch sees a GPU)."""
+    if preferred:
+        return _torch_device(preferred, "device")
+    return _torch_device(os.environ.get("ALQ_DEVICE", "auto").strip() or "auto", "ALQ_DEVICE")
+
+
+@functools.cache
+def _torch_device(want: str, source: str):
+    import re
+
     import torch
 
-    want = preferred or os.environ.get("ALQ_DEVICE", "auto")
     if want == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", want):  # torch also knows mps, xla, meta...: alq runs on none of them
+        raise BadInputError(f"{source}={want!r} is not a device alq uses (use auto, cpu or cuda[:N])",
+                            hint="unset ALQ_DEVICE or set ALQ_DEVICE=cpu" if source == "ALQ_DEVICE" else None)
     if want.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInputError(f"device {want!r} requested but torch sees no CUDA GPU",
+        raise BadInputError(f"{source}={want!r} requested but torch sees no CUDA GPU",
                             hint="unset ALQ_DEVICE or set ALQ_DEVICE=cpu")
-    try:
-        return torch.device(want)
-    except RuntimeError:
-        raise BadInputError(f"unknown device {want!r} (use auto, cpu or cuda[:N])") from None
+    return torch.device(want)
 
 
 def faiss_gpu_count() -> int:

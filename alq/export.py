@@ -5,13 +5,21 @@ the ids in each shard's Parquet; :func:`pool_columns` reads them back for
 selected pool rows, one shard at a time. :func:`write_rows` writes a table
 in the format its output name asks for (``.csv``, ``.jsonl``/``.ndjson``,
 anything else Parquet), atomically, or to stdout for ``-`` (CSV, or JSON
-lines with ``fmt="jsonl"``). JSON lines are strict JSON: NaN and +-Inf
-become ``null`` (a kcenter pick's first score is ``inf``; CSV writes ``inf``).
+lines with ``fmt="jsonl"``).
+
+Text formats (CSV, JSON lines, Label Studio) write values one way
+(:func:`text_table`): NaN and +-Inf are missing (JSON ``null``, an empty CSV
+cell, so DuckDB still types a score column as a number; a kcenter pick's
+first score is ``inf``), timestamps are ISO-8601 in UTC (``2025-01-01T04:09:49Z``).
+CSV cells that a spreadsheet would run as a formula (starting with ``=``,
+``+``, ``-``, ``@``, tab or carriage return, and not a plain number) get a
+leading ``'`` (OWASP's CSV-injection rule), unless ``escape_formulas=False``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -66,6 +74,50 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     return _SUFFIX.get(Path(out).suffix.lower(), "parquet")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def escape_formula(value: str) -> str:
+    """``value`` with a leading ``'`` when a spreadsheet would read it as a formula (OWASP CSV injection);
+    plain numbers (``-2``, ``+1.5e3``) are left alone: spreadsheets read those as numbers."""
+    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _iso_utc(col: pa.ChunkedArray) -> pa.Array:
+    """Timestamps as ``2025-01-01T04:09:49Z`` (UTC; naive ones are taken as UTC; a fraction only when one)."""
+    import pyarrow.compute as pc
+
+    t = col.type
+    if t.tz is not None:
+        col = col.cast(pa.timestamp(t.unit, tz="UTC"))
+    whole = col.cast(pa.timestamp("s", tz=col.type.tz), safe=False)
+    exact = pc.all(pc.equal(whole.cast(pa.timestamp(t.unit, tz=col.type.tz)), col)).as_py() in (True, None)
+    if exact:
+        return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%SZ")
+    return pc.binary_join_element_wise(pc.strftime(col, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
+
+
+def text_table(table: pa.Table, *, escape_formulas: bool = False) -> pa.Table:
+    """``table`` as text formats write it: non-finite floats null, timestamps ISO-8601 UTC strings, and
+    (``escape_formulas``, for CSV) formula-looking strings escaped with a leading ``'``."""
+    import pyarrow.compute as pc
+
+    cols = []
+    for field, col in zip(table.schema, table.columns):
+        t = field.type
+        if pa.types.is_floating(t):
+            col = pc.if_else(pc.is_finite(col), col, pa.scalar(None, t))
+        elif pa.types.is_timestamp(t):
+            col = _iso_utc(col)
+        elif escape_formulas and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            col = pa.array([None if v is None else escape_formula(v) for v in col.to_pylist()], type=t)
+        cols.append(col)
+    return pa.table(cols, names=table.column_names)
+
+
 def _jsonl_lines(table: pa.Table):
     for rec in table.to_pylist():
         yield json.dumps(strict_json(rec), default=str, allow_nan=False) + "\n"  # default: dates, decimals
@@ -84,9 +136,15 @@ def _csv_bytes(table: pa.Table) -> bytes:
     return head.getvalue().encode() + sink.getvalue().to_pybytes()
 
 
-def write_rows(table: pa.Table, out: str | Path, *, meta: dict | None = None, fmt: str | None = None) -> str:
-    """Write ``table`` to ``out`` (``-``: stdout) as CSV, JSON lines or Parquet; return the format used."""
+def write_rows(table: pa.Table, out: str | Path, *, meta: dict | None = None, fmt: str | None = None,
+               escape_formulas: bool = True) -> str:
+    """Write ``table`` to ``out`` (``-``: stdout) as CSV, JSON lines or Parquet; return the format used.
+
+    CSV and JSON lines get :func:`text_table` (CSV cells that look like formulas escaped unless
+    ``escape_formulas`` is False); Parquet keeps the types as they are."""
     kind = output_format(out, fmt)
+    if kind != "parquet":
+        table = text_table(table, escape_formulas=escape_formulas and kind == "csv")
     if str(out) == "-":
         if kind == "parquet":
             raise BadInputError("--out - writes CSV or JSON lines to stdout, not Parquet", hint="pass --format csv")
@@ -111,7 +169,7 @@ def write_rows(table: pa.Table, out: str | Path, *, meta: dict | None = None, fm
 
 
 def export_selection(selection: str | Path, out: str | Path, *, fmt: str | None = None, pool=None,
-                     columns: list[str] | None = None) -> dict:
+                     columns: list[str] | None = None, escape_formulas: bool = True) -> dict:
     """``alq export``: a selection (+ pool metadata columns) as CSV / JSON lines / Parquet / Label Studio."""
     from alq.io import parquet_metadata, read_parquet
 
@@ -140,7 +198,7 @@ def export_selection(selection: str | Path, out: str | Path, *, fmt: str | None 
     if fmt == "label-studio":
         from alq.labelstudio import to_tasks
 
-        text = json.dumps(to_tasks(table, columns), indent=1, allow_nan=False) + "\n"
+        text = json.dumps(to_tasks(text_table(table), columns), indent=1, allow_nan=False) + "\n"
         if str(out) == "-":
             sys.stdout.write(text)
             sys.stdout.flush()
@@ -149,6 +207,6 @@ def export_selection(selection: str | Path, out: str | Path, *, fmt: str | None 
                 tmp.write_text(text, encoding="utf-8")
         kind = fmt
     else:
-        kind = write_rows(table, out, meta=meta, fmt=fmt)
+        kind = write_rows(table, out, meta=meta, fmt=fmt, escape_formulas=escape_formulas)
     return {"selection": str(selection), "output": str(out), "format": kind, "rows": table.num_rows,
             "columns": table.column_names}

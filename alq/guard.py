@@ -110,8 +110,9 @@ def kind_of(path) -> str | None:
 def _dir_kind(names: set[str]) -> str | None:
     if not names:
         return None
-    for marker, kind in (("manifest.json", "pool"), ("_clusters.json", "clusters"), ("clusters.json", "clusters"),
-                         ("_scores.json", "scores"), ("scores.json", "scores"), ("_dedup.json", "dedup"),
+    for marker, kind in (("manifest.json", "pool"), ("_clusters.parquet", "clusters"), ("_clusters.json", "clusters"),
+                         ("clusters.json", "clusters"), ("_scores.parquet", "scores"), ("_scores.json", "scores"),
+                         ("scores.json", "scores"), ("_dedup.json", "dedup"),
                          ("report.md", "report"), ("report.json", "report"), ("config.json", "run"),
                          ("results.parquet", "run")):
         if marker in names:
@@ -149,7 +150,8 @@ def _is_head(path: Path) -> bool:
         return False
 
 
-_MANAGED = {"manifest.json": "pool", "_clusters.json": "clusters directory", "clusters.json": "clusters directory",
+_MANAGED = {"manifest.json": "pool", "_clusters.parquet": "clusters directory", "_scores.parquet": "scores directory",
+            "_clusters.json": "clusters directory", "clusters.json": "clusters directory",
             "_scores.json": "scores directory", "scores.json": "scores directory",
             "_dedup.json": "dedup directory"}
 
@@ -165,11 +167,12 @@ def _managed_above(path: Path) -> tuple[Path, str] | None:
 
 def _alq_format(marker: Path) -> bool:
     """An alq summary file (``"format": "alq-..."``), not any manifest.json (web apps have those too)."""
+    from alq.store.sidecar import is_alq_record
+
     try:
-        data = json.loads(marker.read_text())
-    except (OSError, ValueError):
+        return is_alq_record(marker.read_bytes(), marker)
+    except OSError:
         return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith("alq")
 
 
 def check_outputs(outputs: Sequence[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]] = (), *,
@@ -273,8 +276,9 @@ def _managed_above_remote(uri: str) -> tuple[str, str] | None:
 
 
 def _alq_format_bytes(uri: str) -> bool:
+    from alq.store.sidecar import is_alq_record
+
     try:
-        data = json.loads(fs.read_bytes(uri))
-    except (OSError, ValueError):
+        return is_alq_record(fs.read_bytes(uri), uri)
+    except OSError:
         return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith("alq")

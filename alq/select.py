@@ -49,6 +49,8 @@ class SelectRequest:
     engine_options: dict = field(default_factory=dict)
     scores: str | Path | None = None  # scores directory from `alq score`: reused when fresh
     with_columns: list[str] = field(default_factory=list)  # pool metadata columns added to the selection
+    force_head: bool = False  # use a head trained on another pool of the same dim (refused otherwise)
+    escape_formulas: bool = True  # CSV output: cells a spreadsheet would run as formulas get a leading '
 
 
 def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tuple[np.ndarray, np.ndarray, int]:
@@ -64,7 +66,10 @@ def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tupl
     n_pending = 0
     for p in pending:
         ids = read_id_list(p)
-        idx = pool.lookup(ids)
+        try:
+            idx = pool.lookup(ids)
+        except BadInputError as exc:  # an id type mismatch: say which --pending file
+            raise BadInputError(f"{p}: pending {exc}", hint=exc.hint) from None
         if (idx < 0).any():
             r = int(np.flatnonzero(idx < 0)[0])
             raise BadInputError(f"{p}: row {r}: pending id {ids[r].item() if hasattr(ids[r], 'item') else ids[r]!r} "
@@ -126,8 +131,20 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
     budget = check_budget(int(req.budget), n_unlabeled, allow_smaller=req.allow_smaller, pool_rows=pool.count)
     notes: dict = {}
     if head is not None and head.pool_fingerprint and head.pool_fingerprint != pool.fingerprint:
-        notes["head_note"] = (f"head was trained on pool {head.pool_fingerprint}, this pool is {pool.fingerprint} "
-                              "(rows appended since, or another pool of the same dim)")
+        manifest = getattr(pool, "manifest", None)
+        if manifest is not None and head.pool_fingerprint in manifest.lineage():
+            notes["head_note"] = (f"head was trained on this pool before rows were appended (pool "
+                                  f"{head.pool_fingerprint}, now {pool.fingerprint})")
+        elif not req.force_head:
+            from alq.errors import StaleError
+
+            raise StaleError(f"{req.head}: head was trained on another pool (pool fingerprint "
+                             f"{head.pool_fingerprint}; this pool is {pool.fingerprint} and never was), of the "
+                             "same dimension", hint="train a head on this pool with `alq train`, or pass --force-head "
+                                                    "to score with this one anyway")
+        else:  # forced: said on stderr even under -q (see alq.cli.select), and recorded in the summary
+            notes["head_warning"] = (f"--force-head: head {req.head} was trained on another pool "
+                                     f"({head.pool_fingerprint}; this pool is {pool.fingerprint})")
     scores = None
     if req.scores is not None:
         from alq.scoring.store import ScoresStore
@@ -246,7 +263,7 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
     if out is not None:
         from alq.export import write_rows
 
-        summary["format"] = write_rows(table, out, meta=meta)
+        summary["format"] = write_rows(table, out, meta=meta, escape_formulas=req.escape_formulas)
         summary["output"] = str(out)
     summary["seconds"] = round(time.perf_counter() - t0, 4)
     return table, summary

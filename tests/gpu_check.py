@@ -21,10 +21,10 @@ first builds a separate virtualenv ``.gpu-venv`` (a CUDA torch wheel and
 faiss-gpu, never faiss-cpu beside it; the default ``.venv`` is not touched)
 and runs both halves with that interpreter.
 
-Sizes: ``--size full`` (the default; the GPU box: 2M x 256 select/score pool,
+Sizes: ``--size full`` (the default with a GPU; the GPU box: 2M x 256 select/score pool,
 1M x 256 diversity pool, 1M x 128 cluster pool, meant to finish inside 8
 minutes on one H200 with 16 cores), ``--size small`` (a few minutes on a
-2-core CPU machine), ``--size tiny`` (seconds; the unit test). Any size can be
+2-core CPU machine; the default without a GPU), ``--size tiny`` (seconds; the unit test). Any size can be
 overridden (``--rows``, ``--div-rows``, ``--cluster-rows`` ...).
 
     python tests/gpu_check.py --size small --cpu-only
@@ -586,7 +586,8 @@ def run_check(r: Runner, s: dict, seed: int = 0) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", choices=sorted(SIZES), default="full")
+    ap.add_argument("--size", choices=sorted(SIZES), default=None,
+                    help="default: full with a GPU, small without one (the CPU half of full takes hours)")
     for k, v in SIZES["full"].items():
         ap.add_argument("--" + k.replace("_", "-"), type=int, default=None, help=f"(full: {v})")
     ap.add_argument("--work", type=Path, default=ROOT / ".gpu-check", help="scratch directory (replaced)")
@@ -606,11 +607,6 @@ def main(argv=None) -> int:
     ap.add_argument("--install-only", action="store_true", help="build .gpu-venv (on a GPU machine) and stop")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    size = dict(SIZES[args.size])
-    for k in size:
-        v = getattr(args, k)
-        if v is not None:
-            size[k] = v
 
     gpu, why = (False, "--cpu-only") if args.cpu_only else nvidia_gpu()
     python = args.python or sys.executable
@@ -624,8 +620,15 @@ def main(argv=None) -> int:
     if args.install_only:
         print(f"{GPU_VENV.name}: {why}" if gpu else f"No usable NVIDIA GPU ({why}): {GPU_VENV.name} not built.")
         return 0
+    if args.size is None:
+        args.size = "full" if gpu else "small"
+    size = dict(SIZES[args.size])
+    for k in size:
+        v = getattr(args, k)
+        if v is not None:
+            size[k] = v
     if not gpu:
-        print(f"No usable NVIDIA GPU ({why}): running the CPU half only.", flush=True)
+        print(f"No usable NVIDIA GPU ({why}): running the CPU half only (size {args.size}).", flush=True)
     else:
         print(f"GPU: {why}; alq runs with {python}", flush=True)
 

@@ -251,7 +251,7 @@ def test_missing_or_corrupt_cluster_dir(tmp_path):
         load_clusters(tmp_path / "nope", pool)
     cluster_pool(pool, tmp_path / "c", ClusterOptions())
     (tmp_path / "c" / SUMMARY).write_text("{not json")
-    with pytest.raises(BadInputError, match="not valid JSON"):
+    with pytest.raises(BadInputError, match="not a readable Parquet file"):
         load_clusters(tmp_path / "c", pool)
 
 

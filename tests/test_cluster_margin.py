@@ -203,7 +203,7 @@ def test_cli_cluster_then_select_and_stale_refusal(setup, cli):
     assert code == 0, err
     assert json.loads(out)["rows_updated"] == 50
     code, out, err = cli("select", tmp / "pool", "--strategy", "cluster-margin", "--budget", "30",
-                         "--head", tmp / "head.pt", "--clusters", tmp / "c2", "--json")
+                         "--head", tmp / "head.pt", "--clusters", tmp / "c2", "--out", tmp / "b2.parquet", "--json")
     assert code == 0, err
 
 

@@ -84,7 +84,7 @@ def test_cold_start_strategies_run_through_the_cli(cli, small_pool, tmp_path):
         assert code == 0, err
         summary = json.loads(stdout)
         assert summary["selected"] == 12 and out.exists()
-    code, _, err = cli(*select_argv(path, "--strategy", "coreset", "--budget", "5"))
+    code, _, err = cli(*select_argv(path, "--strategy", "coreset", "--budget", "5", "--out", path.parent / "c.parquet"))
     assert code == 2 and "needs a head" in err and "kcenter" in err and "typiclust" in err
 
 

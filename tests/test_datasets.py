@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from alq.store.labels import LabelSet
@@ -28,17 +28,42 @@ def test_directory_reads_as_one_dataset(outputs, name, key):
     _, tmp = outputs
     table = ds.dataset(tmp / name).to_table()  # default options: `_`-prefixed sidecars are skipped
     assert table.num_rows == 700 and key in table.column_names and "id" in table.column_names
-    assert sorted(p.name for p in (tmp / name).iterdir() if p.suffix == ".json") == [f"_{name}.json"]
+    # polars.scan_parquet(DIR) refuses a directory of mixed extensions and reads every file it holds; DuckDB's
+    # 'DIR/*' likewise: every file is Parquet with the same columns (the sidecar: no rows of them)
+    files = sorted((tmp / name).iterdir())
+    assert all(p.suffix == ".parquet" for p in files), [p.name for p in files]
+    schemas = {str(pq.read_schema(p).remove_metadata()) for p in files}
+    assert len(schemas) == 1
+    assert sum(pq.read_metadata(p).num_rows for p in files) == 700
+    assert (tmp / name / f"_{name}.parquet").is_file()
 
 
-def test_legacy_sidecar_names_still_read(cli, outputs):
+def test_duckdb_reads_the_directory(outputs):
+    duckdb = pytest.importorskip("duckdb")
+    _, tmp = outputs
+    for name in ("scores", "clusters"):
+        n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{tmp / name}/*')").fetchall()[0][0]
+        assert n == 700, name
+
+
+def _to_json_sidecar(directory, name: str, filename: str) -> None:
+    """The layout of earlier versions: the record as `_NAME.json` (and before that `NAME.json`)."""
+    from alq.store import sidecar
+
+    record = sidecar.read(directory / f"_{name}.parquet", what="record")
+    (directory / f"_{name}.parquet").unlink()
+    (directory / filename).write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("legacy", ["_{}.json", "{}.json"])
+def test_legacy_sidecar_names_still_read(cli, outputs, legacy):
     pool, tmp = outputs
     for name in ("scores", "clusters"):
-        shutil.move(tmp / name / f"_{name}.json", tmp / name / f"{name}.json")
+        _to_json_sidecar(tmp / name, name, legacy.format(name))
     code, out, err = cli("select", pool, "--head", tmp / "head.pt", "--labels", tmp / "labels.parquet",
                          "--clusters", tmp / "clusters", "--scores", tmp / "scores", "--strategy", "cluster-margin",
                          "--budget", "20", "--out", tmp / "b.parquet", "--json")
     assert code == 0, err
-    assert json.loads(out)["selected"] == 20
+    assert json.loads(out)["selected"] == 20 and json.loads(out)["scores"]["fresh"] is True
     code, out, err = cli("info", tmp / "scores", "--json")
     assert code == 0 and json.loads(out)["kind"] == "scores"

@@ -156,7 +156,7 @@ def test_overwrite_replaces_and_refuses_without_it(tmp_path, cli):
     np.save(tmp_path / "small.npy", X[:5])
     assert cli("embed", tmp_path / "small.npy", "--out", tmp_path / "pool", "--overwrite", "-q")[0] == 0
     assert open_pool(tmp_path / "pool").count == 5
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".pool.lock", "pool", "small.npy", "x.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool", "small.npy", "x.npy"]  # no lock file left
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     code, _, err = cli("embed", tmp_path / "small.npy", "--out", tmp_path / "mine", "--overwrite")
@@ -170,7 +170,7 @@ def test_a_second_writer_is_refused_while_one_holds_the_pool(tmp_path, cli):
 
     np.save(tmp_path / "x.npy", X)
     assert cli("embed", tmp_path / "x.npy", "--out", tmp_path / "pool", "-q")[0] == 0
-    fd = os.open(tmp_path / ".pool.lock", os.O_RDWR)
+    fd = os.open(tmp_path / ".pool.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a running `alq embed --append` would
     try:
         code, _, err = cli("embed", tmp_path / "x.npy", "--out", tmp_path / "pool", "--append")

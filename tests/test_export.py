@@ -176,3 +176,66 @@ def test_info_lists_the_pools_metadata_columns(cli, meta_pool):
     assert json.loads(out)["metadata_columns"] == {"file_path": "string", "width": "int32"}
     code, out, _ = cli("info", tmp / "pool")
     assert "file_path" in out
+
+
+@pytest.fixture
+def hostile_pool(cli, tmp_path):
+    """A pool whose kept columns hold a timestamp and cells a spreadsheet would run as formulas."""
+    import datetime as dt
+
+    x, _ = gaussian_pool(40, d=4, c=2)
+    ids = np.arange(40)
+    notes = ["-2+3+cmd|' /C calc'!A0", "=HYPERLINK(\"http://x\")", "@SUM(A1)", "+1", "-7", "plain"] * 7
+    cols = {"id": pa.array(ids), "embedding": pa.array(x.tolist(), pa.list_(pa.float32())),
+            "note": pa.array(notes[:40]),
+            "seen": pa.array([dt.datetime(2025, 1, 1, 4, 9, 49, tzinfo=dt.timezone.utc)] * 40,
+                             pa.timestamp("us", tz="UTC"))}
+    pq.write_table(pa.table(cols), tmp_path / "in.parquet")
+    assert cli("embed", tmp_path / "in.parquet", "--out", tmp_path / "pool", "--dtype", "float32", "-q")[0] == 0
+    return tmp_path
+
+
+def _csv_rows(path):
+    return list(csv.DictReader(open(path, newline="")))
+
+
+def test_csv_has_no_inf_and_one_timestamp_form(cli, hostile_pool):
+    """Issue 20 item 14: a non-finite score is an empty CSV cell (null in JSON); timestamps are
+    2025-01-01T04:09:49Z in CSV, JSON lines and Label Studio tasks alike."""
+    tmp = hostile_pool
+    sel = ("select", tmp / "pool", "--strategy", "kcenter", "--budget", "40", "--with-columns", "seen")
+    assert cli(*sel, "--out", tmp / "b.parquet")[0] == 0
+    assert cli(*sel, "--out", tmp / "b.csv")[0] == 0
+    rows = _csv_rows(tmp / "b.csv")
+    assert rows[0]["score"] == ""  # kcenter's first pick: inf
+    assert {r["seen"] for r in rows} == {"2025-01-01T04:09:49Z"}
+    for fmt, name in (("csv", "e.csv"), ("jsonl", "e.jsonl"), ("label-studio", "e.json")):
+        code, _, err = cli("export", tmp / "b.parquet", "--pool", tmp / "pool", "--with-columns", "seen",
+                           "--format", fmt, "--out", tmp / name)
+        assert code == 0, err
+    assert {r["seen"] for r in _csv_rows(tmp / "e.csv")} == {"2025-01-01T04:09:49Z"}
+    assert _csv_rows(tmp / "e.csv")[0]["score"] == ""
+    lines = [json.loads(ln) for ln in open(tmp / "e.jsonl")]
+    assert {r["seen"] for r in lines} == {"2025-01-01T04:09:49Z"} and lines[0]["score"] is None
+    tasks = json.loads((tmp / "e.json").read_text())
+    assert {t["data"]["seen"] for t in tasks} == {"2025-01-01T04:09:49Z"}
+
+
+def test_csv_cells_that_would_run_as_formulas_are_escaped(cli, hostile_pool):
+    """Issue 20 item 28 (OWASP CSV injection): = + - @ cells get a leading ' in CSV from `alq select` and
+    `alq export`; plain numbers stay; --no-escape-formulas writes them verbatim; Parquet/JSON are untouched."""
+    tmp = hostile_pool
+    sel = ("select", tmp / "pool", "--strategy", "random", "--budget", "40", "--with-columns", "note")
+    assert cli(*sel, "--out", tmp / "b.csv")[0] == 0
+    assert cli(*sel, "--out", tmp / "b.parquet")[0] == 0
+    assert cli("export", tmp / "b.parquet", "--out", tmp / "e.csv")[0] == 0
+    assert cli(*sel, "--out", tmp / "raw.csv", "--no-escape-formulas")[0] == 0
+    assert cli("export", tmp / "b.parquet", "--out", tmp / "raw_e.csv", "--no-escape-formulas")[0] == 0
+    escaped = {"-2+3+cmd|' /C calc'!A0": "'-2+3+cmd|' /C calc'!A0", '=HYPERLINK("http://x")':
+               '\'=HYPERLINK("http://x")', "@SUM(A1)": "'@SUM(A1)", "+1": "+1", "-7": "-7", "plain": "plain"}
+    original = pq.read_table(tmp / "b.parquet").column("note").to_pylist()
+    for name in ("b.csv", "e.csv"):
+        assert [r["note"] for r in _csv_rows(tmp / name)] == [escaped[v] for v in original], name
+    for name in ("raw.csv", "raw_e.csv"):
+        assert [r["note"] for r in _csv_rows(tmp / name)] == original, name
+    assert set(original) == set(escaped)  # the Parquet keeps the values as they are

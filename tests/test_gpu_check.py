@@ -110,6 +110,23 @@ def test_no_nvidia_smi_means_no_gpu(monkeypatch, tmp_path):
     assert not present and "nvidia-smi" in why
 
 
+@pytest.mark.parametrize("argv,want", [([], "small"), (["--size", "tiny"], "tiny")])
+def test_without_a_gpu_the_default_size_is_small_and_exits_0(monkeypatch, tmp_path, capsys, argv, want):
+    """Issue 20 item 21: `make gpu-check` on a machine with no GPU runs the small size's CPU half, exit 0."""
+    seen = {}
+
+    def fake_check(runner, size, *, seed):
+        seen.update(size)
+        return [{"step": "x", "verdict": "cpu ok"}]
+
+    monkeypatch.setattr(gc, "nvidia_gpu", lambda: (False, "nvidia-smi not found"))
+    monkeypatch.setattr(gc, "run_check", fake_check)
+    monkeypatch.setattr(gc, "format_table", lambda rows, gpu: "table")
+    assert gc.main([*argv, "--work", str(tmp_path / "w")]) == 0
+    assert seen == gc.SIZES[want]
+    assert f"CPU half only (size {want})" in capsys.readouterr().out
+
+
 def test_gpu_venv_never_gets_faiss_cpu_or_torch_from_the_deps():
     deps = gc._pyproject_deps()
     assert deps and not any(d.lower().startswith(("faiss", "torch")) for d in deps)

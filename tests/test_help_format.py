@@ -65,3 +65,44 @@ def test_version_and_escaped_extra(cli):
     code, out, _ = cli("--version")
     assert code == 0 and out.strip() == f"alq {__version__}"
     assert "alq[ray]" in _help("score")
+
+
+CHOICES = [  # (command, option, the values its help must show instead of <str>)
+    (("embed",), "--dtype", "float16|float32"), (("embed",), "--normalize", "l2"), (("embed",), "--engine", "local|ray"),
+    (("train",), "--multilabel", "auto|yes|no"), (("train",), "--optimizer", "auto|lbfgs|adam"),
+    (("select",), "--aggregate", "min|mean"), (("score",), "--aggregate", "min|mean"),
+    (("simulate",), "--head-mode", "reset|update"), (("export",), "--format", "csv|jsonl|parquet|label-studio"),
+    (("report",), "--metric", "top1|top5|macro_accuracy|map|pooled_ap"), (("synth",), "--dtype", "float16|float32"),
+    (("transform",), "--class-order", "sorted|random|size"),
+]
+
+
+@pytest.mark.parametrize("path,option,values", CHOICES, ids=[f"{p[0]}{o}" for p, o, _ in CHOICES])
+def test_choice_options_show_their_values(path, option, values):
+    """Issue 20 item 17: an option with a fixed set of values shows them, not <str>."""
+    from alq.cli import build_command
+
+    cmd = build_command()
+    for name in path:
+        cmd = cmd.commands[name]
+    param = next(p for p in cmd.params if option in getattr(p, "opts", ()))
+    assert param.metavar == values
+
+
+def test_help_texts_say_what_the_code_does():
+    """Issue 20 item 17: the defaults and places the help text names are the real ones."""
+    from alq.cli import build_command
+
+    cmds = build_command().commands
+
+    def text(command, option):
+        p = next(p for p in cmds[command].params if option in getattr(p, "opts", ()))
+        return " ".join(p.help.split())
+
+    assert "`*_id`" in text("embed", "--id-column")  # the id column it picks when there is no `id`
+    assert "default: vectors stored as given" in text("embed", "--normalize")
+    assert "above" in text("select", "--strategy") and "below" not in text("select", "--strategy")
+    assert "default: none" in text("select", "--round")
+    assert "default: none" in text("report", "--out")
+    doc = cmds["select"].help or ""
+    assert doc.index("Strategies:") > 0  # the strategy list is in the description, printed above the options

@@ -113,7 +113,8 @@ def test_head_file(tmp_path, cli):
     assert code == 2 and "bad.pt: not a readable alq head file" in err
 
 
-@pytest.mark.parametrize("name,fmt", [("_clusters.json", "alq-clusters"), ("_scores.json", "alq-scores"),
+@pytest.mark.parametrize("name,fmt", [("_clusters.parquet", "alq-clusters"), ("_scores.parquet", "alq-scores"),
+                                      ("_clusters.json", "alq-clusters"), ("_scores.json", "alq-scores"),
                                       ("clusters.json", "alq-clusters"), ("scores.json", "alq-scores")])  # + legacy
 def test_clusters_and_scores_dirs(tmp_path, cli, name, fmt):
     d = tmp_path / "out"
@@ -122,13 +123,23 @@ def test_clusters_and_scores_dirs(tmp_path, cli, name, fmt):
     import hashlib
 
     sha = hashlib.sha256(b"x").hexdigest()
-    write_json(d / name, {"format": fmt, "k": 7, "shards": [{"file": "part-0.parquet", "rows": 1, "sha256": sha}]})
+    def write_record(record):
+        if name.endswith(".parquet"):  # the layout of today (alq.store.sidecar); .json: the earlier ones
+            import pyarrow as pa
+
+            from alq.store import sidecar
+
+            sidecar.write(d / name, record, pa.schema([("id", pa.int64())]))
+        else:
+            write_json(d / name, record)
+
+    write_record({"format": fmt, "k": 7, "shards": [{"file": "part-0.parquet", "rows": 1, "sha256": sha}]})
     code, s, _ = info(cli, d, "--verify")
     assert code == 0 and s["kind"] == fmt.removeprefix("alq-") and s["summary"]["k"] == 7 and s["verified"]
     (d / "part-0.parquet").write_bytes(b"y")
     code, s, err = info(cli, d, "--verify")
     assert code == 2 and "part-0.parquet: checksum mismatch" in err
-    write_json(d / name, {"format": "something-else"})
+    write_record({"format": "something-else"})
     code, _, err = info(cli, d)
     assert code == 2 and f"expected '{fmt}'" in err
 

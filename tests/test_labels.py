@@ -141,8 +141,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, cli, pool, case):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and re.search(pattern, lines[0]), lines
     assert (tmp_path / "l.parquet").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".l.parquet.lock", ".pool.lock", "a.csv", "l.parquet",
-                                                          "pool", "seed.csv"]  # locks: see alq.store.lock
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "l.parquet", "pool", "seed.csv"]  # no lock files
 
 
 def test_bad_parquet_inputs(tmp_path, cli, pool, spool):

@@ -114,3 +114,29 @@ def test_cluster_graph_and_update_same_on_ray(world, engine, tmp_path):
     np.testing.assert_array_equal(got, load_clusters(tmp_path / "local", pool2))
     assert len(got) == N + 100
 
+
+
+def _fails_at(i: int) -> int:
+    import time
+
+    from alq.errors import BadInputError
+
+    if i == 1:  # the earlier bad row, found late
+        time.sleep(3)
+        raise BadInputError("x.npy: row 147 is NaN")
+    if i == 3:  # a later bad row, found at once
+        raise BadInputError("x.npy: row 444 is NaN")
+    return i
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_the_earliest_failing_task_is_reported_as_local_would(engine, progress):
+    """Issue 20 item 32: --engine ray names the same (first) bad row as the local engine, whichever task
+    failed first."""
+    from alq.errors import BadInputError
+
+    tasks = [(i,) for i in range(5)]
+    with pytest.raises(BadInputError, match="row 147"):
+        LocalEngine().map(_fails_at, tasks)
+    with pytest.raises(BadInputError, match="row 147"):
+        engine.map(_fails_at, tasks, on_done=(lambda i: None) if progress else None)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from alq.io import write_parquet
@@ -43,7 +44,7 @@ def make_results(path, *, strategies=("random", "fast", "slow"), repeats=3, jitt
                 rows.append({"strategy": s, "repeat": r, "round": k, "n_labeled": n, "n_selected": 10,
                              "top1": acc, "top5": None, "macro_accuracy": acc - 0.01,
                              "per_class_accuracy": [acc, acc, acc], "map": None, "pooled_ap": None,
-                             "class_counts": counts, "imbalance_ratio": math.inf if lo == 0 else hi / lo,
+                             "class_counts": list(zip("abc", counts)), "imbalance_ratio": math.inf if lo == 0 else hi / lo,
                              "empty_classes": counts.count(0), "class_entropy": ent,
                              "select_seconds": 0.0 if k == 0 else float(rng.uniform(0.01, 0.02)),
                              "train_seconds": float(rng.uniform(0.1, 0.2)), "train_loss": 0.1,
@@ -131,13 +132,13 @@ def test_penalty_matrix_in_json_matches_scipy(tmp_path, cli):
     want = np.zeros((3, 3))
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            for k in range(4):
+            for k in range(1, 4):  # the selection rounds: round 0 is the seed set every strategy shares
                 if i != j and np.any(vals[a][:, k] != vals[b][:, k]):
                     t = scipy_stats.ttest_rel(vals[a][:, k], vals[b][:, k])
                     if t.pvalue < 0.05 and t.statistic > 0:
-                        want[i, j] += 0.25
+                        want[i, j] += 1 / 3
     np.testing.assert_allclose(s["penalty"]["matrix"], want, atol=1e-12)
-    assert s["penalty"]["rounds"]["random|fast"] == 4
+    assert s["penalty"]["rounds"]["random|fast"] == 3
 
 
 def test_report_without_baseline_or_repeats_still_renders(tmp_path, cli):
@@ -272,3 +273,72 @@ def test_warns_near_chance_and_with_few_repeats(tmp_path, cli):
     res = make_results(tmp_path / "two.parquet", repeats=2)
     code, out, err = cli("report", res, "--json")
     assert code == 0 and any("only 2 repeat" in w for w in json.loads(out)["warnings"])
+
+
+def test_penalty_share_counts_selection_rounds_only(tmp_path, cli):
+    """Issue 20 item 18: a run of 3 selection rounds (4 rows per repeat with the seed round) is "share of 3"."""
+    res = make_results(tmp_path / "results.parquet")
+    code, text, err = cli("report", res)
+    assert code == 0, err
+    flat = " ".join(text.split())
+    assert "share of 3 selection rounds" in flat and "share of 4" not in flat
+
+
+def test_all_zero_penalty_matrix_says_what_it_cannot_tell(tmp_path, cli, monkeypatch):
+    """Issue 20 item 18: with 3 repeats and no significant pair, the report says zeros are not ties."""
+    monkeypatch.setitem(CURVES, "twin", CURVES["random"])
+    monkeypatch.setitem(COUNTS, "twin", COUNTS["random"])
+    res = make_results(tmp_path / "results.parquet", strategies=("random", "twin"))
+    code, out, err = cli("report", res, "--out", tmp_path / "rep", "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["penalty"]["matrix"] == [[0.0, 0.0], [0.0, 0.0]] and "warning" not in s["penalty"]
+    assert "2 degrees of freedom" in s["penalty"]["note"] and "not evidence of a tie" in s["penalty"]["note"]
+    assert "not evidence of a tie" in (tmp_path / "rep" / "report.md").read_text()
+    code, text, _ = cli("report", res)
+    assert "not evidence of a tie" in " ".join(text.split())
+    # a matrix with a significant pair needs no such note
+    code, out, _ = cli("report", make_results(tmp_path / "r2.parquet"), "--json")
+    assert "note" not in json.loads(out)["penalty"]
+
+
+def test_terminal_tables_fit_the_width_instead_of_being_cut(tmp_path, cli, monkeypatch):
+    """Issue 20 item 18: on a 120-column terminal the summary table is split, not cut."""
+    import io
+
+    from rich.console import Console
+
+    from alq.report.tables import render_rich, summary_table
+
+    names = ("random", "margin", "entropy", "least-confidence", "badge", "coreset", "cluster-margin", "typiclust")
+    for i, n in enumerate(names[1:]):
+        monkeypatch.setitem(CURVES, n, CURVES[("fast", "slow")[i % 2]])
+        monkeypatch.setitem(COUNTS, n, COUNTS[("fast", "slow")[i % 2]])
+    code, out, err = cli("report", make_results(tmp_path / "results.parquet", strategies=names), "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    for width in (80, 120):
+        console = Console(file=io.StringIO(), width=width, highlight=False)
+        render_rich(s, console)
+        text = console.file.getvalue()
+        table_lines = [ln for ln in text.splitlines() if ln.startswith(("│", "┃"))]
+        assert table_lines and all(len(ln) <= width and ln.rstrip().endswith(("│", "┃")) for ln in table_lines)
+        flat = " ".join(text.split())
+        for header in summary_table(s)[0]:
+            assert all(word in flat for word in header.split()), header
+
+
+def test_named_class_counts_read_like_the_older_lists(tmp_path, cli):
+    """Issue 20 item 19: results carry class_counts as name -> count (a map); reports read the older lists alike."""
+    new = make_results(tmp_path / "new.parquet")
+    t = pq.read_table(new)
+    assert pa.types.is_map(t.schema.field("class_counts").type)
+    lists = pa.array([[n for _, n in c] for c in t.column("class_counts").to_pylist()], pa.list_(pa.int64()))
+    pq.write_table(t.set_column(t.schema.get_field_index("class_counts"), "class_counts", lists), tmp_path / "old.parquet")
+    outs = []
+    for name in ("old.parquet", "new.parquet"):
+        code, out, err = cli("report", tmp_path / name, "--json")
+        assert code == 0, err
+        s = json.loads(out)
+        outs.append((s["per_strategy"], s["class_distribution"]))
+    assert outs[0] == outs[1]

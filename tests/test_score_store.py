@@ -14,7 +14,7 @@ from alq.errors import StaleError
 from alq.io import read_parquet
 from alq.model.head import load_head
 from alq.scoring.store import ScoresStore
-from alq.store import PoolWriter, open_pool
+from alq.store import PoolWriter, open_pool, sidecar
 from alq.store.labels import LabelSet
 
 
@@ -35,7 +35,7 @@ def test_score_files_align_with_pool_and_hold_the_measures(cli, trained):
     summary = json.loads(out)
     head = load_head(tmp / "head.pt")
     pool = open_pool(path)
-    meta = json.loads((tmp / "scores" / "_scores.json").read_text())
+    meta = sidecar.read(tmp / "scores" / "_scores.parquet", what="scores metadata")
     assert meta["format"] == "alq-scores" and meta["pool_fingerprint"] == pool.fingerprint
     assert meta["head_fingerprint"] == head.fingerprint == summary["head_fingerprint"]
     assert [s["rows"] for s in meta["shards"]] == list(pool.shard_rows)
@@ -117,18 +117,18 @@ def test_score_refuses_foreign_dirs_and_keeps_old_output_on_error(cli, trained, 
     assert code == 2 and "not an alq scores directory" in err
     assert (tmp / "notscores" / "keep.txt").read_text() == "mine"
     assert cli("score", path, "--head", tmp / "head.pt", "--out", tmp / "scores")[0] == 0
-    before = (tmp / "scores" / "_scores.json").read_text()
+    before = (tmp / "scores" / "_scores.parquet").read_bytes()
     # a head of another dimension: refused, the existing scores stay
     from alq.model.head import Head, HeadNet
 
     Head(nets=[HeadNet(3, 2)], classes=[0, 1]).save(tmp / "bad.pt")
     code, _, err = cli("score", path, "--head", tmp / "bad.pt", "--out", tmp / "scores")
     assert code == 2 and "head expects dim 3 but the pool has dim 16" in err
-    assert (tmp / "scores" / "_scores.json").read_text() == before
+    assert (tmp / "scores" / "_scores.parquet").read_bytes() == before
     assert not [p for p in tmp.iterdir() if p.name.startswith(".scores") and p.name != ".scores.lock"]  # no temp dirs
     # rerunning replaces the store in place
     assert cli("score", path, "--head", tmp / "head.pt", "--out", tmp / "scores", "--top-k", "2")[0] == 0
-    assert json.loads((tmp / "scores" / "_scores.json").read_text())["top_k"] == 2
+    assert sidecar.read(tmp / "scores" / "_scores.parquet", what="scores metadata")["top_k"] == 2
     code, out, _ = cli("score", "--help")
     assert code == 0 and "Example:" in out
 

@@ -102,7 +102,7 @@ def test_budget_errors_and_allow_smaller(cli, job):
     code, _, err = cli(*base, "--budget", str(n_unl + 1), "--out", tmp / "out.parquet", "--overwrite")
     assert code == 2 and f"--budget={n_unl + 1} exceeds the {n_unl} unlabeled rows" in err and "--allow-smaller" in err
     assert (tmp / "out.parquet").read_bytes() == b"previous batch"  # untouched
-    code, _, err = cli(*base, "--budget", "0")
+    code, _, err = cli(*base, "--budget", "0", "--out", tmp / "zero.parquet")
     assert code == 2 and "--budget=0 must be >= 1" in err
     code, out, err = cli(*base, "--budget", "100000", "--allow-smaller", "--json", "--out", tmp / "all.parquet")
     assert code == 0, err
@@ -115,29 +115,31 @@ def test_fully_labeled_pool_is_an_error(cli, job):
     path, _, y, tmp, _, _ = job
     LabelSet(ids=np.arange(700, dtype=np.int64), labels=y.tolist()).write(tmp / "all.parquet")
     code, _, err = cli("select", path, "--head", tmp / "head.pt", "--labels", tmp / "all.parquet", "--strategy",
-                       "base", "--budget", "1")
+                       "base", "--budget", "1", "--out", tmp / "s.parquet")
     assert code == 2 and "no unlabeled rows left" in err
 
 
 def test_head_problems_are_named(cli, job):
     path, x, y, tmp, labeled, _ = job
-    code, _, err = cli("select", path, "--strategy", "margin", "--budget", "5")
+    code, _, err = cli("select", path, "--strategy", "margin", "--budget", "5", "--out", tmp / "s.parquet")
     assert code == 2 and "needs a head" in err and "random" in err
     # a head trained on another embedding dimension
     w = PoolWriter(tmp / "small", shard_rows=100, dtype="float32")
     w.add(x[:, :8])
     w.close()
     assert cli("train", tmp / "small", tmp / "labels.parquet", "--out", tmp / "h8.pt")[0] == 0
-    code, _, err = cli("select", path, "--head", tmp / "h8.pt", "--strategy", "mase", "--budget", "5")
+    code, _, err = cli("select", path, "--head", tmp / "h8.pt", "--strategy", "mase", "--budget", "5", "--out",
+                       tmp / "s.parquet")
     assert code == 2 and "h8.pt: head expects dim 8 but the pool has dim 16" in err
     # labels with a class the head never saw
     labels = y[labeled].tolist()
     labels[3] = 99
     LabelSet(ids=labeled.astype(np.int64), labels=labels).write(tmp / "new.parquet")
     code, _, err = cli("select", path, "--head", tmp / "head.pt", "--labels", tmp / "new.parquet", "--strategy",
-                       "entropy", "--budget", "5")
+                       "entropy", "--budget", "5", "--out", tmp / "s.parquet")
     assert code == 2 and "classes the head was not trained on" in err and "99" in err
-    code, _, err = cli("select", path, "--head", tmp / "head.pt", "--strategy", "nope", "--budget", "5")
+    code, _, err = cli("select", path, "--head", tmp / "head.pt", "--strategy", "nope", "--budget", "5", "--out",
+                       tmp / "s.parquet")
     assert code == 2 and "not known; choose from" in err and "margin" in err
 
 
@@ -154,11 +156,11 @@ def test_help_lists_every_strategy_with_examples(cli):
 def test_subprocess_exit_codes_and_one_error_line(job):
     path, _, _, tmp, _, _ = job
     proc = run_alq_subprocess("select", path, "--head", tmp / "head.pt", "--labels", tmp / "labels.parquet",
-                              "--strategy", "margin", "--budget", "10000")
+                              "--strategy", "margin", "--budget", "10000", "--out", tmp / "s.parquet")
     assert proc.returncode == 2
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")]
     assert len(errors) == 1 and "exceeds" in errors[0] and proc.stdout == ""
     proc = run_alq_subprocess("select", path, "--head", tmp / "head.pt", "--labels", tmp / "labels.parquet",
-                              "--strategy", "base", "--budget", "12", "--json")
+                              "--strategy", "base", "--budget", "12", "--out", tmp / "s12.parquet", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["selected"] == 12

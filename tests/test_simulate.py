@@ -74,14 +74,16 @@ def test_simulation_writes_results_and_selections(oracle_files, cli):
             labeled = set(seed)
             for k in range(1, 4):
                 sel = pq.read_table(tmp / "run/selections" / strat / f"r{rep}-round{k}.parquet").to_pylist()
+                assert {(s["strategy"], s["repeat"], s["round"]) for s in sel} == {(strat, rep, k)}
                 ids = [s["id"] for s in sel]
                 assert len(set(ids)) == 20 and not labeled & set(ids)
                 assert [s["label"] for s in sel] == [truth[i] for i in ids]  # the oracle revealed true labels
                 labeled |= set(ids)
                 r = by[(strat, rep, k)]
                 counts = Counter(truth[i] for i in labeled)
-                assert r["class_counts"] == [counts[c] for c in ("cat", "dog", "eel", "fox")]
-                assert r["imbalance_ratio"] == pytest.approx(max(r["class_counts"]) / min(r["class_counts"]))
+                assert r["class_counts"] == [(c, counts[c]) for c in ("cat", "dog", "eel", "fox")]  # named
+                n = [v for _, v in r["class_counts"]]
+                assert r["imbalance_ratio"] == pytest.approx(max(n) / min(n))
                 assert r["n_selected"] == 20 and r["n_labeled"] == len(labeled)
                 assert 0 <= r["top1"] <= 1 and r["top5"] is None and r["map"] is None
                 assert len(r["per_class_accuracy"]) == 4
@@ -89,9 +91,14 @@ def test_simulation_writes_results_and_selections(oracle_files, cli):
     assert by[("random", 0, 1)]["selection_seed"] != by[("balanced-random", 0, 1)]["selection_seed"]
     # balanced-random buys 5 per class each round (20 / 4 classes)
     for rep in range(2):
-        c0 = np.array(by[("balanced-random", rep, 0)]["class_counts"])
-        c3 = np.array(by[("balanced-random", rep, 3)]["class_counts"])
+        c0 = np.array([v for _, v in by[("balanced-random", rep, 0)]["class_counts"]])
+        c3 = np.array([v for _, v in by[("balanced-random", rep, 3)]["class_counts"]])
         assert (c3 - c0).tolist() == [15, 15, 15, 15]
+    # every selection file names its cell: the directory reads as one table (pyarrow skips `_seed-set`)
+    import pyarrow.dataset as ds
+
+    cells = ds.dataset(tmp / "run" / "selections", format="parquet").to_table(columns=["strategy", "repeat", "round"])
+    assert len(set(zip(*(cells.column(c).to_pylist() for c in ("strategy", "repeat", "round"))))) == 2 * 2 * 3
     meta = pq.read_schema(tmp / "run" / "results.parquet").metadata
     assert b"alq.kind" in meta
 
@@ -326,7 +333,7 @@ def test_multilabel_simulation(tmp_path, cli):
     assert all(list(s["label"]) == list(labels[s["id"]]) for s in sel)
     r = rows[-1]
     counts = Counter(c for i in _labeled_ids(tmp_path / "run", "balanced-random", 0, 2) for c in labels[i])
-    assert r["class_counts"] == [counts[c] for c in ("c0", "c1", "c2")]
+    assert r["class_counts"] == [(c, counts[c]) for c in ("c0", "c1", "c2")]
 
 
 def _labeled_ids(run, strategy, rep, k):
@@ -401,7 +408,8 @@ def test_balanced_random_multilabel_matches_reference():
 
 def test_balanced_random_refused_outside_simulate(small_pool, cli):
     path, *_ = small_pool
-    code, _, err = cli("select", path, "--strategy", "balanced-random", "--budget", "5")
+    code, _, err = cli("select", path, "--strategy", "balanced-random", "--budget", "5", "--out",
+                       path.parent / "s.parquet")
     assert code == 2 and "simulate" in err
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from alq import fs
-from alq.store import PoolWriter, open_pool
+from alq.store import PoolWriter, open_pool, sidecar
 from alq.store.labels import LabelSet
 from tests.conftest import gaussian_pool
 
@@ -247,16 +247,17 @@ def test_replacing_a_remote_directory_switches_its_pointer(cli, inputs):
     pool, out = str(local / "pool"), fs.join(remote, "clusters")
     ok(cli, "cluster", pool, "--out", out, "--n-clusters", "5")
     first = fs.current_generation(out)
-    old_summary = fs.read_bytes(fs.join(first, "_clusters.json"))
+    old_summary = fs.read_bytes(fs.join(first, "_clusters.parquet"))
     ok(cli, "cluster", pool, "--out", out, "--n-clusters", "9")
     second = fs.current_generation(out)
     assert second != first
     # a reader still on the old generation can finish: it is kept, whole, until the next switch
-    assert fs.read_bytes(fs.join(first, "_clusters.json")) == old_summary
-    assert json.loads(fs.read_bytes(fs.join(second, "_clusters.json")))["n_clusters"] == 9
+    assert fs.read_bytes(fs.join(first, "_clusters.parquet")) == old_summary
+    assert sidecar.decode(fs.read_bytes(fs.join(second, "_clusters.parquet")), "_clusters.parquet",
+                          what="summary")["n_clusters"] == 9
     assert set(fs.listdir(first)) == set(fs.listdir(second))
     ok(cli, "cluster", pool, "--out", out, "--n-clusters", "7")
-    assert not fs.exists(fs.join(first, "_clusters.json"))  # two switches later it is gone
+    assert not fs.exists(fs.join(first, "_clusters.parquet"))  # two switches later it is gone
     assert json.loads(fs.read_bytes(fs.join(out, fs.POINTER)))["previous"] == fs.name_of(second)
 
 

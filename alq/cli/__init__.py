@@ -13,7 +13,7 @@ import threading
 # machine that doubled the CPU and the linkage time of `alq cluster`. Set before torch or faiss loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from alq.cli.app import app, stderr
+from alq.cli.app import app, flush_log, stderr
 
 _loaded = False
 
@@ -58,13 +58,26 @@ def run(argv: list[str] | None = None) -> int:
     def call() -> int:
         check_arguments(args)
         try:
-            build_command()(args=args, prog_name="alq")  # typer exits via SystemExit (usage errors: code 2)
+            # standalone_mode=False: usage errors come back as exceptions, to be one Error: line like any other
+            code = build_command().main(args=args, prog_name="alq", standalone_mode=False)
         except SystemExit as exc:
             code = exc.code
             return code if isinstance(code, int) else (0 if code is None else 1)
-        return 0
+        except NoArgsIsHelpError as exc:  # `alq`, `alq labels`: the help, exit 2 (as click does)
+            if exc.format_message().strip():  # rich help is printed already, as the error was made
+                exc.show()
+            return exc.exit_code
+        except UsageError as exc:
+            raise usage_error(exc, args) from None
+        except ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except Abort:
+            raise KeyboardInterrupt() from None
+        return code if isinstance(code, int) else 0
 
     def error(line: str) -> None:
+        flush_log(keep=False)  # a failure is its one Error: line, without the progress lines before it
         # escape: messages quote user data (paths, ids, "file.npz[key]") that rich would read as markup
         stderr.print(f"[bold red]Error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
@@ -72,13 +85,18 @@ def run(argv: list[str] | None = None) -> int:
         stderr.print(f"warning: {escape(line)}", markup=True, highlight=False, soft_wrap=True)
 
     previous = _catch_sigterm()
+    flush_log(keep=False)  # an earlier in-process run's leftovers are not this command's
     try:
-        return run_guarded(call, quiet=quiet, print_error=error, print_warning=warning)
+        code = run_guarded(call, quiet=quiet, print_error=error, print_warning=warning, before_warnings=flush_log)
+        flush_log(keep=code == 0)
+        return code
     except Terminated:
+        flush_log(keep=False)
         stderr.print("Error: terminated (SIGTERM); outputs are written atomically, nothing partial was left.",
                      soft_wrap=True)
         return 143
     except KeyboardInterrupt:
+        flush_log(keep=False)
         stderr.print("Interrupted; outputs are written atomically, nothing partial was left.", soft_wrap=True)
         return 130
     except BrokenPipeError:
@@ -86,6 +104,21 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _given_value(param, args: list[str]) -> str | None:
+    """The value ``args`` gave the option ``param`` (its last one), or None."""
+    opts = getattr(param, "opts", None) or []
+    if not opts or not all(o.startswith("-") for o in opts):
+        return None
+    value = None
+    for i, a in enumerate(args):
+        for o in opts:
+            if a == o and i + 1 < len(args):
+                value = args[i + 1]
+            elif a.startswith(o + "=") and o.startswith("--"):
+                value = a.split("=", 1)[1]
+    return value
 
 
 class Terminated(BaseException):
@@ -100,6 +133,27 @@ def _catch_sigterm():
         raise Terminated()
 
     return signal.signal(signal.SIGTERM, on_term)
+
+
+from typer import Abort  # noqa: E402
+
+try:  # typer >= 0.26 vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+
+def usage_error(exc: UsageError, args: list[str] = ()) -> Exception:
+    """A click usage error (missing option, bad value, unknown option) as a one-line bad-input error (exit 2),
+    naming the value given when an option's value was refused."""
+    from alq.errors import BadInputError
+
+    where = exc.ctx.command_path if exc.ctx is not None else "alq"
+    message = " ".join(exc.format_message().split())  # one line, however click wrapped it
+    value = _given_value(getattr(exc, "param", None), list(args))
+    if value is not None and repr(value) not in message:
+        message = message.rstrip(".") + f" (got {value!r})"
+    return BadInputError(f"{where}: {message}", hint=f"see `{where} --help`")
 
 
 def main() -> None:

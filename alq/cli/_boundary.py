@@ -141,8 +141,12 @@ def debug() -> bool:
 
 
 def run_guarded(call: Callable[[], int], *, quiet: bool, print_error: Callable[[str], None],
-                print_warning: Callable[[str], None]) -> int:
-    """Run ``call`` inside the boundary; return its exit code."""
+                print_warning: Callable[[str], None], before_warnings: Callable[[], None] | None = None) -> int:
+    """Run ``call`` inside the boundary; return its exit code.
+
+    ``before_warnings`` runs after a successful call, before its warnings are printed (the CLI prints its
+    held-back progress lines there, so they come first).
+    """
     guard.reset()
     staging.reset()
     with warnings.catch_warnings(record=True) as caught:
@@ -157,6 +161,8 @@ def run_guarded(call: Callable[[], int], *, quiet: bool, print_error: Callable[[
             line, code = translate(exc)
             print_error(staging.unstage_text(line))  # a staged copy's error names the URI the user gave
             return code
+    if code == 0 and before_warnings is not None:
+        before_warnings()
     if code == 0 and not quiet and not debug():
         seen = set()
         for w in caught:

@@ -2,7 +2,8 @@
 
 The default for commands without their own rendering (train, cluster,
 simulate, synth, transform...): one row per field, floats to 4 significant
-digits, long lists and nested dicts summarised instead of dumped. ``--json``
+digits, lists and dicts as their values (``a=1, b=2``; nested ones in
+brackets), long lists cut after their first items with the count. ``--json``
 still carries every number in full.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import sys
 
-_MAX_ITEMS = 6
+_MAX_ITEMS = 6  # dicts of dicts up to twice this are one row per entry (key_values)
+_MAX_LIST = 12  # list items shown before "... (N items)"
 
 
-def fmt_value(v) -> str:
-    """A short, rounded rendering of one summary value."""
+def fmt_value(v, *, nested: bool = False) -> str:
+    """A short, rounded rendering of one summary value: its values, never a Python repr."""
     if isinstance(v, bool) or v is None:
         return str(v).lower() if isinstance(v, bool) else "-"
     if isinstance(v, int):
@@ -22,13 +24,17 @@ def fmt_value(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
-        if len(v) <= _MAX_ITEMS and all(not isinstance(x, (list, tuple, dict)) for x in v):
-            return ", ".join(fmt_value(x) for x in v) if v else "-"
-        return f"[{len(v)} items]"
+        if not v:
+            return "[]" if nested else "-"
+        text = ", ".join(fmt_value(x, nested=True) for x in v[:_MAX_LIST])
+        if len(v) > _MAX_LIST:
+            text += f", ... ({len(v):,} items)"
+        return f"[{text}]" if nested else text
     if isinstance(v, dict):
-        if len(v) <= _MAX_ITEMS and all(not isinstance(x, (list, tuple, dict)) for x in v.values()):
-            return ", ".join(f"{k}={fmt_value(x)}" for k, x in v.items()) if v else "-"
-        return f"{{{len(v)} fields}}"
+        if not v:
+            return "()" if nested else "-"
+        text = ", ".join(f"{k}={fmt_value(x, nested=True)}" for k, x in v.items())
+        return f"({text})" if nested else text
     return str(v)
 
 

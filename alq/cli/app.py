@@ -48,7 +48,7 @@ def _version(value: bool) -> None:
     version_callback(value)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print a machine-readable summary on stdout.")
-ENGINE_OPTION = typer.Option("local", "--engine", help="local (in-process) or ray (the per-shard map runs as Ray "
+ENGINE_OPTION = typer.Option("local", "--engine", metavar="local|ray", help="local (in-process) or ray (the per-shard map runs as Ray "
                              "tasks; needs `pip install 'alq\\[ray]'`).")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                   help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
@@ -60,6 +60,9 @@ def engine_options(engine: str, ray_address: str | None, ray_gpus: float) -> dic
     if engine != "ray":
         return {}
     return {k: v for k, v in {"address": ray_address, "gpus_per_task": ray_gpus or None}.items() if v}
+ESCAPE_FORMULAS_OPTION = typer.Option(True, "--escape-formulas/--no-escape-formulas",
+                                     help="CSV output: prefix `'` to cells a spreadsheet would run as a formula "
+                                          "(starting with = + - @, not a plain number; OWASP CSV injection).")
 QUIET_OPTION = typer.Option(False, "-q", "--quiet", help="No progress or logs on stderr.")
 
 
@@ -82,9 +85,35 @@ def emit(summary: dict, *, as_json: bool, quiet: bool = False, render: Callable[
     key_values(summary)  # a short table, numbers rounded (--json has them in full)
 
 
+_deferred: list[str] = []
+
+
 def log(message: str, *, quiet: bool = False) -> None:
+    """A progress line for people (``training on 30 labels (cpu)``), shown when the command succeeds.
+
+    Lines are held back until the command ends: a failing command prints its one ``Error:`` line and
+    nothing else (a cron log then says only what went wrong); a successful one prints them in order
+    (see :func:`flush_log`, called by :func:`alq.cli.run`). Live progress is the job of
+    :func:`progress_bar` (on a TTY).
+    """
     if not quiet:
-        stderr.print(message)
+        _deferred.append(message)
+
+
+def warn(message: str) -> None:
+    """A ``warning:`` line on stderr that ``-q`` keeps: something a nightly job's log must show."""
+    from rich.markup import escape
+
+    stderr.print(f"warning: {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def flush_log(*, keep: bool = True) -> None:
+    """Print the held-back :func:`log` lines (``keep``), or drop them (a failure), and start afresh."""
+    lines = list(_deferred)
+    _deferred.clear()
+    if keep:
+        for line in lines:
+            stderr.print(line)
 
 
 @contextlib.contextmanager

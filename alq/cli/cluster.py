@@ -104,7 +104,7 @@ cluster_cmd.__doc__ = (
     "Cluster the pool's embeddings by average-linkage HAC (for --strategy cluster-margin).\n\n"
     "Run once per pool; the clusters are reused every round. Up to 20,000 rows the exact algorithm runs "
     "(NN-chain on the full distance matrix); above, average linkage runs on a k-nearest-neighbour graph built "
-    "with faiss (GPU when present). Writes DIR/_clusters.json (summary) and one Parquet of (id, cluster) per pool "
+    "with faiss (GPU when present). Writes DIR/_clusters.parquet (summary) and one Parquet of (id, cluster) per pool "
     "shard. After `alq embed --append`, --update assigns the new rows without re-clustering; "
     "`alq select` refuses stale clusters and says which command to run.\n\n"
     + URI_NOTE + "\n\nExample:\n\n"

@@ -27,15 +27,17 @@ def embed_cmd(
     ids: list[str] = typer.Option([], "--ids", parser=path, help="Ids file (.npy, .parquet with `id`, or text/CSV one per "
                                    "line): once for all inputs in order, or once per input."),
     id_column: str | None = typer.Option(None, "--id-column", help="Id column (Parquet) or array (.npz); "
-                                            "default `id` if present, else ids are generated."),
+                                            "default `id` or `ids`, else the one column named `*_id` (e.g. "
+                                            "image_id; several are refused), else ids are generated (0, 1, ...)."),
     vector_column: str | None = typer.Option(None, "--vector-column", help="Vector column (Parquet) or array "
                                                 "(.npz); default `embedding`, `vector`... or the only list column."),
     encoder: str | None = typer.Option(None, "--encoder", parser=path, help="Encoder applied in batches to raw .npy/.npz "
                                            "inputs (CUDA when present): TorchScript, or a torch.export program (.pt2)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Encoder batch size."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
-    dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16 or float32 (appends keep the pool's)."),
-    normalize: str | None = typer.Option(None, "--normalize", help="`l2`: store unit-length vectors."),
+    dtype: str = typer.Option("float16", "--dtype", metavar="float16|float32", help="Stored dtype: float16 or float32 (appends keep the pool's)."),
+    normalize: str | None = typer.Option(None, "--normalize", metavar="l2", help="`l2`: store unit-length vectors "
+                                         "(default: vectors stored as given)."),
     append: bool = typer.Option(False, "--append", help="Add new shards to an existing pool (ids stay unique)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool at --out."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="With --append: skip rows whose id and "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from alq.cli._uris import URI_NOTE, Staged, path, where
-from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
+from alq.cli.app import ESCAPE_FORMULAS_OPTION, JSON_OPTION, QUIET_OPTION, app, emit, log
 
 FORMATS = ("csv", "jsonl", "parquet", "label-studio")
 
@@ -13,11 +13,12 @@ FORMATS = ("csv", "jsonl", "parquet", "label-studio")
 def export_cmd(
     selection: str = typer.Argument(..., parser=path, help="Selection Parquet from `alq select`."),
     out: str = typer.Option(..., "--out", "-o", parser=path, help="File to write, or `-` for stdout."),
-    fmt: str | None = typer.Option(None, "--format", "-f", help="csv, jsonl, parquet or label-studio (a JSON list "
+    fmt: str | None = typer.Option(None, "--format", "-f", metavar="csv|jsonl|parquet|label-studio", help="csv, jsonl, parquet or label-studio (a JSON list "
                                    "of tasks); default from --out's suffix (`-`: csv)."),
     pool: str | None = typer.Option(None, "--pool", parser=path, help="Pool the selection came from (for --with-columns)."),
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the "
                                             "pool kept (e.g. url,file_path), added to each row or task."),
+    escape_formulas: bool = ESCAPE_FORMULAS_OPTION,
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
@@ -33,7 +34,7 @@ def export_cmd(
     selection, out, pool = where(selection), where(out), where(pool)
     with Staged() as st:
         summary = export_selection(st.input(selection, "selection"), st.output(out, "file"), fmt=fmt, pool=pool,
-                                   columns=columns)
+                                   columns=columns, escape_formulas=escape_formulas)
     summary["output"] = str(out)
     if str(out) == "-":
         log(f"exported {summary['rows']} rows -> stdout ({summary['format']})", quiet=quiet)

@@ -23,7 +23,7 @@ NORMALIZE = typer.Option("standardize", "--normalize", metavar="standardize|l2|n
                               "one streamed pass), l2 or none.")
 HOLDOUT = typer.Option(0.0, "--holdout", help="Fraction of labels held out for early stopping (0 = off: every "
                                               "label trains).")
-OPTIMIZER = typer.Option("auto", "--optimizer", help="auto (L-BFGS; Adam with --dropout), lbfgs or adam.")
+OPTIMIZER = typer.Option("auto", "--optimizer", metavar="auto|lbfgs|adam", help="auto (L-BFGS; Adam with --dropout), lbfgs or adam.")
 MAX_ITER = typer.Option(500, "--max-iter", help="L-BFGS iteration cap.")
 EPOCHS = typer.Option(200, "--epochs", help="Adam epoch cap.")
 LR = typer.Option(1e-2, "--lr", help="Adam peak learning rate (cosine schedule).")
@@ -59,6 +59,8 @@ def build_train_options(*, mlp: bool, hidden: int | None, weight_decay: str, cv_
     norm = str(normalize).strip().lower()
     if norm not in ("none", "standardize", "l2"):
         raise BadInputError(f"--normalize={normalize!r} must be standardize, l2 or none")
+    if not (math.isfinite(lr) and lr > 0):  # checked even when L-BFGS ignores it: a typo must not pass silently
+        raise BadInputError(f"--lr={lr} must be a finite number > 0")
     width = hidden if hidden is not None else (DEFAULT_HIDDEN if mlp else 0)
     opts = TrainOptions(hidden=width, dropout=dropout, weight_decay=parse_weight_decay(weight_decay),
                         cv_folds=cv_folds, normalize=None if norm == "none" else norm, class_weighted=class_weighted,

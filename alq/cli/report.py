@@ -10,9 +10,11 @@ from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log
 
 def report_cmd(
     results: str = typer.Argument(..., parser=path, help="results.parquet written by `alq simulate`."),
-    out: str | None = typer.Option(None, "--out", "-o", parser=path, help="Report folder: PNG plots, report.md, report.json."),
-    metric: str | None = typer.Option(None, "--metric", help="Curve metric: top1 (default), top5, "
-                                         "macro_accuracy, map (multi-label default) or pooled_ap."),
+    out: str | None = typer.Option(None, "--out", "-o", parser=path, help="Report folder: PNG plots, report.md, "
+                                   "report.json (default: none, the tables are only printed)."),
+    metric: str | None = typer.Option(None, "--metric", metavar="top1|top5|macro_accuracy|map|pooled_ap",
+                                      help="Curve metric: top1 (default), top5, macro_accuracy, map (multi-label "
+                                           "default) or pooled_ap."),
     baseline: str | None = typer.Option(None, "--baseline", help="Strategy that labels saved and labeling "
                                         "efficiency are measured against (default random, when the run has it)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Significance level of the paired t-tests."),

@@ -22,7 +22,7 @@ def score_cmd(
     head: str = typer.Option(..., "--head", parser=path, help="Head file from `alq train`."),
     out: str = typer.Option(..., "--out", "-o", parser=path, help="Scores directory to write (replaced atomically)."),
     top_k: int = typer.Option(5, "--top-k", help="How many top classes and probabilities to keep per row."),
-    aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
+    aggregate: str | None = typer.Option(None, "--aggregate", metavar="min|mean", help="Multi-label margin aggregate: min (default) or mean."),
     engine: str = ENGINE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
     ray_gpus_per_task: float = RAY_GPUS_OPTION,
@@ -62,6 +62,6 @@ score_cmd.__doc__ = (
     + URI_NOTE + "\n\nExample:\n\n"
     "  alq score pool/ --head head.pt --out scores/ --json\n\n"
     "  alq score pool/ --head head.pt --out scores/ --engine ray --ray-address auto\n\n"
-    "  alq select pool/ --head head.pt --scores scores/ --labels labels.parquet --strategy margin --budget 1000"
+    "  alq select pool/ --head head.pt --scores scores/ --labels labels.parquet --strategy margin --budget 1000 --out batch.parquet"
 )
 app.command("score")(score_cmd)

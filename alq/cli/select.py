@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from alq.cli._strategies import catalog
+from alq.cli._strategies import catalog, check_strategy_options
 from alq.cli._uris import URI_NOTE, Staged, path, where, where_all
 from alq.cli.app import (  # noqa: I001
     ENGINE_OPTION,
+    ESCAPE_FORMULAS_OPTION,
     JSON_OPTION,
     QUIET_OPTION,
     RAY_ADDRESS_OPTION,
@@ -18,6 +19,7 @@ from alq.cli.app import (  # noqa: I001
     log,
     parse_options,
     progress_bar,
+    warn,
 )
 from alq.errors import BadInputError
 
@@ -37,10 +39,11 @@ def _strategy_help() -> str:
 
 def select_cmd(
     pool: str = typer.Argument(..., parser=path, help="Pool directory (from `alq embed`)."),
-    strategy: str = typer.Option(..., "--strategy", "-s", help="Strategy name (listed below)."),
+    strategy: str = typer.Option(..., "--strategy", "-s", metavar="NAME", help="Strategy name (see Strategies "
+                                 "above)."),
     budget: int = typer.Option(..., "--budget", "-b", help="Number of rows to select."),
-    out: str | None = typer.Option(None, "--out", "-o", parser=path, help="Selection to write (atomically): Parquet, or CSV / "
-                                    "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
+    out: str = typer.Option(..., "--out", "-o", parser=path, help="Selection to write (atomically): Parquet, or CSV / "
+                            "JSON lines when the name ends in .csv / .jsonl; `-` writes CSV to stdout."),
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the pool "
                                             "kept from the input (`alq embed`), e.g. file_path,url, added to the "
                                             "selection."),
@@ -59,14 +62,18 @@ def select_cmd(
     scores: str | None = typer.Option(None, "--scores", parser=path, help="Scores directory from `alq score`: reused when "
                                           "fresh (same pool and head), else recomputed from the head."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same inputs + seed = same selection."),
-    round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output."),
+    round_: int | None = typer.Option(None, "--round", help="Round number recorded in the output's `round` "
+                                      "column (default: none, the column is left empty)."),
     allow_smaller: bool = typer.Option(False, "--allow-smaller", help="Take every unlabeled row if fewer than --budget."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let --out replace a file that is not a selection."),
+    escape_formulas: bool = ESCAPE_FORMULAS_OPTION,
+    force_head: bool = typer.Option(False, "--force-head", help="Use a --head trained on another pool of the same "
+                                    "dimension (refused otherwise; a head from before rows were appended is fine)."),
     candidates_ratio: str | None = typer.Option(None, "--candidates-ratio", metavar="auto|R",
                                                 help="cluster-margin: k_m = r x budget candidates; auto (default) "
                                                      "= 0.1 x unlabeled / budget within [1.25, 10]."),
     partitions: int | None = typer.Option(None, "--partitions", help="partitioned-*: number of random partitions."),
-    aggregate: str | None = typer.Option(None, "--aggregate", help="Multi-label margin aggregate: min (default) or mean."),
+    aggregate: str | None = typer.Option(None, "--aggregate", metavar="min|mean", help="Multi-label margin aggregate: min (default) or mean."),
     option: list[str] = typer.Option([], "--option", help="Extra strategy option key=value (repeatable)."),
     engine: str = ENGINE_OPTION,
     ray_address: str | None = RAY_ADDRESS_OPTION,
@@ -85,7 +92,8 @@ def select_cmd(
     options = parse_options(option)
     options.update({k: v for k, v in {"candidates_ratio": candidates_ratio, "partitions": partitions,
                                       "aggregate": aggregate}.items() if v is not None})
-    to_stdout = out is not None and str(out) == "-"
+    check_strategy_options([strategy], options, flags=_FLAGS)
+    to_stdout = str(out) == "-"
     if to_stdout and as_json:
         raise BadInputError("--out - writes the selection to stdout; it cannot also carry the --json summary",
                             hint="write the selection to a file, or drop --json")
@@ -96,16 +104,22 @@ def select_cmd(
                             allow_smaller=allow_smaller, round=round_, engine=engine,
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
                             scores=scores,  # read in place, local or remote
+                            force_head=force_head, escape_formulas=escape_formulas,
                             with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
         with progress_bar(quiet=quiet) as progress:
             _, summary = run_select(req, st.output(out, "file"), progress=progress)
-    if out is not None and not to_stdout:
+    if not to_stdout:
         summary["output"] = str(out)
+    if summary.get("head_warning"):  # a warning a cron log must keep: printed even under -q and --json
+        warn(summary["head_warning"])
     if to_stdout:  # stdout holds the rows: the human summary goes to stderr
         log(f"{summary['strategy']}: selected {summary['selected']:,} rows -> stdout ({summary['format']})",
             quiet=quiet)
         return
     emit(summary, as_json=as_json, quiet=quiet, render=_render)
+
+
+_FLAGS = {"candidates_ratio": "--candidates-ratio", "partitions": "--partitions", "aggregate": "--aggregate"}
 
 
 def _render(s: dict) -> None:
@@ -116,9 +130,11 @@ def _render(s: dict) -> None:
                f"in {s['seconds']:.2f} s{where}")
     if s.get("budget") != s.get("budget_requested"):
         typer.echo(f"budget lowered from {s['budget_requested']:,} to {s['budget']:,} (--allow-smaller)")
-    for key in ("scores", "head_note"):
+    from alq.cli._render import fmt_value
+
+    for key in ("scores", "head_note"):  # head_warning: on stderr (warn)
         if key in s:
-            typer.echo(f"{key}: {s[key]}")
+            typer.echo(f"{key}: {fmt_value(s[key])}")
     for key, title in (("predicted_class_histogram", "predicted class of the batch"),
                        ("base_class_histogram", "class whose turn took each row (BASE)")):
         hist = s.get(key) or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from alq.cli import head_options as ho
-from alq.cli._strategies import catalog
+from alq.cli._strategies import catalog, check_strategy_options
 from alq.cli._uris import URI_NOTE, Staged, path, where
 from alq.cli.app import JSON_OPTION, QUIET_OPTION, app, emit, log, parse_options, progress_bar
 
@@ -36,9 +36,9 @@ def simulate_cmd(
                                 "within a repeat."),
     seed: int = typer.Option(0, "--seed", help="Run seed: every random choice derives from (seed, strategy, "
                              "repeat, round)."),
-    seed_strategy: str = typer.Option("random", "--seed-strategy", help="Cold-start strategy choosing s0 "
+    seed_strategy: str = typer.Option("random", "--seed-strategy", metavar="NAME", help="Cold-start strategy choosing s0 "
                                       "(random, kcenter, ... any that needs no head)."),
-    head_mode: str = typer.Option("reset", "--head-mode", help="reset: retrain the head from scratch each round; "
+    head_mode: str = typer.Option("reset", "--head-mode", metavar="reset|update", help="reset: retrain the head from scratch each round; "
                                   "update: warm-start from the previous round's head."),
     mlp: bool = ho.MLP,
     hidden: int | None = ho.HIDDEN,
@@ -82,6 +82,7 @@ def simulate_cmd(
                                rounds=rounds, total_budget=total_budget, repeats=repeats, seed=seed,
                                seed_strategy=seed_strategy, head_mode=head_mode, train=train,
                                options=parse_options(option), clusters=clusters)
+        check_strategy_options([*cfg.strategies, cfg.seed_strategy], cfg.options)
         run_dir = st.output(out, "dir", resume=True)  # a run is resumed or checked, never blindly replaced
         from alq import fs
 

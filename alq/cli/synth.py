@@ -24,7 +24,7 @@ def synth_cmd(
     labels_out: str | None = typer.Option(None, "--labels-out", parser=path, help="Write every row's true label here "
                                               "(labels Parquet, for `alq simulate`)."),
     shard_rows: int = typer.Option(DEFAULT_SHARD_ROWS, "--shard-rows", help="Rows per shard."),
-    dtype: str = typer.Option("float16", "--dtype", help="float16 or float32."),
+    dtype: str = typer.Option("float16", "--dtype", metavar="float16|float32", help="float16 or float32."),
     id_prefix: str | None = typer.Option(None, "--id-prefix", help="String ids PREFIX0, PREFIX1... "
                                             "(default: integer ids 0..n-1)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool at --out."),

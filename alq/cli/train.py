@@ -15,7 +15,7 @@ def train_cmd(
     out: str = typer.Option(..., "--out", "-o", parser=path, help="Head file to write (atomically)."),
     mlp: bool = ho.MLP,
     hidden: int | None = ho.HIDDEN,
-    multilabel: str = typer.Option("auto", "--multilabel", help="auto (from the labels), yes (sigmoid) or no (softmax)."),
+    multilabel: str = typer.Option("auto", "--multilabel", metavar="auto|yes|no", help="auto (from the labels), yes (sigmoid) or no (softmax)."),
     weight_decay: str = ho.WEIGHT_DECAY,
     cv_folds: int = ho.CV_FOLDS,
     class_weighted: bool = ho.CLASS_WEIGHTED,

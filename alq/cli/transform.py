@@ -18,7 +18,7 @@ def transform_cmd(
                                                     "to a largest/smallest class ratio of R."),
     max_class_size: int | None = typer.Option(None, "--max-class-size", help="Size of the largest class with "
                                                  "--imbalance-ratio (default: the largest every class can supply)."),
-    class_order: str = typer.Option("sorted", "--class-order", help="Which classes stay large with "
+    class_order: str = typer.Option("sorted", "--class-order", metavar="sorted|random|size", help="Which classes stay large with "
                                     "--imbalance-ratio: sorted (first class largest), random, or size (current sizes)."),
     redundancy: int | None = typer.Option(None, "--redundancy", help="K: a fixed stratified subset appears K "
                                              "times (original + K-1 copies); the pool keeps about its size."),

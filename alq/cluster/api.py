@@ -137,6 +137,9 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
     n = pool.count
     if n == 0:
         raise BadInputError("the pool has no rows to cluster")
+    if opts.n_clusters is not None and opts.n_clusters > n:  # it would silently give n singletons
+        raise BadInputError(f"--n-clusters={opts.n_clusters} exceeds the {n} pool rows",
+                            hint=f"ask for at most {n} clusters")
     method = choose_method(opts.method, n)
     normalize = effective_normalize(pool, opts.normalize)
     k = max(1, min(opts.knn, n - 1))

@@ -2,12 +2,14 @@
 
 Layout::
 
-    DIR/clusters.json                    summary + provenance (written last, atomically)
+    DIR/_clusters.parquet                summary + provenance (written last, atomically): no rows, the
+                                         summary JSON in its metadata (alq.store.sidecar; older runs:
+                                         _clusters.json or clusters.json, still read)
     DIR/shard-000000.clusters.parquet    columns ``id`` (the pool id) and ``cluster`` (int64),
     DIR/shard-000001.clusters.parquet    one file per pool shard, same rows in the same order
     ...
 
-``clusters.json`` records the pool fingerprint and every covered pool shard
+The summary records the pool fingerprint and every covered pool shard
 (name, rows, checksums), so :func:`load_clusters` can tell "rows were
 appended since" (run ``alq cluster POOL --update --out DIR``) from "the pool
 changed under the clustering" (re-cluster). Cluster ids are 0..K-1,
@@ -26,12 +28,13 @@ import pyarrow as pa
 
 from alq import fs
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, replace_dir, sha256_file, write_json, write_parquet
+from alq.io import read_parquet, read_parquet_schema, replace_dir, sha256_file, write_parquet
 
 FORMAT = "alq-clusters"
 VERSION = 1
-SUMMARY = "_clusters.json"  # `_`-prefixed: directory readers (pyarrow, pandas, polars, duckdb) skip it
-LEGACY_SUMMARY = "clusters.json"  # written before; still read, replaced on the next write
+SUMMARY = "_clusters.parquet"  # no rows of the shards' columns: polars/duckdb read the directory, pyarrow skips it
+LEGACY_SUMMARIES = ("_clusters.json", "clusters.json")  # written before; still read, replaced on the next write
+LEGACY_SUMMARY = LEGACY_SUMMARIES[-1]
 
 
 def shard_file(shard_name: str) -> str:
@@ -60,7 +63,7 @@ def pool_label(pool) -> str:
 
 def write_shard(directory: Path, shard_name: str, ids: np.ndarray, labels: np.ndarray, *, id_type: str,
                 how: str) -> dict:
-    """Write one shard's cluster ids atomically; return its record for clusters.json."""
+    """Write one shard's cluster ids atomically; return its record for the summary."""
     id_arr = pa.array(ids, type=pa.int64()) if id_type == "int64" else pa.array(list(ids), type=pa.string())
     table = pa.table({"id": id_arr, "cluster": pa.array(np.asarray(labels, dtype=np.int64))})
     path = Path(directory) / shard_file(shard_name)
@@ -70,23 +73,22 @@ def write_shard(directory: Path, shard_name: str, ids: np.ndarray, labels: np.nd
 
 def _remote_summary(uri: str) -> tuple[dict, str]:
     """(summary, the generation prefix holding the shard files) of a clusters directory on a store."""
-    import json
-
     if fs.file_type(uri) != "dir":
         raise BadInputError(f"{uri}: cluster directory not found; build it with `alq cluster POOL --out {uri}`")
+    from alq.store import sidecar
+
     base = fs.current_generation(uri)
-    for name in (SUMMARY, LEGACY_SUMMARY):
+    for name in (SUMMARY, *LEGACY_SUMMARIES):
         try:
-            summary = json.loads(fs.read_bytes(fs.join(base, name)))
-            break
+            data = fs.read_bytes(fs.join(base, name))
         except FileNotFoundError:
             continue
-        except ValueError as exc:
-            raise BadInputError(f"{fs.join(base, name)}: cluster summary is not valid JSON ({exc})") from None
+        summary = sidecar.decode(data, fs.join(base, name), what="cluster summary")
+        break
     else:
         raise BadInputError(f"{uri}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
                             f"finished); build it with `alq cluster POOL --out {uri}`")
-    return _check_summary(summary, fs.join(base, SUMMARY)), base
+    return _check_summary(summary, fs.join(base, name)), base
 
 
 def _check_summary(summary, path) -> dict:
@@ -111,7 +113,9 @@ def read_summary(directory: str | Path) -> dict:
     if not path.exists():
         raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "
                             f"finished); build it with `alq cluster POOL --out {directory}`")
-    return _check_summary(read_json(path, what="cluster summary"), path)
+    from alq.store import sidecar
+
+    return _check_summary(sidecar.read(path, what="cluster summary"), path)
 
 
 def coverage(summary: dict, pool) -> tuple[str, str]:
@@ -194,14 +198,23 @@ def _read_shard_file(f) -> tuple[pa.Table, str | None]:
 
 
 def write_summary(directory: str | Path, summary: dict) -> None:
-    write_json(Path(directory) / SUMMARY, summary)
-    (Path(directory) / LEGACY_SUMMARY).unlink(missing_ok=True)  # the new name is now the one in force
+    """The summary as ``_clusters.parquet``: no rows of the shard files' columns (see :mod:`alq.store.sidecar`)."""
+    from alq.store import sidecar
+
+    directory = Path(directory)
+    shards = sorted(directory.glob(shard_file("*")))
+    schema = read_parquet_schema(shards[0]) if shards else pa.schema([("id", pa.int64()), ("cluster", pa.int64())])
+    sidecar.write(directory / SUMMARY, summary, schema)
+    for old in LEGACY_SUMMARIES:  # the new name is now the one in force
+        (directory / old).unlink(missing_ok=True)
 
 
 def summary_path(directory: str | Path) -> Path:
-    """The summary file of a cluster directory (the legacy name when only that one exists)."""
-    new, old = Path(directory) / SUMMARY, Path(directory) / LEGACY_SUMMARY
-    return old if not new.is_file() and old.is_file() else new
+    """The summary file of a cluster directory (a legacy name when only that one exists)."""
+    for name in (SUMMARY, *LEGACY_SUMMARIES):
+        if (Path(directory) / name).is_file():
+            return Path(directory) / name
+    return Path(directory) / SUMMARY
 
 
 def is_cluster_dir(path: str | Path) -> bool:

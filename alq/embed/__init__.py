@@ -84,6 +84,10 @@ def _embed(req: EmbedRequest, stack: contextlib.ExitStack, progress, engine, tas
     for s in sources:
         if s.rows == 0:
             raise BadInputError(f"{s.name}: empty input (0 rows)")
+        if req.keep_columns and not hasattr(s, "columns_schema"):  # named columns cannot be kept from no columns
+            raise BadInputError(f"{s.name}: --keep-columns {','.join(req.keep_columns)} names columns, but this "
+                                "input holds only vectors and ids", hint="keep columns from Parquet inputs, or drop "
+                                "--keep-columns")
     if not raw:
         dims = {s.name: s.dim for s in sources if s.dim is not None}
         if len(set(dims.values())) > 1:

@@ -279,7 +279,10 @@ class ParquetSource(Source):
                  keep_columns: list[str] | None = None):
         self.path = path
         try:
-            self.pf = pq.ParquetFile(fs.open_input(path) if fs.is_remote(path) else path)
+            # page checksums, where the writer left them (Spark/parquet-mr do), are checked: a flipped byte in
+            # a data page is then an error, not a silently different vector
+            self.pf = pq.ParquetFile(fs.open_input(path) if fs.is_remote(path) else path,
+                                     page_checksum_verification=True)
         except (pa.ArrowException, OSError) as exc:
             raise BadInputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
         schema = self.pf.schema_arrow

@@ -63,20 +63,50 @@ class RayEngine(Engine):
         return self.ray.remote(num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
                                max_retries=self.max_retries, retry_exceptions=False)(fn)
 
-    def _gather(self, refs, *, cancel=None) -> list[Any]:
+    def _gather(self, refs, *, cancel=None, order=None) -> list[Any]:
         """``ray.get``, re-raising alq's own errors from tasks as they are (one line at the CLI).
 
-        ``cancel``: refs to cancel when one fails (``True``: ``refs`` themselves).
+        ``cancel``: refs to cancel when one fails (``True``: ``refs`` themselves). When tasks fail, the
+        error raised is the one of the earliest failing task in ``order`` (default ``refs``), as the local
+        engine, which runs them in order, would raise: the first bad row, not whichever task failed first.
         """
         try:
             return self.ray.get(refs)
         except self.ray.exceptions.RayError as exc:
+            exc = self._earliest_error(list(order if order is not None else refs), exc)
             if cancel is not None:
                 self._cancel(refs if cancel is True else cancel)
             cause = getattr(exc, "cause", None)
             if isinstance(cause, AlqError):
                 raise cause from None
-            raise
+            raise exc from None
+
+    def _earliest_error(self, refs: list, exc: BaseException) -> BaseException:
+        """The error of the lowest-index failed task of ``refs``: tasks after a known failure are cancelled,
+        the ones before it are waited for (they may fail too, on an earlier row)."""
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        done = set(ready)
+        failed = None
+        for i, r in enumerate(refs):
+            if r in done:
+                try:
+                    self.ray.get(r)
+                except self.ray.exceptions.RayError:
+                    failed = i
+                    break
+        if failed is None:
+            return exc
+        self._cancel(refs[failed + 1:])
+        for r in refs[:failed]:  # earlier tasks: still running or done; the first of them to fail wins
+            try:
+                self.ray.get(r)
+            except self.ray.exceptions.RayError as earlier:
+                return earlier
+        try:
+            self.ray.get(refs[failed])
+        except self.ray.exceptions.RayError as first:
+            return first
+        return exc
 
     def _cancel(self, refs) -> None:
         """Stop the tasks still running and wait until they are gone.
@@ -126,7 +156,7 @@ class RayEngine(Engine):
         pending = list(refs)
         while pending:
             ready, pending = self.ray.wait(pending, num_returns=1)
-            self._gather(ready, cancel=refs)
+            self._gather(ready, cancel=refs, order=refs)
             on_done(index[ready[0]])
         return self._gather(refs)
 

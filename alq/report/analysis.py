@@ -63,7 +63,11 @@ def load_results(path: str | Path) -> Results:
         raise BadInputError(f"{path}: not an alq simulate results file (no column {missing[0]!r})")
     if table.num_rows == 0:
         raise BadInputError(f"{path}: has no rows (did the simulation run any round?)")
+    import pyarrow as pa
+
     cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    if pa.types.is_map(table.schema.field("class_counts").type):  # name -> count; older runs: a list
+        cols["class_counts"] = [None if c is None else [n for _, n in c] for c in cols["class_counts"]]
     return Results(columns=cols, meta=parquet_metadata(table.schema), path=shown(path))  # a staged copy: its URI
 
 
@@ -162,7 +166,11 @@ class PenaltyMatrix:
 
 
 def penalty_matrix(values: dict[str, Series], alpha: float = 0.05) -> PenaltyMatrix:
-    """Pairwise penalty matrix over strategies (Ash et al. 2020, DISTIL App. G)."""
+    """Pairwise penalty matrix over strategies (Ash et al. 2020, DISTIL App. G).
+
+    Over the selection rounds (round >= 1): round 0 is the seed set, which every strategy of a repeat
+    shares, so it can never differ and would only dilute each share (a 6-round run is "share of 6 rounds").
+    """
     names = list(values)
     s = len(names)
     mat = np.zeros((s, s))
@@ -171,6 +179,7 @@ def penalty_matrix(values: dict[str, Series], alpha: float = 0.05) -> PenaltyMat
         for j in range(i + 1, s):
             a, b = values[names[i]], values[names[j]]
             rounds = np.intersect1d(a.rounds, b.rounds)
+            rounds = rounds[rounds > 0]
             if rounds.size == 0:
                 continue
             pm.rounds[(names[i], names[j])] = pm.rounds[(names[j], names[i])] = int(rounds.size)
@@ -225,6 +234,26 @@ def sorted_class_distribution(res: Results, strategy: str) -> tuple[np.ndarray, 
     return rounds, np.array(out)
 
 
+def final_class_order(res: Results, strategy: str) -> list[str]:
+    """Class names from least to most labeled in ``strategy``'s last round (mean share over repeats): the
+    classes under the sorted proportions of that round."""
+    names = [str(c) for c in (res.meta.get("classes") or [])]
+    s = np.asarray(res.columns["strategy"], dtype=object)
+    idx = np.flatnonzero(s == strategy)
+    if not idx.size:
+        return []
+    rounds_all = np.asarray(res.columns["round"], dtype=np.int64)[idx]
+    last = idx[rounds_all == rounds_all.max()]
+    shares = []
+    for i in last:
+        c = np.asarray(res.columns["class_counts"][i], dtype=np.float64)
+        shares.append(c / c.sum() if c.sum() else c)
+    mean = np.mean(shares, axis=0)
+    if len(names) != len(mean):
+        names = [str(k) for k in range(len(mean))]
+    return [names[k] for k in np.argsort(mean, kind="stable")]
+
+
 def summarize(res: Results, *, metric: str | None = None, baseline: str = "random", alpha: float = 0.05,
               grid: int = 50) -> dict:
     """Every number of the report, JSON-ready."""
@@ -277,7 +306,8 @@ def summarize(res: Results, *, metric: str | None = None, baseline: str = "rando
             "efficiency_at_final": None, "labels_saved": None, "n_to_reach_target": None,
         }
         rounds, dist = sorted_class_distribution(res, n)
-        out["class_distribution"][n] = {"round": rounds.tolist(), "sorted_proportions": dist.tolist()}
+        out["class_distribution"][n] = {"round": rounds.tolist(), "sorted_proportions": dist.tolist(),
+                                        "final_classes": final_class_order(res, n)}
     if baseline in names:
         out["efficiency"] = _efficiency(out, curves, sizes, names, baseline, metric, grid)
     mat = penalty_matrix(curves, alpha)
@@ -290,8 +320,16 @@ def summarize(res: Results, *, metric: str | None = None, baseline: str = "rando
     if out["penalty"]["min_repeats"] < MIN_REPEATS_FOR_TESTS:
         out["penalty"]["warning"] = too_few_repeats(out["penalty"]["min_repeats"])
         out["warnings"].append(out["penalty"]["warning"])
+    elif len(names) > 1 and mat.rounds and not mat.matrix.any():
+        out["penalty"]["note"] = low_power(out["penalty"]["min_repeats"])
     return out
 
+
+def low_power(repeats: int) -> str:
+    """What an all-zero penalty matrix says, and does not, with enough repeats to test at all."""
+    return (f"no strategy is significantly better than another in any round; with {repeats} repeats a paired "
+            f"t-test has {repeats - 1} degrees of freedom and finds only large, consistent differences, so "
+            "zeros are not evidence of a tie: more --repeats give the tests power")
 
 def too_few_repeats(repeats: int) -> str:
     return (f"{repeats} repeat(s) per strategy are too few for significance: the paired t-tests "

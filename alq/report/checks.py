@@ -41,13 +41,18 @@ def report_warnings(s: dict) -> list[str]:
 
 
 def simulation_warnings(summary: dict) -> list[str]:
-    """The near-chance warning for an `alq simulate` summary (final top-1 per strategy)."""
+    """The warnings of an `alq simulate` summary: near-chance final top-1, fewer than 3 repeats."""
+    out = []
+    repeats = summary.get("repeats")
+    if isinstance(repeats, int) and repeats < MIN_REPEATS:
+        out.append(f"only {repeats} repeat(s): `alq report` cannot tell strategies apart (95% bands too wide, "
+                   f"t-tests without power); use --repeats {MIN_REPEATS} or more (--resume adds repeats)")
     if summary.get("multilabel") or not summary.get("classes"):
-        return []
+        return out
     chance = 1.0 / summary["classes"]
     finals = [f.get("top1") for f in (summary.get("final") or {}).values() if f.get("top1") is not None]
     if finals and near_chance(max(finals), chance):
-        return [f"test accuracy stays near chance (best final {100 * max(finals):.1f}% vs {100 * chance:.1f}% for "
-                f"{summary['classes']} classes): is the test set from the pool's distribution? "
-                "`alq split` makes one from a labeled pool"]
-    return []
+        out.append(f"test accuracy stays near chance (best final {100 * max(finals):.1f}% vs {100 * chance:.1f}% for "
+                   f"{summary['classes']} classes): is the test set from the pool's distribution? "
+                   "`alq split` makes one from a labeled pool")
+    return out

@@ -134,8 +134,18 @@ def penalty_matrix(s: dict, path: Path) -> Path:
 
 
 def class_distribution(s: dict, path: Path) -> Path:
+    return _save(class_distribution_figure(s), path)
+
+
+_MAX_CLASS_NAMES = 30  # more classes than this: the x axis says "classes", without names
+
+
+def class_distribution_figure(s: dict) -> Figure:
     """BASE Fig. 4: per strategy, one histogram per round of the labeled set's class
-    proportions, sorted from least to most labeled class."""
+    proportions, sorted from least to most labeled class. The right axis is the proportion scale
+    (every round's histogram is drawn to it); the x axis names the classes of the last round."""
+    from matplotlib import ticker
+
     names = s["strategies"]
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
@@ -158,10 +168,21 @@ def class_distribution(s: dict, path: Path) -> Path:
         every = max(1, len(rounds) // 8)
         ax.set_yticks(ticks[::every], [str(rounds[r]) for r in range(len(rounds))][::every])
         ax.set_ylabel("round")
-        ax.set_xlabel("classes, least to most labeled")
+        top = float(dist.max())
+        scale = ax.twinx()  # the proportion scale, read from the last round's baseline (0)
+        scale.set_ylim(ax.get_ylim())
+        scale.set_yticks([0.0, top / 2, top])
+        scale.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1.0, decimals=0 if top >= 0.1 else 1))
+        scale.set_ylabel("share of the labeled set", fontsize=8)
+        classes = d.get("final_classes") or []
+        if classes and len(classes) == dist.shape[1] and len(classes) <= _MAX_CLASS_NAMES:
+            ax.set_xticks(x, classes, rotation=90 if max(len(c) for c in classes) > 3 else 0, fontsize=7)
+            ax.set_xlabel(f"classes, least to most labeled (names: round {rounds[-1]})")
+        else:
+            ax.set_xlabel("classes, least to most labeled")
         ax.set_title(n, fontsize=10)
     fig.suptitle("Class distribution of the labeled set per round (proportions, mean over repeats)", fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def class_balance(s: dict, path: Path) -> Path:

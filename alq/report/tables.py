@@ -88,25 +88,61 @@ def target_line(s: dict) -> str:
 
 
 def render_rich(s: dict, console) -> None:
-    console.print(_rich_table(*summary_table(s), title=f"alq report: {s['results']}"))
+    for table in _rich_tables(*summary_table(s), title=f"alq report: {s['results']}", console=console):
+        console.print(table)
     console.print(target_line(s))
-    console.print(_rich_table(*penalty_table(s), title=f"Penalty matrix: share of {_rounds_note(s)} rounds in "
-                              f"which row is significantly better (paired t-test, alpha={s['alpha']})"))
+    for table in _rich_tables(*penalty_table(s), title=f"Penalty matrix: share of {_rounds_note(s)} selection "
+                              f"rounds in which row is significantly better (paired t-test, alpha={s['alpha']})",
+                              console=console):
+        console.print(table)
+    if s["penalty"].get("note"):
+        console.print(s["penalty"]["note"], markup=False)
     for w in s.get("warnings", []):
         console.print(w, markup=False)
 
 
-def _rich_table(headers: list[str], rows: list[list[str]], *, title: str):
-    """A rich table whose cells never wrap (headers may): numbers stay on one line."""
+_HEADER_WIDTH = 14  # headers wrap to this width (or their column's widest cell): tables stay predictable
+
+
+def _widths(headers: list[str], rows: list[list[str]]) -> list[int]:
+    """Each column's width: its widest cell, its header's longest word, or 14 for the header's lines."""
+    return [max([len(r[i]) for r in rows] + [max(len(w) for w in h.split()), min(len(h), _HEADER_WIDTH)])
+            for i, h in enumerate(headers)]
+
+
+def _table(headers: list[str], rows: list[list[str]], cols: list[int], widths: list[int], title: str):
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for i, h in enumerate(headers):
-        width = max([len(r[i]) for r in rows] + [min(len(w) for w in h.split())])
-        t.add_column(h, justify="left" if i == 0 else "right", min_width=width)
+    for i in cols:  # a fixed width: cells never wrap (numbers stay on one line), headers wrap to it
+        t.add_column(headers[i], justify="left" if i == 0 else "right", min_width=widths[i], max_width=widths[i])
     for r in rows:
-        t.add_row(*r)
+        t.add_row(*(r[i] for i in cols))
     return t
+
+
+def column_groups(headers: list[str], rows: list[list[str]], width: int) -> list[list[int]]:
+    """Column indices split into groups whose tables each fit ``width`` characters, every group starting
+    with column 0 (the strategy): a narrow terminal gets two tables, never a cut one."""
+    widths = _widths(headers, rows)
+    cost = [w + 3 for w in widths]  # a column: its width, one space either side, one border
+    groups, cur, used = [], [0], 1 + cost[0]
+    for i in range(1, len(headers)):
+        if len(cur) > 1 and used + cost[i] > width:
+            groups.append(cur)
+            cur, used = [0], 1 + cost[0]
+        cur.append(i)
+        used += cost[i]
+    groups.append(cur)
+    return groups
+
+
+def _rich_tables(headers: list[str], rows: list[list[str]], *, title: str, console) -> list:
+    """The table as rich tables that fit the console (see :func:`column_groups`)."""
+    widths = _widths(headers, rows)
+    groups = column_groups(headers, rows, console.width)
+    return [_table(headers, rows, cols, widths, title + (f" ({g + 1}/{len(groups)})" if len(groups) > 1 else ""))
+            for g, cols in enumerate(groups)]
 
 
 def _rounds_note(s: dict) -> str:
@@ -142,10 +178,12 @@ def render_markdown(s: dict, plots: dict) -> str:
              "## Learning curves\n", "![learning curves](learning_curves.png)\n",
              "## Labeling efficiency\n", "![labeling efficiency](labeling_efficiency.png)\n",
              "## Significance: pairwise penalty matrix\n",
-             f"Cell (row, column) = share of the {_rounds_note(s)} rounds in which row has a significantly higher "
+             f"Cell (row, column) = share of the {_rounds_note(s)} selection rounds (the seed round, shared by "
+             f"every strategy, is not counted) in which row has a significantly higher "
              f"{metric} than column (two-tailed paired t-test over repeats, alpha = {s['alpha']}).\n",
              markdown_table(*penalty_table(s)), "",
              *([f"> **{s['penalty']['warning']}**\n"] if s["penalty"].get("warning") else []),
+             *([f"> {s['penalty']['note']}\n"] if s["penalty"].get("note") else []),
              "![penalty matrix](penalty_matrix.png)\n",
              "## Class balance\n",
              "Class distribution of the labeled set per round, sorted from least to most labeled class "

@@ -2,7 +2,9 @@
 
 A scores directory is::
 
-    SCORES/scores.json            {"format": "alq-scores", pool_fingerprint, head_fingerprint, ...}
+    SCORES/_scores.parquet        {"format": "alq-scores", pool_fingerprint, head_fingerprint, ...} in the
+                                  metadata of no rows of the shards' columns (alq.store.sidecar; older
+                                  directories: _scores.json or scores.json, still read)
     SCORES/shard-000000.parquet   one per pool shard, same rows in the same order
 
 Each shard table has ``id``, ``predicted_class`` (class name), ``top_classes``
@@ -20,7 +22,6 @@ directory is built beside its target and swapped in whole, like a pool.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
 import tempfile
 import time
@@ -33,14 +34,17 @@ import torch
 
 from alq import __version__, fs
 from alq.errors import BadInputError, StaleError
-from alq.io import dumps_strict, read_json, read_parquet, replace_dir, sha256_file, write_json
+from alq.io import read_parquet, replace_dir, sha256_file
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
+from alq.store import sidecar
 
 FORMAT = "alq-scores"
 VERSION = 1
-META = "_scores.json"  # `_`-prefixed: directory readers (pyarrow, pandas, polars, duckdb) skip it
-LEGACY_META = "scores.json"  # written before; still read
+META = "_scores.parquet"  # no rows of the shards' columns: polars/duckdb read the directory, pyarrow skips it
+LEGACY_METAS = ("_scores.json", "scores.json")  # written before; still read
+LEGACY_META = LEGACY_METAS[-1]
+META_NAMES = (META, *LEGACY_METAS)
 
 
 def shard_names(pool) -> list[str]:
@@ -51,10 +55,17 @@ def shard_names(pool) -> list[str]:
 
 
 def meta_path(path) -> Path:
-    """The metadata file of a scores directory (the legacy name when only that one exists)."""
-    new = Path(path) / META
-    old = Path(path) / LEGACY_META
-    return old if not new.is_file() and old.is_file() else new
+    """The metadata file of a scores directory (a legacy name when only that one exists)."""
+    for name in META_NAMES:
+        if (Path(path) / name).is_file():
+            return Path(path) / name
+    return Path(path) / META
+
+
+def _shard_schema(work: str, stats: list) -> pa.Schema:
+    """The columns of the shard files just written (the sidecar has no rows of the same columns)."""
+    f = fs.join(work, f"{stats[0]['name']}.parquet")
+    return pq.read_schema(fs.open_input(f) if fs.is_remote(f) else f)
 
 
 def is_scores(path) -> bool:
@@ -147,7 +158,7 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
     try:
         stats, hist, meta = _score_into(str(work), pool, head, top_k, aggregate, engine, device, pool_path)
-        write_json(work / META, meta)
+        sidecar.write(work / META, meta, _shard_schema(str(work), stats))
         _publish(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -162,11 +173,12 @@ def _write_scores_remote(pool, head, out: str, *, top_k, aggregate, engine, devi
 
     kind = fs.file_type(out)
     have = set(fs.listdir(out)) - {REMOTE_LOCK}  # `alq score` holds the writer lock object inside OUT
-    if kind == "file" or (kind == "dir" and have and not fs.exists(fs.join(out, fs.POINTER)) and META not in have):
+    if kind == "file" or (kind == "dir" and have and not fs.exists(fs.join(out, fs.POINTER))
+                          and not set(META_NAMES) & have):
         raise BadInputError(f"{out}: exists and is not an alq scores directory; refusing to replace it",
                             hint="choose another --out")
     if kind == "dir" and fs.exists(fs.join(out, fs.POINTER)) and \
-            META not in fs.listdir(fs.current_generation(out)):
+            not set(META_NAMES) & set(fs.listdir(fs.current_generation(out))):
         raise BadInputError(f"{out}: holds another kind of alq output; refusing to replace it",
                             hint="choose another --out")
     if pool.count == 0:
@@ -175,7 +187,7 @@ def _write_scores_remote(pool, head, out: str, *, top_k, aggregate, engine, devi
     work = fs.join(out, gen)
     try:
         stats, hist, meta = _score_into(work, pool, head, top_k, aggregate, engine, device, pool_path)
-        fs.write_bytes(fs.join(work, META), (dumps_strict(meta, indent=2, sort_keys=True) + "\n").encode())
+        fs.write_bytes(fs.join(work, META), sidecar.encode(meta, _shard_schema(work, stats)))
         fs.switch_generation(out, gen)
     except BaseException:
         fs.delete_tree(work)
@@ -230,19 +242,22 @@ class ScoresStore:
             if fs.file_type(self.shown) != "dir":
                 raise BadInputError(f"{self.shown}: scores directory not found", hint="write one with `alq score`")
             self.path = fs.current_generation(self.shown)
-            mpath = fs.join(self.path, META)
-            try:
-                meta = json.loads(fs.read_bytes(mpath))
-            except FileNotFoundError:
+            for name in META_NAMES:
+                mpath = fs.join(self.path, name)
+                try:
+                    data = fs.read_bytes(mpath)
+                except FileNotFoundError:
+                    continue
+                meta = sidecar.decode(data, mpath, what="scores metadata")
+                break
+            else:
                 raise BadInputError(f"{self.shown}: not an alq scores directory (no {META})") from None
-            except ValueError as exc:
-                raise BadInputError(f"{mpath}: scores metadata is not valid JSON ({exc})") from None
         else:
             self.path = Path(path)
             if not self.path.exists():
                 raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
             mpath = meta_path(self.path)
-            meta = read_json(mpath, what="scores metadata")
+            meta = sidecar.read(mpath, what="scores metadata")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise BadInputError(f"{mpath}: not an alq scores file")
         if meta.get("version") != VERSION:
@@ -310,7 +325,7 @@ class ScoresStore:
         f = fs.join(self.path, info["file"])
         col = self._read(f, [column]).column(column)
         if len(col) != info["rows"]:
-            raise BadInputError(f"{f}: {len(col)} rows but scores.json says {info['rows']}", hint="rerun `alq score`")
+            raise BadInputError(f"{f}: {len(col)} rows but the scores metadata says {info['rows']}", hint="rerun `alq score`")
         return col.to_numpy().astype(np.float64, copy=False)
 
     def read_shard(self, shard: int, columns: list[str] | None = None) -> pa.Table:

@@ -46,7 +46,9 @@ SCHEMA = pa.schema([
     ("n_labeled", pa.int64()), ("n_selected", pa.int64()),
     ("top1", pa.float64()), ("top5", pa.float64()), ("macro_accuracy", pa.float64()),
     ("per_class_accuracy", pa.list_(pa.float64())), ("map", pa.float64()), ("pooled_ap", pa.float64()),
-    ("class_counts", pa.list_(pa.int64())), ("imbalance_ratio", pa.float64()), ("empty_classes", pa.int64()),
+    # class name -> labeled rows, in the run's class order (a reader needs no metadata to know which is which)
+    ("class_counts", pa.map_(pa.string(), pa.int64())), ("imbalance_ratio", pa.float64()),
+    ("empty_classes", pa.int64()),
     ("class_entropy", pa.float64()),
     ("select_seconds", pa.float64()), ("train_seconds", pa.float64()),
     ("train_loss", pa.float64()), ("train_accuracy", pa.float64()), ("selection_seed", pa.int64()),
@@ -378,6 +380,8 @@ class Simulation:
                         break
                     rows.append(rec)
         cols = {f.name: [row.get(f.name) for row in rows] for f in SCHEMA}
+        names = [str(c) for c in self.oracle.classes]
+        cols["class_counts"] = [None if c is None else list(zip(names, c)) for c in cols["class_counts"]]
         return pa.table(cols, schema=SCHEMA)
 
     def _write_results(self, config: dict, *, final: bool = False) -> None:

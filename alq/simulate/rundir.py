@@ -132,8 +132,14 @@ class RunDir:
 
     def commit(self, strategy: str, repeat: int, rnd: int, record: dict, *, selection_table, head) -> None:
         """Write selection, head, then the record (the commit mark); drop the previous head."""
+        import pyarrow as pa
+
         from alq.io import write_parquet
 
+        n = selection_table.num_rows  # each file says which run cell it is: `selections/` reads as one table
+        selection_table = (selection_table.append_column("strategy", pa.array([strategy] * n, pa.string()))
+                           .append_column("repeat", pa.array([repeat] * n, pa.int64()))
+                           .append_column("round", pa.array([rnd] * n, pa.int64())))
         write_parquet(self.selection_path(strategy, repeat, rnd), selection_table,
                       {"kind": "simulation-selection", "strategy": strategy, "repeat": repeat, "round": rnd})
         head.save(self.head_path(strategy, repeat, rnd))

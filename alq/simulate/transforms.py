@@ -172,6 +172,11 @@ def plan_copies(truth: RowLabels, spec: TransformSpec) -> tuple[np.ndarray, dict
             m = (len(g) - int(u)) // k
             copies[perm[:u]] = 1
             copies[perm[u:u + m]] = k
+        if not (copies == k).any():  # a pool without one duplicated row is not the experiment asked for
+            room = int(max((len(g) - int(u) for g, u in zip(groups, unique)), default=0))
+            raise BadInputError(f"--redundancy={k} duplicates no row: a class needs at least {k} rows beyond its "
+                                f"--unique-rows share, and the largest has {room}",
+                                hint=f"use --redundancy {max(2, room)} or less, or lower --unique-rows")
         info.update(unique_rows=int((copies == 1).sum()), duplicated_rows=int((copies == k).sum()), copies=k)
     return copies, info
 

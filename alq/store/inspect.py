@@ -17,8 +17,9 @@ import numpy as np
 from alq.errors import BadInputError, StoreError
 from alq.io import parquet_metadata, read_json, read_parquet, read_parquet_schema, sha256_file
 
-DIR_FORMATS = {"_clusters.json": "alq-clusters", "_scores.json": "alq-scores", "_dedup.json": "alq-dedup",
-               "clusters.json": "alq-clusters", "scores.json": "alq-scores"}  # `_` names first; the others: legacy
+DIR_FORMATS = {"_clusters.parquet": "alq-clusters", "_scores.parquet": "alq-scores",  # the others: legacy
+               "_clusters.json": "alq-clusters", "_scores.json": "alq-scores", "_dedup.json": "alq-dedup",
+               "clusters.json": "alq-clusters", "scores.json": "alq-scores"}
 
 
 def describe(path: str | Path, *, verify: bool = False) -> dict:
@@ -39,9 +40,10 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
             if shards:  # never download a would-be pool to look at it
                 raise BadInputError(f"{uri}: not an alq pool: {len(shards)} shard objects but no {MANIFEST} (a first "
                                     "build that never finished)", hint="the next `alq embed --out` to it clears them")
-        from alq.staging import resolve
+        from alq.staging import stage_input
 
-        with fs.staged_input(resolve(uri), what="input") as local_copy:  # small files, alq directories: a copy
+        # small files, alq directories: a copy, registered so errors and summaries name the URI, not the copy
+        with stage_input(uri, what="input") as local_copy:
             out = describe(local_copy, verify=verify)
         out["path"] = str(path)
         return out
@@ -56,7 +58,7 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
         for name, fmt in DIR_FORMATS.items():
             if (p / name).is_file():
                 return _json_dir(p, p / name, fmt, verify)
-        raise BadInputError(f"{p}: not an alq directory (no manifest.json, _clusters.json or _scores.json)")
+        raise BadInputError(f"{p}: not an alq directory (no manifest.json, _clusters.parquet or _scores.parquet)")
     if p.name == "manifest.json":
         return _pool(p.parent, verify)
     if p.name in DIR_FORMATS:
@@ -157,7 +159,9 @@ def _remote_pool(uri: str, verify: bool) -> dict:
 
 
 def _json_dir(p: Path, f: Path, fmt: str, verify: bool) -> dict:
-    data = read_json(f)
+    from alq.store import sidecar
+
+    data = sidecar.read(f, what="summary")
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise BadInputError(f"{f}: format is {data.get('format') if isinstance(data, dict) else None!r}, "
                             f"expected {fmt!r}")

@@ -5,8 +5,10 @@ the same moment would each build on the old manifest and one would lose
 its rows. ``exclusive_lock(target)`` takes ``flock`` on ``.NAME.lock``
 next to ``target`` without waiting; the kernel drops it when the process
 dies, even by SIGKILL, so no stale lock is ever left to clear by hand.
-The empty lock file itself stays (removing it would race with a waiter).
-The lock is keyed on the resolved target, so two paths to one pool (a
+The lock file is removed on release (no empty ``.NAME.lock`` is left beside an
+output); a writer that locked a file already unlinked by its holder sees that
+the path no longer names its file and tries again, so two writers never hold
+locks on two different files of one name. The lock is keyed on the resolved target, so two paths to one pool (a
 symlink, ``a/../pool``) share one lock.
 
 On object storage there is no ``flock``: the lock is an object,
@@ -54,21 +56,39 @@ def acquire(target, *, what: str = "alq"):
         return RemoteLock(target, what=what)
     path = lock_path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise BadInputError(f"{target}: another {what} is writing it right now (lock {path.name} is held)",
-                            hint="wait for it to finish, then rerun") from None
-    return fd
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BadInputError(f"{target}: another {what} is writing it right now (lock {path.name} is held)",
+                                hint="wait for it to finish, then rerun") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return LocalLock(fd, path)
+        os.close(fd)  # the holder released (and removed) it between our open and flock: take the new one
+
+
+class LocalLock:
+    """A held ``flock`` on ``.NAME.lock``: :func:`release` removes the file, then drops the lock."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd, self.path = fd, path
+
+    def release(self) -> None:
+        try:
+            os.unlink(self.path)  # while still held: a waiter that opened it retries on the new path
+        except OSError:
+            pass
+        os.close(self.fd)  # closing the descriptor releases the lock
 
 
 def release(handle) -> None:
-    if isinstance(handle, RemoteLock):
-        handle.release()
-        return
-    os.close(handle)  # closing the descriptor releases the lock
+    handle.release()
 
 
 def lock_ttl() -> float:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import struct
+import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,16 @@ from alq.errors import BadInputError
 
 HEADER_BYTES = 128
 MAGIC = b"\x93NUMPY"
+# what numpy raises on a damaged file: its header parser falls back to tokenize on a header it cannot
+# literal_eval, so a flipped byte there surfaces as tokenize.TokenError, not ValueError
+READ_ERRORS = (ValueError, OSError, SyntaxError, struct.error, EOFError, tokenize.TokenError)
+
+
+def read_error_text(exc: BaseException) -> str:
+    """A short reason for a :data:`READ_ERRORS` exception (no tokenizer internals)."""
+    if isinstance(exc, (SyntaxError, tokenize.TokenError)):
+        return "damaged .npy header"
+    return _first_line(exc)
 
 
 def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -100,8 +111,8 @@ def read_npy_header(fh: BinaryIO, *, source: str) -> tuple[tuple[int, ...], np.d
             shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-    except (ValueError, OSError, SyntaxError, struct.error, EOFError) as exc:
-        raise BadInputError(f"{source}: not a readable .npy file ({_first_line(exc)})") from None
+    except READ_ERRORS as exc:
+        raise BadInputError(f"{source}: not a readable .npy file ({read_error_text(exc)})") from None
     return tuple(shape), np.dtype(dtype), bool(fortran)
 
 

@@ -23,6 +23,7 @@ from alq.config import rows_per_block
 from alq.errors import BadInputError, StoreError
 from alq.io import read_parquet, sha256_file
 from alq.store.manifest import Manifest, read_manifest
+from alq.store.npyfile import READ_ERRORS, read_error_text
 
 
 @dataclass(frozen=True)
@@ -281,8 +282,8 @@ class ShardedPool(Pool):
                                  hint="restore it, or rebuild the pool with `alq embed`")
             try:
                 arr = np.load(f, mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError, EOFError) as exc:
-                raise StoreError(f"{f}: unreadable or truncated shard ({exc})",
+            except READ_ERRORS as exc:  # a damaged header is bad input too (numpy: TokenError)
+                raise StoreError(f"{f}: unreadable or truncated shard ({read_error_text(exc)})",
                                  hint="run `alq info --verify` on the pool") from None
             if arr.shape != (info.rows, self.dim) or arr.dtype != self.dtype:
                 raise StoreError(f"{f}: shard has shape {arr.shape} {arr.dtype}, manifest says "

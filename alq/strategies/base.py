@@ -93,7 +93,12 @@ def get_strategy(name: str) -> Strategy:
     try:
         return REGISTRY[name]()
     except KeyError:
-        raise BadInputError(f"--strategy {name!r} is not known; choose from: {', '.join(sorted(REGISTRY))}") from None
+        pass
+    import difflib
+
+    close = difflib.get_close_matches(str(name).strip().lower().replace("_", "-"), sorted(REGISTRY), n=1, cutoff=0.6)
+    guess = f"did you mean {close[0]}? " if close else ""
+    raise BadInputError(f"--strategy {name!r} is not known; {guess}choose from: {', '.join(sorted(REGISTRY))}")
 
 
 def unlabeled_indices(ctx: Context) -> np.ndarray:

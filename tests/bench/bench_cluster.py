@@ -148,7 +148,7 @@ def _margin_top_b(ctx, b):
 
 def test_bench_select_cluster_margin_vs_margin():
     from alq.cluster.api import ClusterOptions, cluster_pool
-    from alq.cluster.store import load_clusters
+    from alq.cluster.store import is_cluster_dir, load_clusters
     from alq.engine import LocalEngine
     from alq.store import open_pool
     from alq.strategies import Context, get_strategy, load_all
@@ -158,7 +158,7 @@ def test_bench_select_cluster_margin_vs_margin():
     path = make_pool(n)
     pool = open_pool(path)
     cdir = WORK / f"clusters-{n}"
-    if not ((cdir / "_clusters.json").exists() or (cdir / "clusters.json").exists()):
+    if not is_cluster_dir(cdir):
         cluster_pool(pool, cdir, ClusterOptions())
     clusters = load_clusters(cdir, pool)
     head = _head(pool.dim)

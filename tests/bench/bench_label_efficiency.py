@@ -86,6 +86,7 @@ def _write_pool(out: Path, x: np.ndarray, y: np.ndarray) -> None:
 def prepare(pool_kind: str) -> dict:
     """Pool, labels, test set and clusters for one pool kind, built once under CACHE."""
     from alq.cluster.api import ClusterOptions, cluster_pool
+    from alq.cluster.store import is_cluster_dir
     from alq.simulate.transforms import TransformSpec, transform_pool
     from alq.store import open_pool
 
@@ -102,7 +103,7 @@ def prepare(pool_kind: str) -> dict:
         base.mkdir(parents=True, exist_ok=True)
         transform_pool(full / "pool", full / "labels.parquet", base / "pool", base / "labels.parquet", spec)
     clusters = base / "clusters"
-    if not (clusters / "clusters.json").exists():
+    if not is_cluster_dir(clusters):
         t = time.perf_counter()
         summary = cluster_pool(open_pool(base / "pool"), clusters, ClusterOptions())
         print(f"# clustered {pool_kind}: {summary['n_clusters']} clusters in {time.perf_counter() - t:.0f} s "
