@@ -31,7 +31,7 @@ def dedup_cmd(
     normalize: str | None = typer.Option(None, "--normalize", help="l2: unit-length rows first, so the distance is "
                                          "cosine-based (as `alq cluster --normalize l2`)."),
     clusters: str | None = typer.Option(None, "--clusters", parser=path, help="Reuse the faiss index and kNN graph "
-                                        "that `alq cluster POOL --out DIR` saved (DIR/_graph/), instead of building "
+                                        "that `alq cluster POOL --out DIR` saved (DIR.graph/, beside DIR), instead of building "
                                         "and searching again. Example: --clusters clusters/"),
     knn: int = typer.Option(10, "--knn", help="Neighbours searched per row first; a row whose last one is still "
                             "under the threshold is searched again with 4x more, so none is missed by this cap."),

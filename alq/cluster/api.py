@@ -25,7 +25,7 @@ from alq import __version__
 from alq.cluster import exact as _exact
 from alq.cluster.graph import edges_from_knn, finish_dense, graph_average_linkage
 from alq.cluster.knn import TARGET_RECALL, exact_knn, prepare, search_partial
-from alq.cluster.knngraph import GRAPH_DIR, INDEX, knn_graph, load_graph_index
+from alq.cluster.knngraph import INDEX, graph_dir, knn_graph, load_graph_index
 from alq.cluster.linkage import size_summary
 from alq.cluster.store import (
     FORMAT,
@@ -306,7 +306,7 @@ def cluster_pool(pool, out, opts: ClusterOptions, *, engine=None, device=None, p
 
     The kNN graph is checkpointed beside ``out`` (:func:`work_dir_for`) while
     it is built, so ``resume`` after a kill searches only the shards left;
-    the finished graph and its index end up in ``out/_graph/``.
+    the finished graph and its index end up beside ``out`` (:func:`~alq.cluster.knngraph.graph_dir`).
     """
     opts.validate()
     out = Path(out)
@@ -316,8 +316,9 @@ def cluster_pool(pool, out, opts: ClusterOptions, *, engine=None, device=None, p
                                     work=work, resume=resume)
     build = new_build_dir(out)
     try:
-        if work.exists():
-            os.replace(work, build / GRAPH_DIR)
+        if work.exists():  # the graph of the clustering about to be published replaces the last one's
+            shutil.rmtree(graph_dir(out), ignore_errors=True)
+            os.replace(work, graph_dir(out))
         shards = []
         offsets = pool.offsets
         for s, rec in enumerate(shard_records(pool)):
@@ -378,9 +379,9 @@ def _extend_saved_index(out: Path, ref, pool, covered: int, normalize) -> None:
     from alq.cluster.knn import _add_rows_range
 
     _add_rows_range(ref.index, pool, covered, pool.count, normalize)
-    tmp = out / GRAPH_DIR / f".{INDEX}.tmp"
+    tmp = graph_dir(out) / f".{INDEX}.tmp"
     ref.save(tmp)
-    os.replace(tmp, out / GRAPH_DIR / INDEX)
+    os.replace(tmp, graph_dir(out) / INDEX)
 
 
 def update_clusters(pool, out, *, engine=None, progress=None, log=None) -> dict:

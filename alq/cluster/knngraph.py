@@ -10,10 +10,12 @@ and chosen) and ``index.faiss``. A killed run restarted with ``resume``
 reuses the saved index and the finished shards and searches only the rest,
 so it gives the same graph, hence the same clusters.
 
-The work directory is moved into the cluster directory as ``_graph/`` when
-clustering finishes: ``alq cluster --update`` searches the new rows against
-the saved index (cost proportional to the new rows), and other stages may
-reuse the graph.
+The work directory becomes ``CLUSTERS.graph/`` beside the cluster directory
+when clustering finishes (beside, not inside: a dataset reader such as
+polars or DuckDB given the cluster directory must find only its Parquet
+files): ``alq cluster --update`` searches the new rows against the saved
+index (cost proportional to the new rows), and ``alq dedup --clusters``
+reuses the graph.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ from alq.cluster.knn import IndexRef, build_index, search_partial
 
 PLAN = "plan.json"
 INDEX = "index.faiss"
-GRAPH_DIR = "_graph"
+
+
+def graph_dir(cluster_dir) -> Path:
+    """Where the kNN graph and index of the clustering in ``cluster_dir`` are kept: ``CLUSTERS.graph/``."""
+    cluster_dir = Path(cluster_dir)
+    return cluster_dir.parent / f"{cluster_dir.name}.graph"
 
 
 def shard_file(shard: int) -> str:
@@ -149,8 +156,8 @@ def knn_graph(pool, *, k: int, normalize, seed: int, kind: str, target_recall: f
 
 
 def load_graph_index(cluster_dir: Path) -> tuple[IndexRef, dict] | None:
-    """The index a full clustering saved beside its clusters (``_graph/``), or None."""
-    work = Path(cluster_dir) / GRAPH_DIR
+    """The index a full clustering saved beside its clusters (:func:`graph_dir`), or None."""
+    work = graph_dir(cluster_dir)
     try:
         plan = json.loads((work / PLAN).read_text())
     except (OSError, ValueError):

@@ -5,7 +5,7 @@ The computation is a map over shards plus a small reduce on the driver:
 1. **Index.** The faiss index of :func:`alq.cluster.knn.build_index` (the one
    ``alq cluster`` builds: IVF or exact flat, chosen by measured cost and
    recall). After ``alq cluster POOL --out CLUSTERS/`` the saved index and
-   kNN graph in ``CLUSTERS/_graph/`` are reused (``--clusters``): no index
+   kNN graph in ``CLUSTERS.graph/`` are reused (``--clusters``): no index
    build and no search, except for the re-searches of step 2.
 2. **Map (per shard).** Each row's k nearest other rows
    (:func:`alq.cluster.knn.search_partial`). A row whose k-th neighbour is
@@ -327,7 +327,7 @@ def threshold_from_nn(d: np.ndarray) -> tuple[float, dict]:
 # -- the whole computation ------------------------------------------------------------------------
 def _saved_graph(clusters, pool, normalize) -> tuple[IndexRef, Path, int] | str:
     """(index, graph directory, k) saved by `alq cluster` for this pool, or why it cannot be used."""
-    from alq.cluster.knngraph import GRAPH_DIR, load_graph_index, shard_file
+    from alq.cluster.knngraph import graph_dir, load_graph_index, shard_file
 
     saved = load_graph_index(Path(clusters))
     if saved is None:
@@ -338,7 +338,7 @@ def _saved_graph(clusters, pool, normalize) -> tuple[IndexRef, Path, int] | str:
         return f"{clusters}: its kNN graph was built for another pool (or before rows were appended)"
     if wanted.get("normalize") != normalize:
         return f"{clusters}: its kNN graph was built with normalize={wanted.get('normalize')}, not {normalize}"
-    work = Path(clusters) / GRAPH_DIR
+    work = graph_dir(clusters)
     if not all((work / shard_file(s)).exists() for s in range(pool.n_shards)) or ref.ntotal != pool.count:
         return f"{clusters}: its saved kNN graph is incomplete"
     return ref, work, int(wanted["k"])
