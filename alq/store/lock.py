@@ -44,6 +44,14 @@ def lock_path(target: str | Path) -> Path:
 
 
 REMOTE_LOCK = "_alq_writer.lock"
+_held_remote: set[str] = set()  # lock objects this process holds now
+
+
+def held_here(target) -> bool:
+    """True when this process already holds the writer lock of the remote ``target``."""
+    from alq import fs
+
+    return fs.join(target, REMOTE_LOCK) in _held_remote
 
 
 def acquire(target, *, what: str = "alq"):
@@ -107,6 +115,7 @@ class RemoteLock:
                 raise BadInputError(f"{target}: another {what} took the lock at the same moment",
                                     hint="wait for it to finish, then rerun")
         self.lost = False
+        _held_remote.add(self.uri)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="alq-lock-renew", daemon=True)
         self._thread.start()
@@ -126,6 +135,7 @@ class RemoteLock:
             self.version = version
 
     def release(self) -> None:
+        _held_remote.discard(self.uri)
         self._stop.set()
         self._thread.join(timeout=30)
         if not self.lost:

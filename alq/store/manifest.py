@@ -142,7 +142,15 @@ def read_manifest(pool_dir) -> Manifest:
         return got[0]
     path = manifest_path(pool_dir)
     if not Path(pool_dir).exists():
-        raise StoreError(f"{pool_dir}: pool directory not found", hint="build one with `alq embed`")
+        from alq.io import moved_aside, restore_moved_aside
+
+        if restore_moved_aside(pool_dir) is None:  # a replace killed between its renames: the old pool comes back
+            olds = moved_aside(pool_dir)
+            if olds:
+                raise StoreError(f"{pool_dir}: pool directory not found; the previous pool is at {olds[-1]} "
+                                 "(moved aside by a replace that is running or was killed)",
+                                 hint="rerun when no `alq embed` writes it: the next run puts it back")
+            raise StoreError(f"{pool_dir}: pool directory not found", hint="build one with `alq embed`")
     if not path.exists():
         raise StoreError(f"{pool_dir}: no {MANIFEST} (not an alq pool, or its first write never finished)",
                          hint="build one with `alq embed`")
