@@ -120,6 +120,9 @@ def restore_moved_aside(target: PathLike, *, locked: bool = False) -> str | None
     target = Path(os.path.realpath(target))
     if os.path.lexists(target):
         return None
+    if not target.parent.exists():  # inside a directory that was moved aside (a split's pool/ or test/)
+        name = restore_moved_aside(target.parent)
+        return name if name is not None and os.path.lexists(target) else None
     olds = moved_aside(target)
     if not olds:
         return None

