@@ -101,7 +101,7 @@ def moved_aside(target: PathLike) -> list[Path]:
     import re
 
     target = Path(os.path.realpath(target))
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}\.old")
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]+\.old")
     try:
         found = [p for p in target.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
     except OSError:

@@ -51,8 +51,8 @@ def sweep(pool_dir: str | Path, manifest: Manifest | None) -> list[str]:
                                                       Path(os.path.realpath(given)).name)}:
         if not parent.is_dir():
             continue
-        # mkdtemp's 8 random characters: `.pool.v2.XXXXXXXX.old` belongs to pool.v2, not to pool
-        temp = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.(building|old|trash)")
+        # mkdtemp's random characters (no dot): `.pool.v2.XXXXXXXX.old` belongs to pool.v2, not to pool
+        temp = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.(building|old|trash)")
         for p in parent.glob(f".{glob.escape(name)}.*"):
             n = p.name
             if temp.fullmatch(n) or (n.startswith(f".{name}.ids.") and n.endswith(".tmp")):
