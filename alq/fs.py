@@ -41,6 +41,7 @@ from pathlib import Path
 from alq.errors import BadInputError, MissingFeatureError, StoreError
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
+_WRITER_LOCK = "_alq_writer.lock"  # alq.store.lock.REMOTE_LOCK (not imported: the store imports this module)
 POINTER = "_alq_current.json"  # the pointer object of a directory output on object storage
 S3_HINT = "install the extra: pip install 'alq[s3]'"
 GCS_HINT = "install the extra: pip install 'alq[gcs]'"
@@ -491,6 +492,8 @@ def staged_input(path, *, what: str = "input") -> Iterator[Path]:
             src = current_generation(uri)
             dest.mkdir()
             for rel in listdir(src, recursive=True):
+                if rel == _WRITER_LOCK:  # a writer's lock object (ours while we write it), not content
+                    continue
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 download(join(src, rel), dest / rel)
         else:
@@ -559,6 +562,8 @@ def _staged_output(uri: str, kind: str, resume: bool) -> Iterator[Path]:
     try:
         dest = tmp / name_of(uri)
         have_kind = file_type(uri) if resume else "missing"
+        if have_kind == "dir" and set(listdir(uri, recursive=True)) <= {_WRITER_LOCK}:
+            have_kind = "missing"  # only the lock object we hold: nothing written yet
         if have_kind == "dir" and kind == "dir":
             with staged_input(uri) as have:
                 shutil.copytree(have, dest)
