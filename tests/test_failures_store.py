@@ -403,3 +403,85 @@ def test_s3_malformed_pointer_is_bad_input(s3_bucket, body):
     r = _alq("info", uri)
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "_alq_current.json" in r.stderr, r.stderr
+
+
+# -- item 9: a simulation that failed or was killed before it finished -------------------------------------------
+SIM = ["simulate", "--pool", "{d}/pool", "--labels", "{d}/all.parquet", "--test-pool", "{d}/split/test",
+       "--test-labels", "{d}/split/test_labels.parquet", "-s", "random", "--seed-size", "5", "--budget", "5",
+       "--rounds", "3", "--out", "{d}/run", "-q"]
+
+
+def _fsize_limit():
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+
+def _visible(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*") if not any(x.startswith(".") for x in p.relative_to(d).parts)}
+
+
+def test_simulate_under_a_file_size_limit_leaves_nothing_and_the_rerun_runs(case_dir):
+    d = case_dir
+    argv = [a.replace("{d}", str(d)) for a in SIM]
+    before = _visible(d)
+    r = subprocess.run([sys.executable, "-m", "alq", *argv], capture_output=True, text=True, timeout=300,
+                       preexec_fn=_fsize_limit, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 1, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "file too large" in r.stderr, r.stderr
+    assert _visible(d) == before, _visible(d) - before  # no partial run directory
+    again = _alq(*argv)
+    assert again.returncode == 0, again.stderr
+    assert pq.read_metadata(d / "run" / "results.parquet").num_rows == 12  # 3 repeats x 4 rounds
+
+
+def test_plain_rerun_continues_a_killed_simulation(case_dir):
+    """The nightly job's same command after a SIGKILL: the committed rounds are kept, the rest is run, and the
+    results equal an uninterrupted run's."""
+    d = case_dir
+    argv = [a.replace("{d}", str(d)) for a in SIM]
+    ref = [a.replace("{d}/run", str(d / "ref")).replace("{d}", str(d)) for a in SIM]
+    assert _alq(*ref).returncode == 0
+    kill_after_round_2 = textwrap.dedent("""
+        import os, signal, sys
+        from alq.simulate import rundir
+        real = rundir.RunDir.commit
+        def commit(self, strategy, repeat, rnd, *a, **k):
+            real(self, strategy, repeat, rnd, *a, **k)
+            if strategy == "random" and rnd == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+        rundir.RunDir.commit = commit
+        from alq.cli import run
+        sys.exit(run(sys.argv[1:]))
+    """)
+    r = subprocess.run([sys.executable, "-c", kill_after_round_2, *argv], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == -9, r.stderr
+    kept = (d / "run" / "state" / "random" / "r0" / "round-1.json").read_bytes()
+    again = _alq(*argv, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["rounds_resumed"] == 2
+    assert (d / "run" / "state" / "random" / "r0" / "round-1.json").read_bytes() == kept
+
+    def rows(p):
+        t = pq.read_table(p).to_pylist()
+        return [{k: v for k, v in row.items() if "seconds" not in k} for row in t]
+
+    assert rows(d / "run" / "results.parquet") == rows(d / "ref" / "results.parquet")
+    done = _alq(*argv)  # a finished run is still never redone silently
+    assert done.returncode == 2 and "--resume" in done.stderr
+
+
+def test_s3_simulate_refused_while_another_writer_holds_the_output(base, s3_bucket):
+    from alq import fs
+
+    uri = fs.join(s3_bucket, "run")
+    argv = [a.replace("{d}/run", uri).replace("{d}", str(base)) for a in SIM]
+    with fs.staged_output(uri, kind="dir"):
+        r = _alq(*argv)
+        assert r.returncode == 2 and "another" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _alq(*argv)
+    assert r.returncode == 0, r.stderr
+    assert {"config.json", "results.parquet"} <= set(fs.listdir(fs.current_generation(uri)))
