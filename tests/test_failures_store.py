@@ -485,3 +485,36 @@ def test_s3_simulate_refused_while_another_writer_holds_the_output(base, s3_buck
     r = _alq(*argv)
     assert r.returncode == 0, r.stderr
     assert {"config.json", "results.parquet"} <= set(fs.listdir(fs.current_generation(uri)))
+
+
+# -- item 9b: --engine ray fails with the local engine's one line and exit code ------------------------------------
+def _nan_encoder(d: Path) -> None:
+    import torch
+
+    class Enc(torch.nn.Module):
+        def forward(self, x):
+            return torch.log(x - 10.0)  # NaN for these inputs
+
+    torch.jit.save(torch.jit.script(Enc()), str(d / "nan_enc.pt"))
+    np.save(d / "raw.npy", np.ones((300, 8), dtype=np.float32))
+
+
+RAY_CASES = [
+    ("score-nan-row", ["score", "{d}/pool", "--head", "{d}/head.pt", "--out", "{d}/sc2", "-q"], _nan_row_resummed),
+    ("embed-encoder-nan", ["embed", "{d}/raw.npy", "--encoder", "{d}/nan_enc.pt", "--out", "{d}/p2",
+                           "--shard-rows", "100", "-q"], _nan_encoder),
+]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("name,args,setup", RAY_CASES, ids=[c[0] for c in RAY_CASES])
+def test_ray_failures_are_the_local_line(case_dir, name, args, setup):
+    pytest.importorskip("ray")
+    d = case_dir
+    setup(d)
+    argv = [a.replace("{d}", str(d)) for a in args]
+    local = _alq(*argv)
+    assert local.returncode == 2 and len(local.stderr.strip().splitlines()) == 1, local.stderr
+    ray = _alq(*argv, "--engine", "ray", env={"RAY_ADDRESS": "", "OMP_NUM_THREADS": "1"})
+    assert ray.returncode == local.returncode, ray.stderr
+    assert ray.stderr.strip() == local.stderr.strip(), ray.stderr  # no Ray log lines before it
