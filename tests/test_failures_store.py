@@ -343,6 +343,34 @@ def test_s3_killed_first_build_after_the_lock_ttl_the_cli_rerun_proceeds(s3_buck
     assert open_pool(uri).count == 300 and open_pool(uri).verify() == [] and open_pool(uri).unlisted() == []
 
 
+def test_s3_sigkill_of_a_first_build_the_rerun_proceeds_at_once(s3_bucket, tmp_path):
+    """A real SIGKILL mid-upload: the dead writer's lock names a process of this host that is gone, so the
+    rerun takes it over without waiting out ALQ_LOCK_TTL, clears the shard objects and builds the pool."""
+    import time
+
+    from alq import fs
+    from alq.store import open_pool
+
+    uri = fs.join(s3_bucket, "pool")
+    np.save(tmp_path / "big.npy", np.random.default_rng(9).normal(size=(150_000, 24)).astype(np.float32))
+    proc = subprocess.Popen([sys.executable, "-m", "alq", "embed", str(tmp_path / "big.npy"), "--out", uri,
+                             "--shard-rows", "500", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 120
+        while len(fs.listdir(uri)) < 5 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "manifest.json" not in fs.listdir(uri) and "_alq_writer.lock" in fs.listdir(uri)
+    np.save(tmp_path / "x.npy", np.ones((7, 24), np.float32))
+    r = _alq("embed", tmp_path / "x.npy", "--out", uri, "-q")
+    assert r.returncode == 0, r.stderr
+    assert open_pool(uri).count == 7 and open_pool(uri).unlisted() == []
+
+
 # -- item 8: writers of one directory output on object storage --------------------------------------------
 def test_s3_report_writers_one_wins_whole_and_the_pointer_names_a_complete_generation(base, s3_bucket):
     from alq import fs

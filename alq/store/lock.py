@@ -15,7 +15,9 @@ so of two writers exactly one gets it. It names its holder and an expiry
 (``ALQ_LOCK_TTL`` seconds, default 300) that a background thread renews every
 third of it with ``If-Match`` on the object's version; a killed writer stops
 renewing, and once its expiry passes the next writer takes the lock over, again
-conditioned on the version it read (two writers cannot both take over). The
+conditioned on the version it read (two writers cannot both take over). A holder
+on the same host whose process is gone is known dead at once and taken over
+without waiting for the expiry (a killed run's rerun need not wait). The
 pool commit itself is conditioned on the manifest version the writer started
 from, so even a writer whose lock expired under it cannot overwrite a newer
 pool: the lock makes the refusal early and clear, the commit makes it safe.
@@ -104,7 +106,7 @@ class RemoteLock:
             else:
                 data, version = got
                 holder = _parse(data)
-                if holder.get("expires", 0) > time.time():
+                if holder.get("expires", 0) > time.time() and not _dead_here(holder.get("owner")):
                     left = holder["expires"] - time.time()
                     raise BadInputError(
                         f"{target}: another {what} is writing it right now (lock object {REMOTE_LOCK} held by "
@@ -141,6 +143,23 @@ class RemoteLock:
         if not self.lost:
             with contextlib.suppress(Exception):
                 self.fs.delete_if(self.uri, self.version)
+
+
+def _dead_here(owner) -> bool:
+    """True when the lock's holder ran on this host and its process is gone (killed): no need to wait out the
+    TTL. A holder on another host is only known dead by its expiry."""
+    if not isinstance(owner, str) or owner.count(":") < 2:
+        return False
+    host, pid, _ = owner.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _parse(data: bytes) -> dict:
