@@ -371,6 +371,27 @@ def test_s3_sigkill_of_a_first_build_the_rerun_proceeds_at_once(s3_bucket, tmp_p
     assert open_pool(uri).count == 7 and open_pool(uri).unlisted() == []
 
 
+def test_s3_manifest_pointing_outside_the_pool_is_refused(s3_bucket, tmp_path):
+    from alq import fs
+    from alq.store import PoolWriter
+
+    uri = fs.join(s3_bucket, "pool")
+    w = PoolWriter(uri, shard_rows=50)
+    w.add(np.ones((100, 4), np.float32))
+    w.close()
+    for ext in ("npy", "parquet"):
+        fs.write_bytes(fs.join(s3_bucket, f"elsewhere/shard.{ext}"), fs.read_bytes(fs.join(uri, f"shard-000001.{ext}")))
+    m = json.loads(fs.read_bytes(fs.join(uri, "manifest.json")))
+    m["shards"][1]["name"] = "../elsewhere/shard"
+    fs.write_bytes(fs.join(uri, "manifest.json"), json.dumps(m).encode())
+    before = fs.read_bytes(fs.join(uri, "manifest.json"))
+    np.save(tmp_path / "x.npy", np.full((3, 4), 2.0, np.float32))
+    for argv in (["info", uri, "--verify"], ["embed", tmp_path / "x.npy", "--out", uri, "--append", "-q"]):
+        r = _alq(*argv)
+        assert r.returncode == 2 and re.search(OUTSIDE, r.stderr) and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert fs.read_bytes(fs.join(uri, "manifest.json")) == before
+
+
 # -- item 8: writers of one directory output on object storage --------------------------------------------
 def test_s3_report_writers_one_wins_whole_and_the_pointer_names_a_complete_generation(base, s3_bucket):
     from alq import fs
