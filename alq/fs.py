@@ -520,14 +520,15 @@ def _parse_pointer(where, data: bytes) -> str:
         raise StoreError(f"{where}: unreadable pointer ({_short(exc)})",
                          hint="restore it, or write the output again") from None
     gen = pointer.get("generation") if isinstance(pointer, dict) else None
-    if not isinstance(gen, str) or not _PLAIN_GENERATION(gen):
+    if not isinstance(gen, str) or not _plain_generation(gen):
         raise StoreError(f"{where}: not an alq pointer (a JSON object whose \"generation\" is a gen-... name under "
-                         f"the same prefix; got {_short(ValueError(repr(pointer)))[:80]})",
+                         f"the same prefix; got {repr(pointer)[:80]})",
                          hint="restore it, or write the output again")
     return gen
 
 
-def _PLAIN_GENERATION(name: str) -> bool:  # noqa: N802 - a predicate used like a pattern
+def _plain_generation(name: str) -> bool:
+    """A generation name alq writes (``gen-...``): one path segment under the output's own prefix."""
     import re
 
     return re.fullmatch(r"gen-[A-Za-z0-9_.-]+", name) is not None and ".." not in name
