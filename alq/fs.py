@@ -41,6 +41,7 @@ from pathlib import Path
 from alq.errors import BadInputError, MissingFeatureError, StoreError
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
+_WRITER_LOCK = "_alq_writer.lock"  # alq.store.lock.REMOTE_LOCK (not imported: the store imports this module)
 POINTER = "_alq_current.json"  # the pointer object of a directory output on object storage
 S3_HINT = "install the extra: pip install 'alq[s3]'"
 GCS_HINT = "install the extra: pip install 'alq[gcs]'"
@@ -491,6 +492,8 @@ def staged_input(path, *, what: str = "input") -> Iterator[Path]:
             src = current_generation(uri)
             dest.mkdir()
             for rel in listdir(src, recursive=True):
+                if rel == _WRITER_LOCK:  # a writer's lock object (ours while we write it), not content
+                    continue
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
                 download(join(src, rel), dest / rel)
         else:
@@ -503,12 +506,32 @@ def staged_input(path, *, what: str = "input") -> Iterator[Path]:
 def current_generation(uri: str) -> str:
     """The prefix a remote directory's content lives under: its pointer's generation, or itself."""
     try:
-        pointer = json.loads(read_bytes(join(uri, POINTER)))
+        data = read_bytes(join(uri, POINTER))
     except FileNotFoundError:
         return normalize(uri)
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"{join(uri, POINTER)}: unreadable pointer ({exc})") from None
-    return join(uri, pointer["generation"])
+    return join(uri, _parse_pointer(join(uri, POINTER), data))
+
+
+def _parse_pointer(where, data: bytes) -> str:
+    """The generation a pointer object names; a malformed pointer is bad input (exit 2), never followed."""
+    try:
+        pointer = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{where}: unreadable pointer ({_short(exc)})",
+                         hint="restore it, or write the output again") from None
+    gen = pointer.get("generation") if isinstance(pointer, dict) else None
+    if not isinstance(gen, str) or not _plain_generation(gen):
+        raise StoreError(f"{where}: not an alq pointer (a JSON object whose \"generation\" is a gen-... name under "
+                         f"the same prefix; got {repr(pointer)[:80]})",
+                         hint="restore it, or write the output again")
+    return gen
+
+
+def _plain_generation(name: str) -> bool:
+    """A generation name alq writes (``gen-...``): one path segment under the output's own prefix."""
+    import re
+
+    return re.fullmatch(r"gen-[A-Za-z0-9_.-]+", name) is not None and ".." not in name
 
 
 @contextlib.contextmanager
@@ -526,10 +549,22 @@ def staged_output(path, *, kind: str = "file", resume: bool = False) -> Iterator
         yield None if path is None else local(path)
         return
     uri = normalize(path)
+    with contextlib.ExitStack() as stack:
+        if kind == "dir":
+            from alq.store import lock
+
+            if not lock.held_here(uri):  # one writer of a directory output at a time (`score`/`cluster` hold it)
+                stack.enter_context(lock.exclusive_lock(uri, what="alq writer of this output"))
+        yield from _staged_output(uri, kind, resume)
+
+
+def _staged_output(uri: str, kind: str, resume: bool) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix="alq-out-"))
     try:
         dest = tmp / name_of(uri)
         have_kind = file_type(uri) if resume else "missing"
+        if have_kind == "dir" and set(listdir(uri, recursive=True)) <= {_WRITER_LOCK}:
+            have_kind = "missing"  # only the lock object we hold: nothing written yet
         if have_kind == "dir" and kind == "dir":
             with staged_input(uri) as have:
                 shutil.copytree(have, dest)
@@ -564,17 +599,21 @@ def publish_dir(local_dir: Path, uri: str, *, skip: set[str] | frozenset = froze
 
 
 def switch_generation(uri: str, gen: str) -> None:
-    """Point readers of ``uri`` at the complete generation ``gen`` (one PUT); drop all but it and the one before."""
-    old = _pointer_generation(uri)
-    write_bytes(join(uri, POINTER), json.dumps({"generation": gen, "previous": old}).encode())
+    """Point readers of ``uri`` at the complete generation ``gen`` (one PUT); drop all but it and the one before.
+
+    The PUT is conditioned on the pointer the writer read (``If-Match``, or ``If-None-Match: *`` for a first
+    one): a writer that lost a race publishes nothing and deletes only its own generation, so the pointer
+    always names a complete generation that is still there."""
+    where = join(uri, POINTER)
+    got = read_versioned(where)
+    old = _parse_pointer(where, got[0]) if got is not None else None
+    body = json.dumps({"generation": gen, "previous": old}).encode()
+    ok = create_exclusive(where, body) if got is None else replace_if(where, body, got[1])
+    if ok is None:
+        delete_tree(join(uri, gen))
+        raise StoreError(f"{uri}: another writer published it while this one ran; nothing of this run was published",
+                         hint="rerun: the new run starts from the output as it is now")
     keep = {gen, old}
     for name in {rel.split("/", 1)[0] for rel in listdir(uri, recursive=True) if "/" in rel}:
         if name.startswith("gen-") and name not in keep:
             delete_tree(join(uri, name))
-
-
-def _pointer_generation(uri: str) -> str | None:
-    try:
-        return json.loads(read_bytes(join(uri, POINTER)))["generation"]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None

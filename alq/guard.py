@@ -110,6 +110,10 @@ def kind_of(path) -> str | None:
 def _dir_kind(names: set[str]) -> str | None:
     if not names:
         return None
+    from alq.store.debris import SHARD_FILE
+
+    if all(SHARD_FILE.fullmatch(n) or (n.startswith(".shard-") and n.endswith(".tmp")) for n in names):
+        return "pool"  # shard files and no manifest: a first build killed before its commit (the writer clears it)
     for marker, kind in (("manifest.json", "pool"), ("_clusters.parquet", "clusters"), ("_clusters.json", "clusters"),
                          ("clusters.json", "clusters"), ("_scores.parquet", "scores"), ("_scores.json", "scores"),
                          ("scores.json", "scores"), ("_dedup.json", "dedup"),

@@ -64,10 +64,15 @@ def apply_umask(path: PathLike) -> None:
 def replace_dir(build: PathLike, target: PathLike) -> None:
     """Move a finished ``build`` directory to ``target``, replacing any directory there.
 
-    The old directory is first renamed aside (one ``os.replace``), then the
-    new one renamed in (another), then the old one deleted: a crash leaves
-    either the old or the new directory at ``target`` (or, between the two
-    renames, the old one beside it under a ``.old`` name), never a mixture.
+    The old directory is first renamed aside to ``.NAME.XXXXXXXX.old`` (one
+    ``os.replace``), then the new one renamed in (another), then the old one
+    renamed to a ``.trash`` name and deleted. A crash leaves the old or the
+    new directory at ``target``, never a mixture; a SIGKILL between the two
+    renames leaves no ``target`` and the complete old one under its ``.old``
+    name, which :func:`restore_moved_aside` puts back (readers and the next
+    writer call it). A half-deleted old directory only ever has a ``.trash``
+    name, so a ``.old`` directory is always a complete previous output.
+    The caller holds ``target``'s writer lock (:mod:`alq.store.lock`).
     """
     build, target = Path(build), Path(os.path.realpath(target))
     apply_umask(build)  # mkdtemp made it 0700; the published directory gets the umask's mode (0755)
@@ -76,9 +81,68 @@ def replace_dir(build: PathLike, target: PathLike) -> None:
         os.rmdir(old)
         os.replace(target, old)
         os.replace(build, target)
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     else:
         os.replace(build, target)
+
+
+def _discard(old: Path) -> None:
+    """Delete a moved-aside directory, first renaming it so that a partial delete is never taken for a copy."""
+    trash = old.with_name(old.name[: -len(".old")] + ".trash")
+    try:
+        os.replace(old, trash)
+    except OSError:
+        trash = old
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def moved_aside(target: PathLike) -> list[Path]:
+    """Complete previous copies of ``target`` that a killed :func:`replace_dir` left beside it, oldest first."""
+    import re
+
+    target = Path(os.path.realpath(target))
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[A-Za-z0-9_]+\.old")
+    try:
+        found = [p for p in target.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: (p.stat().st_ctime_ns, p.name))
+
+
+def restore_moved_aside(target: PathLike, *, locked: bool = False) -> str | None:
+    """Put back the previous ``target`` when a replace was killed between its two renames; its old name, or None.
+
+    Does nothing when ``target`` exists or nothing was moved aside. ``locked``:
+    the caller holds ``target``'s writer lock; otherwise the lock is tried
+    without waiting, and a writer that holds it (and may be between its two
+    renames this very moment) is left to finish its swap.
+    """
+    target = Path(os.path.realpath(target))
+    if os.path.lexists(target):
+        return None
+    if not target.parent.exists():  # inside a directory that was moved aside (a split's pool/ or test/)
+        name = restore_moved_aside(target.parent)
+        return name if name is not None and os.path.lexists(target) else None
+    olds = moved_aside(target)
+    if not olds:
+        return None
+    if not locked:
+        from alq.store import lock
+
+        try:
+            handle = lock.acquire(target)
+        except (BadInputError, OSError):
+            return None  # a live writer holds it (or the directory is read-only): not ours to touch
+        try:
+            return restore_moved_aside(target, locked=True)
+        finally:
+            lock.release(handle)
+    newest = olds[-1]
+    try:
+        os.rename(newest, target)
+    except OSError:
+        return None  # someone else restored or published it first
+    return newest.name
 
 
 def _fsync(path: Path) -> None:

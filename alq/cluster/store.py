@@ -28,7 +28,14 @@ import pyarrow as pa
 
 from alq import fs
 from alq.errors import BadInputError, StaleError
-from alq.io import read_parquet, read_parquet_schema, replace_dir, sha256_file, write_parquet
+from alq.io import (
+    read_parquet,
+    read_parquet_schema,
+    replace_dir,
+    restore_moved_aside,
+    sha256_file,
+    write_parquet,
+)
 
 FORMAT = "alq-clusters"
 VERSION = 1
@@ -108,7 +115,7 @@ def read_summary(directory: str | Path) -> dict:
         return _remote_summary(fs.normalize(directory))[0]
     directory = Path(directory)
     path = summary_path(directory)
-    if not directory.exists():
+    if not directory.exists() and restore_moved_aside(directory) is None:  # a swap killed between its renames
         raise BadInputError(f"{directory}: cluster directory not found; build it with `alq cluster POOL --out {directory}`")
     if not path.exists():
         raise BadInputError(f"{directory}: no {SUMMARY} (not an alq cluster directory, or `alq cluster` never "

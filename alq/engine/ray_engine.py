@@ -13,14 +13,22 @@ retried task gives the same partial result. ``alq embed`` uses :meth:`map`
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 from alq.engine import Engine, shard_ranges
-from alq.errors import AlqError, BadInputError, MissingFeatureError
+from alq.errors import BadInputError, MissingFeatureError
 
 INSTALL_HINT = "install the extra: pip install 'alq[ray]'"
+
+
+def quiet_ray_logging() -> None:
+    """Keep Ray's own log lines (its token-authentication warning, "Started a local Ray instance") off alq's
+    stderr: a failing command prints one ``Error:`` line whatever the engine. Ray's errors still show."""
+    for name in ("ray", "ray._private", "ray.runtime_env"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _import_ray():
@@ -43,8 +51,9 @@ class RayEngine(Engine):
         self.max_tasks = int(max_tasks)
         address = address or os.environ.get("RAY_ADDRESS") or None
         if not self.ray.is_initialized():
+            quiet_ray_logging()
             kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                                      "include_dashboard": False}
+                                      "include_dashboard": False, "logging_level": logging.ERROR}
             if address:
                 kwargs["address"] = address
             else:
@@ -77,7 +86,9 @@ class RayEngine(Engine):
             if cancel is not None:
                 self._cancel(refs if cancel is True else cancel)
             cause = getattr(exc, "cause", None)
-            if isinstance(cause, AlqError):
+            if isinstance(cause, Exception) and not isinstance(cause, self.ray.exceptions.RayError):
+                # the task's own exception, as the local engine would have raised it: the same one line and exit
+                # code at the CLI (an AlqError exits 2, an OSError names the file, anything else exits 1)
                 raise cause from None
             raise exc from None
 

@@ -34,22 +34,26 @@ def build_report(results: str | Path, out: str | Path | None, *, metric: str | N
         if kind_of(out) not in (None, "report"):  # the whole folder is replaced: never someone else's
             raise BadInputError(f"{out}: exists and is not an alq report folder; refusing to replace it",
                                 hint="choose another --out")
+        from alq.store.debris import sole_writer
+
         out.parent.mkdir(parents=True, exist_ok=True)
-        # built beside OUT and swapped in whole: a kill never leaves new plots next to an old report.md
-        build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
-        try:
-            apply_umask(build)
-            plots = render_all(s, build)
-            with atomic_path(build / "report.md") as tmp:
-                md = render_markdown(s, plots)
-                if s["warnings"]:
-                    md = md.rstrip("\n") + "\n\n## Warnings\n\n" + "".join(f"- {w}\n" for w in s["warnings"])
-                tmp.write_text(md)
-            write_json(build / "report.json", s)
-            replace_dir(build, out)
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
+        # one writer at a time; a killed one's .building (or a report it moved aside) is cleared (put back) first
+        with sole_writer(out, what="`alq report`"):
+            # built beside OUT and swapped in whole: a kill never leaves new plots next to an old report.md
+            build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+            try:
+                apply_umask(build)
+                plots = render_all(s, build)
+                with atomic_path(build / "report.md") as tmp:
+                    md = render_markdown(s, plots)
+                    if s["warnings"]:
+                        md = md.rstrip("\n") + "\n\n## Warnings\n\n" + "".join(f"- {w}\n" for w in s["warnings"])
+                    tmp.write_text(md)
+                write_json(build / "report.json", s)
+                replace_dir(build, out)
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
         plots = {k: out / Path(v).name for k, v in plots.items()}
         s["report_dir"] = str(out)
         s["plots"] = {k: str(v) for k, v in plots.items()}

@@ -34,7 +34,7 @@ import torch
 
 from alq import __version__, fs
 from alq.errors import BadInputError, StaleError
-from alq.io import read_parquet, replace_dir, sha256_file
+from alq.io import read_parquet, replace_dir, restore_moved_aside, sha256_file
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.uncertainty import MEASURES, check_aggregate, measures_from_logits
 from alq.store import sidecar
@@ -254,7 +254,7 @@ class ScoresStore:
                 raise BadInputError(f"{self.shown}: not an alq scores directory (no {META})") from None
         else:
             self.path = Path(path)
-            if not self.path.exists():
+            if not self.path.exists() and restore_moved_aside(self.path) is None:  # a swap killed between renames
                 raise BadInputError(f"{self.path}: scores directory not found", hint="write one with `alq score`")
             mpath = meta_path(self.path)
             meta = sidecar.read(mpath, what="scores metadata")

@@ -243,6 +243,9 @@ class Simulation:
                         self._write_results(config)
                         self.checkpoint()
             self._write_results(config, final=True)
+        except BaseException:
+            self.run_dir.abandon(created=self.run_dir.created)  # nothing committed: no partial run is left
+            raise
         finally:
             self.run_dir.release()
         return self._summary(config, skipped=skipped, ran=done - skipped, seconds=time.perf_counter() - t0)

@@ -13,11 +13,15 @@ A round is committed by writing its JSON record last, after its selection
 and head are in place (each written atomically). A killed run therefore
 leaves every committed round complete and at most one uncommitted round,
 which ``--resume`` redoes from the same derived seeds: the resumed results
-equal an uninterrupted run's (wall-clock seconds aside).
+equal an uninterrupted run's (wall-clock seconds aside). The same command run
+again without ``--resume`` continues a run that never finished (same
+settings), or starts over when it committed no round; a run that failed
+before committing any round removes what it wrote.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,6 +51,8 @@ def derive_seed(seed: int, *parts) -> int:
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.created = False  # whether open() made the directory (a failed first run removes it again)
+        self.resumed_unfinished = False  # whether open() continued a run that failed before it finished
 
     # -- paths ----------------------------------------------------------------------------------
     @property
@@ -75,12 +81,24 @@ class RunDir:
     def open(self, config: dict, *, resume: bool, overwrite: bool) -> dict:
         """Create the run (or check ``config`` against the one being resumed). Returns the config in force."""
         exists = self.config_path.exists()
+        self.resumed_unfinished = False
+        if exists and not resume and not overwrite and not self.finished():
+            # a run that failed or was killed (disk full, SIGKILL, a reboot) before it finished: the same
+            # command run again (the nightly job) continues it, or starts over when it committed nothing
+            self._check_lock()
+            if not self.committed_any():
+                overwrite = True
+            else:
+                old = read_json(self.config_path, what="run config")
+                try:
+                    same = merge_config(old, config, where=str(self.config_path)) == old
+                except BadInputError:
+                    same = False
+                if same:
+                    resume, self.resumed_unfinished = True, True
         if exists and overwrite and not resume:
             self._check_lock()
-            for name in ("state", "selections"):
-                shutil.rmtree(self.path / name, ignore_errors=True)
-            for name in (CONFIG, RESULTS):
-                (self.path / name).unlink(missing_ok=True)
+            self._clear()
             exists = False
         elif not exists and self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
             raise BadInputError(f"{self.path}: exists and is not an alq simulate run directory",
@@ -89,9 +107,17 @@ class RunDir:
             raise BadInputError(f"{self.path}: already holds a simulation run",
                                 hint="pass --resume to continue it, or --overwrite to start over")
         if not exists:
+            self.created = not self.path.exists()
             self.path.mkdir(parents=True, exist_ok=True)
             self._take_lock()
-            write_json(self.config_path, config)
+            try:
+                write_json(self.config_path, config)
+            except BaseException:  # (disk full): leave no empty run directory behind
+                self.release()
+                if self.created:
+                    with contextlib.suppress(OSError):
+                        self.path.rmdir()
+                raise
             return config
         old = read_json(self.config_path, what="run config")
         merged = merge_config(old, config, where=str(self.config_path))
@@ -99,6 +125,38 @@ class RunDir:
         if merged != old:
             write_json(self.config_path, merged)
         return merged
+
+    def _clear(self) -> None:
+        for name in ("state", "selections"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for name in (CONFIG, RESULTS):
+            (self.path / name).unlink(missing_ok=True)
+
+    def finished(self) -> bool:
+        """True when the run wrote its final results (``complete`` in results.parquet's metadata)."""
+        if not self.results_path.exists():
+            return False
+        from alq.io import parquet_metadata
+
+        try:
+            return bool(parquet_metadata(self.results_path).get("complete"))
+        except (BadInputError, OSError):
+            return False
+
+    def committed_any(self) -> bool:
+        """Whether any round (the seed set included) was committed."""
+        return any((self.path / "state").rglob("round-*.json")) if (self.path / "state").is_dir() else False
+
+    def abandon(self, *, created: bool) -> None:
+        """After a failed run that committed no round: remove what it wrote (the directory too, if it made it),
+        so no partial output is left; a run with committed rounds stays, for the rerun to continue."""
+        if self.committed_any() or not self.config_path.exists():
+            return
+        self._clear()
+        (self.path / LOCK).unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     def _check_lock(self) -> None:
         lock = self.path / LOCK

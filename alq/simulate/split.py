@@ -18,6 +18,8 @@ Ids are kept. The input is never modified; the same seed gives the same split.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from alq import fs
 from alq.errors import BadInputError
+from alq.io import apply_umask, replace_dir
 from alq.store.labels import LabelSet, read_labels
 from alq.store.pool import open_pool
 from alq.store.writer import PoolWriter
@@ -55,18 +58,29 @@ def test_rows(labels: LabelSet, rows: np.ndarray, fraction: float, rng: np.rando
 def _names(out) -> set[str]:
     """Top-level names in ``out`` (files and folders; none when it is absent)."""
     if fs.is_remote(out):
-        return {rel.split("/", 1)[0] for rel in fs.listdir(out, recursive=True)}
+        from alq.store.lock import REMOTE_LOCK
+
+        return {rel.split("/", 1)[0] for rel in fs.listdir(out, recursive=True)} - {REMOTE_LOCK}  # ours, held
     return {p.name for p in out.iterdir()} if out.exists() else set()
 
 
 def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, *, fraction: float, seed: int = 0,
                overwrite: bool = False, progress: Callable[[str, int, int], None] | None = None) -> dict:
     """Write OUT/{pool, pool_labels.parquet, test, test_labels.parquet}; return a summary."""
-    from alq.export import available_columns, pool_columns
 
     if not 0 < fraction < 1:
         raise BadInputError(f"--test-fraction={fraction} must be between 0 and 1 (e.g. 0.2)")
     out = fs.normalize(out)  # a local Path, or an s3:// / gs:// prefix (the pools and labels are written there)
+    from alq.store.debris import sole_writer
+
+    with sole_writer(out, what="`alq split`"):  # a split a killed swap moved aside is back before the check
+        return _split_locked(pool_path, labels_path, out, fraction=fraction, seed=seed, overwrite=overwrite,
+                             progress=progress)
+
+
+def _split_locked(pool_path, labels_path, out, *, fraction, seed, overwrite, progress) -> dict:
+    from alq.export import available_columns
+
     names = _names(out)
     if names:
         if not overwrite:
@@ -85,14 +99,45 @@ def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, 
     in_test = np.zeros(pool.count, dtype=bool)
     in_test[rows[picked]] = True
     meta_names = available_columns(pool)
-    if not fs.is_remote(out):
-        out.mkdir(parents=True, exist_ok=True)
+    # a local split is built whole beside OUT and swapped in as one directory: a kill never leaves a new
+    # pool/ beside an old test/ (the test rows would leak into the pool). On a store each part commits alone.
+    build = None if fs.is_remote(out) else _new_build(out)
+    dest = out if build is None else build
+    try:
+        manifests, parts = _write_parts(pool, pool_path, labels, rows, picked, in_test, meta_names, dest,
+                                        fraction=fraction, seed=seed, overwrite=overwrite, progress=progress)
+        if build is not None:
+            replace_dir(build, out)
+    except BaseException:
+        if build is not None:
+            shutil.rmtree(build, ignore_errors=True)
+        raise
+    return {"output": str(out), **{key: str(fs.join(out, name)) for key, name in
+                                   zip(("pool", "pool_labels", "test", "test_labels"), PARTS)},
+            "rows": pool.count, "pool_rows": manifests["pool"].count, "test_rows": manifests["test"].count,
+            "labeled_pool_rows": len(parts["pool"]), "test_fraction": fraction, "seed": seed,
+            "test_class_counts": {str(k): v for k, v in parts["test"].class_counts().items()},
+            "columns_kept": meta_names, "unlabeled_rows_kept_in_pool": int(pool.count - len(rows)),
+            "drawn": "uniformly (multi-label)" if labels.multilabel else "stratified by class"}
+
+
+def _new_build(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".building", dir=out.parent))
+    apply_umask(build)
+    return build
+
+
+def _write_parts(pool, pool_path, labels, rows, picked, in_test, meta_names, out, *, fraction, seed, overwrite,
+                 progress):
+    from alq.export import pool_columns
+
     done = 0
     with contextlib.ExitStack() as stack:  # a failure aborts both writers: nothing half-written is left
         writers = {part: stack.enter_context(PoolWriter(fs.join(out, part), dim=pool.dim, dtype=str(pool.dtype),
                                                         normalize=pool.normalize, shard_rows=max(pool.shard_rows),
                                                         id_type=pool.id_type, overwrite=overwrite))
-                   for part in ("pool", "test")}  # --overwrite: each pool is replaced atomically
+                   for part in ("pool", "test")}  # --overwrite (on a store): each pool is replaced by its commit
         for block in pool.iter_blocks():
             idx = np.arange(block.start, block.start + len(block.vectors))
             for part, mask in (("test", in_test[idx]), ("pool", ~in_test[idx])):
@@ -116,10 +161,4 @@ def split_pool(pool_path: str | Path, labels_path: str | Path, out: str | Path, 
             sub.write(path, split={"part": part, "test_fraction": fraction, "seed": seed,
                                    "source_pool": str(pool_path)})
         parts[part] = sub
-    return {"output": str(out), **{key: str(fs.join(out, name)) for key, name in
-                                   zip(("pool", "pool_labels", "test", "test_labels"), PARTS)},
-            "rows": pool.count, "pool_rows": manifests["pool"].count, "test_rows": manifests["test"].count,
-            "labeled_pool_rows": len(parts["pool"]), "test_fraction": fraction, "seed": seed,
-            "test_class_counts": {str(k): v for k, v in parts["test"].class_counts().items()},
-            "columns_kept": meta_names, "unlabeled_rows_kept_in_pool": int(pool.count - len(rows)),
-            "drawn": "uniformly (multi-label)" if labels.multilabel else "stratified by class"}
+    return manifests, parts

@@ -2,12 +2,16 @@
 
 A SIGKILL or SIGTERM during ``alq embed``/``alq synth`` can leave, beside the
 pool, a ``.POOL.*.building`` directory (a fresh build), a ``.POOL.*.old``
-directory (between the two renames of a replace), a ``.POOL.ids.*.tmp``
-spill of hashed ids, and inside the pool shard files no manifest lists (a
-killed ``--append``) or ``.shard-*.tmp`` halves. None is part of any pool: the
-manifest, written last, never names them. :func:`sweep` deletes them and must
-only run while holding the pool's writer lock (so no live writer owns them).
-:func:`sole_writer` does the same for scores/ and clusters/ directories.
+directory (the previous pool, moved aside by a replace), a ``.POOL.*.trash``
+(a moved-aside pool being deleted), a ``.POOL.ids.*.tmp`` spill of hashed ids,
+and inside the pool shard files no manifest lists (a killed ``--append``) or
+``.shard-*.tmp`` halves. :func:`sweep` must only run while holding the pool's
+writer lock (so no live writer owns them). A ``.old`` directory is the last
+complete output: when the pool itself is absent (the kill fell between the
+two renames of the replace) it is moved back, never deleted; beside a pool it
+is a finished replace's leftover and goes with the rest of the debris.
+:func:`sole_writer` does the same for every other directory output (scores/,
+clusters/, report/, a split).
 """
 
 from __future__ import annotations
@@ -34,16 +38,24 @@ def _remove(p: Path) -> None:
 
 
 def sweep(pool_dir: str | Path, manifest: Manifest | None) -> list[str]:
-    """Remove killed writers' leftovers for ``pool_dir``; returns the names removed."""
+    """Restore a moved-aside ``pool_dir`` if it is absent, then remove killed writers' leftovers; returns the names
+    removed or restored."""
+    from alq.io import restore_moved_aside
+
     given = Path(pool_dir)
     removed: list[str] = []
+    restored = restore_moved_aside(given, locked=True)
+    if restored is not None:
+        removed.append(restored)
     for parent, name in {(given.parent, given.name), (Path(os.path.realpath(given)).parent,
                                                       Path(os.path.realpath(given)).name)}:
         if not parent.is_dir():
             continue
+        # mkdtemp's random characters (no dot): `.pool.v2.XXXXXXXX.old` belongs to pool.v2, not to pool
+        temp = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.(building|old|trash)")
         for p in parent.glob(f".{glob.escape(name)}.*"):
             n = p.name
-            if n.endswith((".building", ".old")) or (n.startswith(f".{name}.ids.") and n.endswith(".tmp")):
+            if temp.fullmatch(n) or (n.startswith(f".{name}.ids.") and n.endswith(".tmp")):
                 _remove(p)
                 removed.append(n)
     if manifest is not None and given.is_dir():
@@ -60,7 +72,8 @@ def sweep(pool_dir: str | Path, manifest: Manifest | None) -> list[str]:
 def sole_writer(target: str | Path, *, what: str) -> Iterator[list[str]]:
     """Hold ``target``'s writer lock and clear what killed writers of it left; yields the names removed.
 
-    For directory outputs built beside their target and swapped in (scores/, clusters/).
+    For directory outputs built beside their target and swapped in (scores/, clusters/, report/, a split):
+    a previous output that a killed swap left moved aside is put back first.
     """
     from alq.fs import is_remote
     from alq.store.lock import exclusive_lock

@@ -48,8 +48,21 @@ def describe(path: str | Path, *, verify: bool = False) -> dict:
         out["path"] = str(path)
         return out
     p = Path(path)
+    restored = None
     if not p.exists():
-        raise BadInputError(f"{p}: not found")
+        from alq.io import moved_aside, restore_moved_aside
+
+        restored = restore_moved_aside(p)  # a replace killed between its two renames: put the old output back
+        if restored is None:
+            olds = moved_aside(p)
+            if olds:
+                raise BadInputError(f"{p}: not found; the previous copy is at {olds[-1]} (moved aside by a replace "
+                                    "that is running or was killed)",
+                                    hint="rerun when no alq command writes it: the next run puts it back")
+            raise BadInputError(f"{p}: not found")
+        out = describe(p, verify=verify)
+        out["restored_from"] = restored  # named, so a cron log shows what happened
+        return out
     if p.is_dir():
         from alq.store.manifest import is_pool
 
@@ -97,9 +110,9 @@ def _pool(p: Path, verify: bool) -> dict:
     if stray:
         out["unlisted_files"] = stray[:20]  # e.g. left by a killed --append; not part of the pool
     debris = sorted(f.name for f in p.parent.iterdir() if f.name.startswith(f".{p.name}.")
-                    and f.name.endswith((".building", ".old", ".tmp")))
+                    and f.name.endswith((".building", ".old", ".trash", ".tmp")))
     if debris:
-        out["stale_temp"] = debris[:20]  # left by a killed build; safe to delete when no `alq embed` runs
+        out["stale_temp"] = debris[:20]  # left by a killed build; the next `alq embed` to this pool clears them
     if m.shards:
         try:
             first, last = pool.ids([0]), pool.ids([m.count - 1])

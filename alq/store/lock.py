@@ -17,7 +17,9 @@ so of two writers exactly one gets it. It names its holder and an expiry
 (``ALQ_LOCK_TTL`` seconds, default 300) that a background thread renews every
 third of it with ``If-Match`` on the object's version; a killed writer stops
 renewing, and once its expiry passes the next writer takes the lock over, again
-conditioned on the version it read (two writers cannot both take over). The
+conditioned on the version it read (two writers cannot both take over). A holder
+on the same host whose process is gone is known dead at once and taken over
+without waiting for the expiry (a killed run's rerun need not wait). The
 pool commit itself is conditioned on the manifest version the writer started
 from, so even a writer whose lock expired under it cannot overwrite a newer
 pool: the lock makes the refusal early and clear, the commit makes it safe.
@@ -46,6 +48,14 @@ def lock_path(target: str | Path) -> Path:
 
 
 REMOTE_LOCK = "_alq_writer.lock"
+_held_remote: set[str] = set()  # lock objects this process holds now
+
+
+def held_here(target) -> bool:
+    """True when this process already holds the writer lock of the remote ``target``."""
+    from alq import fs
+
+    return fs.join(target, REMOTE_LOCK) in _held_remote
 
 
 def acquire(target, *, what: str = "alq"):
@@ -116,7 +126,7 @@ class RemoteLock:
             else:
                 data, version = got
                 holder = _parse(data)
-                if holder.get("expires", 0) > time.time():
+                if holder.get("expires", 0) > time.time() and not _dead_here(holder.get("owner")):
                     left = holder["expires"] - time.time()
                     raise BadInputError(
                         f"{target}: another {what} is writing it right now (lock object {REMOTE_LOCK} held by "
@@ -127,6 +137,7 @@ class RemoteLock:
                 raise BadInputError(f"{target}: another {what} took the lock at the same moment",
                                     hint="wait for it to finish, then rerun")
         self.lost = False
+        _held_remote.add(self.uri)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="alq-lock-renew", daemon=True)
         self._thread.start()
@@ -146,11 +157,29 @@ class RemoteLock:
             self.version = version
 
     def release(self) -> None:
+        _held_remote.discard(self.uri)
         self._stop.set()
         self._thread.join(timeout=30)
         if not self.lost:
             with contextlib.suppress(Exception):
                 self.fs.delete_if(self.uri, self.version)
+
+
+def _dead_here(owner) -> bool:
+    """True when the lock's holder ran on this host and its process is gone (killed): no need to wait out the
+    TTL. A holder on another host is only known dead by its expiry."""
+    if not isinstance(owner, str) or owner.count(":") < 2:
+        return False
+    host, pid, _ = owner.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _parse(data: bytes) -> dict:

@@ -98,12 +98,23 @@ class Manifest:
                     normalize=d.get("normalize"), alq_version=d.get("alq_version", "?"), extra=d.get("extra", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"{path}: malformed manifest ({exc})") from None
+        for sh in m.shards:
+            if not _plain_name(sh.name):
+                raise StoreError(f"{path}: shard name {sh.name!r} is not a plain file name inside the pool; "
+                                 "refusing to follow it", hint="restore manifest.json from a backup, or rebuild "
+                                 "the pool with `alq embed`")
         if m.dtype not in DTYPES or m.id_type not in ID_TYPES or m.dim < 1:
             raise StoreError(f"{path}: manifest has dtype={m.dtype!r} id_type={m.id_type!r} dim={m.dim}")
         if "count" in d and int(d["count"]) != m.count:
             raise StoreError(f"{path}: manifest count {d['count']} != sum of shard rows {m.count}")
         _check_distinct(m, path)
         return m
+
+
+def _plain_name(name) -> bool:
+    """A shard name that stays inside its pool: no path separator, no parent, no hidden or absolute name."""
+    return (isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith((".", " ", "~"))
+            and not any(c in name for c in "/\\\0:") and name == name.strip())
 
 
 def _check_distinct(m: Manifest, path) -> None:
@@ -142,7 +153,15 @@ def read_manifest(pool_dir) -> Manifest:
         return got[0]
     path = manifest_path(pool_dir)
     if not Path(pool_dir).exists():
-        raise StoreError(f"{pool_dir}: pool directory not found", hint="build one with `alq embed`")
+        from alq.io import moved_aside, restore_moved_aside
+
+        if restore_moved_aside(pool_dir) is None:  # a replace killed between its renames: the old pool comes back
+            olds = moved_aside(pool_dir)
+            if olds:
+                raise StoreError(f"{pool_dir}: pool directory not found; the previous pool is at {olds[-1]} "
+                                 "(moved aside by a replace that is running or was killed)",
+                                 hint="rerun when no `alq embed` writes it: the next run puts it back")
+            raise StoreError(f"{pool_dir}: pool directory not found", hint="build one with `alq embed`")
     if not path.exists():
         raise StoreError(f"{pool_dir}: no {MANIFEST} (not an alq pool, or its first write never finished)",
                          hint="build one with `alq embed`")

@@ -162,6 +162,7 @@ class RemotePool(ShardedPool):
         nxt = self._ahead.submit(self.read_rows, *plan[0][1:])
         for k, (start, s, r0, _r1) in enumerate(plan):
             vectors = nxt.result()
+            self.check_finite(vectors, s, r0)
             if k + 1 < len(plan):
                 nxt = self._ahead.submit(self.read_rows, *plan[k + 1][1:])
             yield Block(start=start, vectors=vectors, shard=s, row0=r0)

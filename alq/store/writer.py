@@ -151,10 +151,13 @@ class PoolWriter:
             raise
 
     def _open(self, dim, dtype, append, overwrite, id_type, normalize) -> None:
+        from alq.io import restore_moved_aside
         from alq.store.debris import sweep
 
         self.base = None
         self.workdir = None
+        # we hold the lock: a pool that a killed replace left moved aside is put back before anything looks at it
+        restored = restore_moved_aside(self.path, locked=True)
         if append:
             if not is_pool(self.path):
                 raise StoreError(f"{self.path}: --append needs an existing pool (no manifest.json there)",
@@ -164,11 +167,19 @@ class PoolWriter:
             dtype = self._extend(dim, normalize, id_type)
             self.workdir = self.path
         else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # under our lock: a previous pool a killed --overwrite moved aside comes back first, so that
+            # the checks below see it (a plain rerun never silently replaces it)
+            self.swept = sweep(self.path, None)
             if self.path.exists() and not self.path.is_dir():
                 raise BadInputError(f"{self.path}: exists and is not a directory")
+            if self.path.is_dir() and not is_pool(self.path):
+                self.swept += _sweep_unfinished(self.path)
             if self.path.exists() and any(self.path.iterdir()):
                 if not overwrite:
-                    raise BadInputError(f"{self.path}: already exists and is not empty",
+                    back = (f" (its previous pool, which a killed replace had moved aside to {restored}, is back "
+                            "in place)") if restored else ""
+                    raise BadInputError(f"{self.path}: already exists and is not empty{back}",
                                         hint="pass --append to add rows, or --overwrite to replace it")
                 if not is_pool(self.path):
                     raise BadInputError(f"{self.path}: --overwrite replaces only an alq pool, and this directory "
@@ -176,8 +187,6 @@ class PoolWriter:
             self.base = None
             self.dim = dim
             self.id_type = id_type
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.swept = sweep(self.path, None)
             self.workdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".building",
                                                  dir=self.path.parent))
             apply_umask(self.workdir)
@@ -847,6 +856,20 @@ def _check_remote_shard(pool: str, s: ShardInfo, dim: int, dtype: str, sizes: di
     if sizes[s.npy] != want:
         raise StoreError(f"{fs.join(pool, s.npy)}: {sizes[s.npy]} bytes, but a ({s.rows}, {dim}) {dtype} shard "
                          f"has {want}", hint="run `alq info --verify` on the pool")
+
+
+def _sweep_unfinished(pool_dir: Path) -> list[str]:
+    """A directory with no manifest that holds only shard files (and their temp halves): a first build that was
+    killed before its commit. Nothing reads it; the next writer (holding the lock) clears it."""
+    from alq.store.debris import SHARD_FILE
+
+    names = [p.name for p in pool_dir.iterdir()]
+    junk = [n for n in names if SHARD_FILE.fullmatch(n) or (n.startswith(".shard-") and n.endswith(".tmp"))]
+    if not junk or len(junk) != len(names):
+        return []
+    for n in junk:
+        (pool_dir / n).unlink(missing_ok=True)
+    return sorted(junk)
 
 
 def sweep_remote(pool: str, manifest: Manifest | None, have: dict[str, int] | None = None) -> list[str]:
