@@ -154,7 +154,7 @@ def batch_spread(labels: np.ndarray, batches, *, n_excluded: int = 0) -> list[di
     """
     from math import lgamma
 
-    from alq.strategies.cluster_margin import candidates_ratio
+    from alq.strategies.cluster_margin import candidates_count
 
     labels = np.asarray(labels, dtype=np.int64)
     sizes = np.bincount(labels)
@@ -166,7 +166,7 @@ def batch_spread(labels: np.ndarray, batches, *, n_excluded: int = 0) -> list[di
         unl = int(n) - int(n_excluded)
         if b < 1 or b > unl:
             continue
-        k_m = int(min(unl, np.ceil(candidates_ratio("auto", b, unl) * b)))
+        k_m = candidates_count("auto", b, unl)
         # log C(N - s, k) - log C(N, k), with C(a, k) = 0 when a < k
         miss = np.zeros_like(sizes)
         ok = n - sizes >= k_m
