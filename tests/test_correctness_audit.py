@@ -44,3 +44,45 @@ def test_cluster_margin_strategy_takes_the_exact_candidate_count():
                   labeled=np.empty(0, np.int64), head=head, clusters=np.arange(n, dtype=np.int64) // 7)
     sel = ClusterMarginStrategy().select(ctx)
     assert sel.summary["candidates"] == 8076
+
+
+# -- item 22: exact HAC --n-clusters never splits rows joined at the same height -----------------------------
+
+def test_exact_hac_n_clusters_matches_scipy_maxclust_when_heights_tie():
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    from alq.cluster.exact import exact_average_linkage
+    from alq.cluster.linkage import canonical_labels
+
+    distinct = np.random.default_rng(22).normal(size=(60, 5))
+    x = np.repeat(distinct, 3, axis=0)[np.random.default_rng(1).permutation(180)]  # 60 distinct rows x 3
+    den = exact_average_linkage(x)
+    z = linkage(x, "average")
+    for k in (90, 61, 60, 59, 30, 150, 179, 180, 500):
+        ref = canonical_labels(fcluster(z, k, criterion="maxclust"))
+        np.testing.assert_array_equal(den.cut(n_clusters=k), ref, err_msg=f"n_clusters={k}")
+    assert len(np.unique(den.cut(n_clusters=90))) == 60  # scipy: copies of a row are never split
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_dendrogram_maxclust_cut_matches_scipy_on_integer_heights(seed):
+    """Random complete dendrograms with many tied (integer) heights: cut(n_clusters=K) == fcluster maxclust."""
+    from scipy.cluster.hierarchy import fcluster
+
+    from alq.cluster.linkage import Dendrogram, canonical_labels
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    roots = list(range(n))
+    reps_a, reps_b = [], []
+    heights = np.sort(rng.integers(0, 4, size=n - 1)).astype(np.float64)
+    for _ in range(n - 1):
+        i, j = rng.choice(len(roots), 2, replace=False)
+        reps_a.append(roots[i])
+        reps_b.append(roots[j])
+        roots = [r for r in roots if r != reps_b[-1]]
+    den = Dendrogram.from_rep_merges(n, np.array(reps_a), np.array(reps_b), heights)
+    z = den.to_scipy()
+    for k in range(1, n + 2):
+        ref = canonical_labels(fcluster(z, k, criterion="maxclust"))
+        np.testing.assert_array_equal(den.cut(n_clusters=k), ref, err_msg=f"n={n} n_clusters={k}")
