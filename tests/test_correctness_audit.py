@@ -86,3 +86,70 @@ def test_dendrogram_maxclust_cut_matches_scipy_on_integer_heights(seed):
     for k in range(1, n + 2):
         ref = canonical_labels(fcluster(z, k, criterion="maxclust"))
         np.testing.assert_array_equal(den.cut(n_clusters=k), ref, err_msg=f"n={n} n_clusters={k}")
+
+
+# -- item 24: the lambda <-> C equivalence, per head kind ----------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["two-class", "multi-class", "multi-label"])
+def test_c_equivalent_reproduces_the_head_in_sklearn(kind):
+    """LogisticRegression(C=c_equivalent) on the same rows is the same model as the head at weight_decay."""
+    from sklearn.linear_model import LogisticRegression
+
+    from alq.model.cv import sklearn_c
+    from alq.model.train import TrainOptions, train_head
+    from tests.conftest import gaussian_pool
+
+    c = {"two-class": 2, "multi-class": 4, "multi-label": 3}[kind]
+    x, y = gaussian_pool(300, d=6, c=c, seed=24, sep=0.8)
+    lam = 3e-2
+    opts = TrainOptions(weight_decay=lam, normalize=None, tol=1e-7, max_iter=2000)
+    x64 = x.astype(np.float64)
+    if kind == "multi-label":
+        targets = np.zeros((len(y), c), np.float32)
+        targets[np.arange(len(y)), y] = 1
+        targets[:, 2] = np.maximum(targets[:, 2], (x[:, 0] > 0))  # a second label on some rows
+        head = train_head(x, targets, list(range(c)), multilabel=True, opts=opts)
+        got = head.probs(torch.from_numpy(x)).numpy()
+        want = np.column_stack([LogisticRegression(C=sklearn_c(lam, len(x), c, multilabel=True), tol=1e-10,
+                                                   max_iter=10_000).fit(x64, targets[:, j]).predict_proba(x64)[:, 1]
+                                for j in range(c)])
+    else:
+        head = train_head(x, y, list(range(c)), multilabel=False, opts=opts)
+        got = head.probs(torch.from_numpy(x)).numpy()
+        ref = LogisticRegression(C=sklearn_c(lam, len(x), c, multilabel=False), tol=1e-10, max_iter=10_000)
+        want = ref.fit(x64, y).predict_proba(x64)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    assert head.meta["metrics"]["c_equivalent"] == pytest.approx(sklearn_c(lam, len(x), c, multilabel=kind == "multi-label"))
+
+
+def test_sklearn_c_factors():
+    from alq.model.cv import sklearn_c
+
+    assert sklearn_c(1e-2, 100, 2, multilabel=False) == pytest.approx(2.0)  # C = 2 / (lambda n)
+    assert sklearn_c(1e-2, 100, 5, multilabel=False) == pytest.approx(1.0)  # C = 1 / (lambda n)
+    assert sklearn_c(1e-2, 100, 5, multilabel=True) == pytest.approx(0.2)  # C = 1 / (lambda n C)
+
+
+# -- item 25: the near-constant-column guard of the standardisation ------------------------------------------
+
+def test_near_constant_columns_get_the_typical_scale_exactly():
+    """scale_j = std_j where std_j > 1e-4 x rms(std), else rms(std): brute force on columns with stds far from 1,
+    including an exactly constant column and a nearly constant one (nonzero std, 1e-6 of the typical)."""
+    from alq.model.standardize import ColumnStats
+
+    rng = np.random.default_rng(25)
+    base = rng.normal(size=(500, 1))
+    base = (base - base.mean()) / base.std()  # std exactly 1 (up to rounding)
+    stds = np.array([3.0, 9.0, 0.0, 9.0e-6, 2.0e-3, 1.0])
+    x = base * stds + np.arange(6) * 100.0
+    mean, scale = ColumnStats.of(x).standardizer()
+    col_std = x.std(axis=0)
+    typical = np.sqrt(np.mean(col_std ** 2))  # rms of the column stds (~4.0 here, not 1, not their mean)
+    want = np.array([s if s > 1e-4 * typical else typical for s in col_std])
+    np.testing.assert_allclose(scale, want.astype(np.float32), rtol=1e-5)
+    assert scale[2] == scale[3] == pytest.approx(typical, rel=1e-5) and typical > 3.5
+    assert scale[4] == pytest.approx(2.0e-3, rel=1e-4)  # small but real variation keeps its own scale
+    np.testing.assert_allclose(mean, x.mean(axis=0).astype(np.float32), rtol=1e-6)
+    # a pool constant in every column: scale 1 (no division by zero)
+    _, ones = ColumnStats.of(np.full((10, 3), 7.0)).standardizer()
+    np.testing.assert_array_equal(ones, np.ones(3, np.float32))

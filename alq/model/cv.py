@@ -8,7 +8,12 @@ scikit-learn's ``LogisticRegressionCV`` is the reference users compare
 with; this does the same job on the head's own objective.
 
 Objective per strength lambda: mean cross-entropy + lambda / 2 * ||W||^2
-(biases free). In scikit-learn's terms lambda = 1 / (C * n_train).
+(biases free). In scikit-learn's terms (``LogisticRegression(C)`` on the
+same n rows) lambda = 1 / (C n) for 3 or more classes, but 2 / (C n) for
+two (scikit-learn fits one weight vector w, the softmax head two rows
+w_1 = -w_0 = w / 2 whose squared norms sum to ||w||^2 / 2) and
+1 / (C n n_classes) for a multi-label head (its loss is the mean over
+n x n_classes binary terms): see :func:`sklearn_c`.
 
 Search: whole decades from the strongest down, each fold's fit
 warm-started from the previous decade's (a regularisation path: weak
@@ -43,6 +48,19 @@ CV_MAX_ITER = 15  # L-BFGS iterations per strength and fold (warm-started along 
 CV_MIN_HELD_OUT = 1000  # held-out predictions per strength that repeated splits aim for
 MAX_CV_REPEATS = 5
 CV_TOL = 1e-4  # gradient tolerance of the fold fits (scikit-learn's default; the final fit uses the head's own)
+
+
+def sklearn_c(weight_decay: float, n: int, n_classes: int, *, multilabel: bool) -> float:
+    """scikit-learn's ``C`` whose ``LogisticRegression`` fit on the same n rows is the head at ``weight_decay``.
+
+    Multi-class softmax (3+ classes): 1 / (lambda n). Two classes: 2 / (lambda n) (one binary weight
+    vector w against the head's two rows +-w/2). Multi-label (one-vs-rest binary fits): 1 / (lambda n C).
+    """
+    if weight_decay <= 0 or n <= 0:
+        return math.inf
+    if multilabel:
+        return 1.0 / (weight_decay * n * n_classes)
+    return (2.0 if n_classes == 2 else 1.0) / (weight_decay * n)
 
 
 def stratified_folds(y: np.ndarray, k: int, *, multilabel: bool, seed: int, repeat: int = 0) -> np.ndarray:
@@ -132,7 +150,7 @@ def select_weight_decay(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, mul
     acc = {lam: c / (n * path.repeats) for lam, (c, _) in path.scores.items()}
     ll = {lam: v / (n * path.repeats) for lam, (_, v) in path.scores.items()}
     report = {"folds": k, "repeats": path.repeats, "weight_decay": chosen, "cv_accuracy": acc[chosen], "cv_log_loss": ll[chosen],
-              "c_equivalent": 1.0 / (chosen * n * (k - 1) / k), "evaluations": path.evaluations,
+              "c_equivalent": sklearn_c(chosen, n, n_classes, multilabel=multilabel), "evaluations": path.evaluations,
               "grid": [{"weight_decay": lam, "accuracy": acc[lam], "log_loss": ll[lam]} for lam in tried]}
     return chosen, report, path.nets[chosen][0]
 
@@ -157,6 +175,7 @@ class _Path:
         self.evaluations = 0  # objective evaluations over every fold fit (the cost of the search)
         self.nets: dict[float, list] = {}
         self.scores: dict[float, tuple[float, float]] = {}  # lambda -> (held-out correct, summed log-loss)
+        self.unconverged: dict[float, int] = {}  # lambda -> fold fits that stopped on the iteration cap
         self.record = (-math.inf, math.inf)  # best correct, lowest loss seen so far
 
     def evaluate(self, lam: float, start_from: float | None) -> None:
@@ -165,6 +184,7 @@ class _Path:
 
         correct = loss = 0.0
         nets = []
+        capped = 0
         for f, (tr, va) in enumerate(self.splits):
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * (f + 1))
             init = self.nets[start_from][f] if start_from is not None else None
@@ -175,6 +195,7 @@ class _Path:
                 self.bases[f] = LinearBasis.of(net, self.x[tr])  # the same for every strength: reuse it
             nets.append(net)
             self.evaluations += int(fit["evaluations"])
+            capped += fit["stopped"] != "converged"
             with torch.no_grad():
                 z, yv = net(self.x[va]), self.y[va]
                 if self.multilabel:
@@ -185,6 +206,7 @@ class _Path:
                     correct += float((z.argmax(1) == yv).sum())
         self.nets[lam] = nets
         self.scores[lam] = (correct, loss)
+        self.unconverged[lam] = capped
 
     def improves(self, lam: float) -> bool:
         """Did ``lam`` beat every strength before it on held-out accuracy or log-loss? (updates the record)"""
