@@ -9,7 +9,6 @@ import torch
 
 from alq.strategies import Context
 
-
 # -- item 23: cluster-margin's auto k_m in integer arithmetic ------------------------------------------------
 
 def _reference_k_m(n_unlabeled: int, b: int) -> int:
