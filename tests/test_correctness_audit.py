@@ -152,3 +152,168 @@ def test_near_constant_columns_get_the_typical_scale_exactly():
     # a pool constant in every column: scale 1 (no division by zero)
     _, ones = ColumnStats.of(np.full((10, 3), 7.0)).standardizer()
     np.testing.assert_array_equal(ones, np.ones(3, np.float32))
+
+
+# -- item 5: the same batch whatever the block size and the sharding ----------------------------------------
+
+def _duplicated_pool(seed=5, n=700, d=24, c=5):
+    """A mixture where one boundary row is copied 40 times and 30 other rows 3 times each, at scattered rows."""
+    from tests.conftest import gaussian_pool
+
+    x, y = gaussian_pool(n, d=d, c=c, seed=seed, sep=1.2)
+    rng = np.random.default_rng(seed)
+    mid = (x[y == 0].mean(0) + x[y == 1].mean(0)) / 2  # near the 0/1 boundary: among the most uncertain
+    spots = rng.choice(n, 40 + 90, replace=False)
+    x[spots[:40]] = mid
+    for j in range(30):
+        x[spots[40 + 3 * j:43 + 3 * j]] = x[rng.integers(n)]
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def dup_world():
+    from alq.model.train import TrainOptions, train_head
+
+    x, y = _duplicated_pool()
+    labeled = np.arange(0, len(x), 7)
+    linear = train_head(x[labeled], y[labeled], list(range(5)), multilabel=False, opts=TrainOptions(weight_decay=1e-3))
+    mlp = train_head(x[labeled], y[labeled], list(range(5)), multilabel=False,
+                     opts=TrainOptions(weight_decay=1e-3, hidden=16, max_iter=100))
+    ensemble = train_head(x[labeled], y[labeled], list(range(5)), multilabel=False,
+                          opts=TrainOptions(weight_decay=1e-3, ensemble=2, bootstrap=True))
+    dropout = train_head(x[labeled], y[labeled], list(range(5)), multilabel=False,
+                         opts=TrainOptions(weight_decay=1e-3, hidden=16, dropout=0.2, epochs=20))
+    return x, labeled, {"linear": linear, "mlp": mlp, "ensemble": ensemble, "dropout": dropout}
+
+
+@pytest.mark.parametrize("strategy,kind", [(s, k) for s in ["margin", "entropy", "least-confidence", "mase", "base",
+                                                            "fass", "facility-location", "coreset", "kcenter",
+                                                            "badge", "typiclust", "partitioned-coreset",
+                                                            "partitioned-badge", "cluster-margin"]
+                                                  for k in ["linear", "mlp"]]
+                         + [("bald", "ensemble"), ("bald", "dropout")])
+def test_batch_does_not_depend_on_shard_rows_or_working_memory(dup_world, strategy, kind, monkeypatch):
+    """Identical rows get bitwise identical scores wherever they sit in a block, so the batch (rows, order and
+    scores) is the same for any --shard-rows and ALQ_WORKING_MEMORY, and copies of a row tie, by row."""
+    from alq.store import MemoryPool
+    from alq.strategies import get_strategy
+
+    x, labeled, heads = dup_world
+    head = heads[kind]
+    excluded = np.zeros(len(x), bool)
+    excluded[labeled] = True
+    runs = []
+    for shard_rows, memory in [(700, None), (70, None), (97, "0.05"), (333, "0.003"), (1, "0.01")]:
+        if memory is None:
+            monkeypatch.delenv("ALQ_WORKING_MEMORY", raising=False)
+        else:
+            monkeypatch.setenv("ALQ_WORKING_MEMORY", memory)
+        ctx = Context(pool=MemoryPool(x, shard_rows=shard_rows), budget=25, seed=3, excluded=excluded.copy(),
+                      labeled=labeled, head=head, device=torch.device("cpu"),
+                      clusters=np.arange(len(x), dtype=np.int64) // 4)
+        sel = get_strategy(strategy).select(ctx)
+        runs.append((np.asarray(sel.indices), np.asarray(sel.scores)))
+    for idx, sc in runs[1:]:
+        np.testing.assert_array_equal(idx, runs[0][0])
+        np.testing.assert_array_equal(sc, runs[0][1])
+
+
+@pytest.mark.parametrize("strategy", ["margin", "entropy", "least-confidence", "mase"])
+def test_copies_of_a_row_tie_exactly_and_go_in_row_order(dup_world, strategy):
+    """The 40 copies of one boundary row: those in the batch have one score and are the unlabeled copies with
+    the smallest rows, consecutive and in row order (the documented tie rule), for any shard size."""
+    from alq.store import MemoryPool
+    from alq.strategies import get_strategy
+
+    x, labeled, heads = dup_world
+    excluded = np.zeros(len(x), bool)
+    excluded[labeled] = True
+    uniq, counts = np.unique(x, axis=0, return_counts=True)
+    copies = np.flatnonzero((x == uniq[np.argmax(counts)]).all(axis=1))
+    assert len(copies) >= 40
+    free = copies[~excluded[copies]]
+    for shard_rows in (700, 61, 1):
+        ctx = Context(pool=MemoryPool(x, shard_rows=shard_rows), budget=60, seed=0, excluded=excluded.copy(),
+                      labeled=labeled, head=heads["linear"], device=torch.device("cpu"))
+        sel = get_strategy(strategy).select(ctx)
+        idx = np.asarray(sel.indices)
+        at = np.flatnonzero(np.isin(idx, copies))
+        assert len(at) > 0, "the boundary copies should be among the most uncertain rows"
+        assert len(np.unique(np.asarray(sel.scores)[at])) == 1
+        np.testing.assert_array_equal(idx[at], free[:len(at)])
+        np.testing.assert_array_equal(at, np.arange(at[0], at[0] + len(at)))
+
+
+# -- item 5: the tie rules of the streaming top-k and of k-center greedy -----------------------------------
+
+@pytest.mark.parametrize("seed", range(5))
+def test_streaming_topk_ties_go_to_the_smaller_row_in_any_arrival_order(seed):
+    """Scores with many ties, rows arriving in shuffled blocks (as partial results do): the k smallest by
+    (score, row), exactly as a brute-force lexsort, also after merging two accumulators."""
+    from alq.scoring.topk import StreamingTopK, smallest_k
+
+    rng = np.random.default_rng(seed)
+    n, k = 500, int(rng.integers(1, 120))
+    rows = rng.permutation(10_000)[:n].astype(np.int64)
+    scores = rng.integers(0, 6, size=n).astype(np.float64)  # ~80 rows per value: ties straddle the cut
+    want = np.lexsort((rows, scores))[:k]
+    got_i, got_s = smallest_k(scores, rows, k)
+    np.testing.assert_array_equal(got_i, rows[want])
+    np.testing.assert_array_equal(got_s, scores[want])
+    cuts = np.sort(rng.choice(np.arange(1, n), 7, replace=False))
+    parts = np.split(np.arange(n), cuts)
+    a, b = StreamingTopK(k), StreamingTopK(k)
+    for j, p in enumerate(parts):
+        (a if j % 2 else b).push(scores[p], rows[p])
+    got_i, got_s = a.merge(b).result()
+    np.testing.assert_array_equal(got_i, rows[want])
+    np.testing.assert_array_equal(got_s, scores[want])
+
+
+def _reference_kcenter(x, centres, budget):
+    """Plain k-center greedy in float64: the largest distance to the nearest centre, ties to the smaller position."""
+    d = np.min(((x[:, None, :] - centres[None, :, :]) ** 2).sum(-1), axis=1)
+    picks = []
+    for _ in range(budget):
+        j = int(np.flatnonzero(d == d.max())[0])
+        picks.append(j)
+        d = np.minimum(d, ((x - x[j]) ** 2).sum(-1))
+    return np.asarray(picks)
+
+
+@pytest.mark.parametrize("memory", ["256", "0.004"])
+def test_kcenter_ties_go_to_the_smallest_position(memory, monkeypatch):
+    """Copies of the farthest rows tie exactly: each pick is the copy at the smallest position (then the other
+    copies are at distance 0), as plain greedy with the documented tie rule."""
+    from alq.diversity.kcenter import kcenter_greedy
+    from alq.diversity.rows import RowTable
+    from alq.store import MemoryPool
+
+    monkeypatch.setenv("ALQ_WORKING_MEMORY", memory)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    far = np.array([[30.0, 0, 0, 0, 0, 0], [0, -25.0, 0, 0, 0, 0]], np.float32)
+    x[[41, 43, 77, 203, 251]] = far[0]
+    x[[12, 151, 152]] = far[1]
+    labeled = np.arange(0, 300, 10)  # centres: every 10th row (none of the copies)
+    cand = np.setdiff1d(np.arange(300), labeled)
+    pool = MemoryPool(x, shard_rows=64)
+    with RowTable(pool, cand) as table, RowTable(pool, labeled) as centres:
+        picks, _, _ = kcenter_greedy(table, 12, centres=centres, rng=np.random.default_rng(0))
+    want = _reference_kcenter(x[cand].astype(np.float64), x[labeled].astype(np.float64), 12)
+    np.testing.assert_array_equal(cand[picks], cand[want])
+    assert cand[picks[0]] == 41 and cand[picks[1]] == 12  # the first copies
+
+
+def test_cosine_rows_on_demand_equal_the_dense_matrix_bitwise():
+    from alq.diversity.facility import TILE_ROWS, CosineRows, dense_similarity
+
+    x = np.random.default_rng(0).normal(size=(2 * TILE_ROWS + 37, 9)).astype(np.float32)
+    full = dense_similarity(x)
+    rows = CosineRows(x, budget_bytes=1)  # one tile kept at a time
+    for j in (0, 1, TILE_ROWS - 1, TILE_ROWS, len(x) - 1, 5):
+        np.testing.assert_array_equal(rows[j], full[j])
+    for a, b in ((0, len(x)), (3, TILE_ROWS + 5), (TILE_ROWS, 2 * TILE_ROWS), (7, 7)):
+        np.testing.assert_array_equal(rows[a:b], full[a:b])
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(full, np.clip(u @ u.T, 0, None), atol=1e-6)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from alq.scoring.stream import aligned_mm
+
 
 def mean_row(table) -> torch.Tensor:
     """Mean (width,) float32 of a RowTable's vectors, accumulated in float64 over its blocks."""
@@ -53,7 +55,7 @@ class Euclidean:
 
     def sq_dists(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
         """Rows (m, w) against centres (k, w) -> (m, k) squared distances, clamped at 0."""
-        d = (self._shift(x) @ self._shift(c).T).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
+        d = aligned_mm(self._shift(x), self._shift(c)).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
 
 
@@ -70,7 +72,7 @@ class GradientEmbedding:
         return (a * a).sum(dim=1) * (h * h).sum(dim=1)
 
     def sq_dists(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
-        aa = x[:, :self.c] @ c[:, :self.c].T
-        hh = x[:, self.c:] @ c[:, self.c:].T
+        aa = aligned_mm(x[:, :self.c], c[:, :self.c])
+        hh = aligned_mm(x[:, self.c:], c[:, self.c:])
         d = aa.mul_(hh).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
