@@ -25,6 +25,25 @@ import torch
 from alq.scoring.stream import aligned_mm
 
 
+_DOT_ROWS = 2048  # rows per product in row_dots: the (rows, w) temporary stays in cache
+
+
+def row_dots(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``x @ c`` for rows x (m, w) and one vector c (1, w) -> (m,), as elementwise products and row sums.
+
+    A row's value depends only on that row (a matrix-vector product rounds it by its place in the block);
+    in chunks of ``_DOT_ROWS`` rows, about 1.5x the time of the matrix-vector product (measured, one thread).
+    """
+    m = x.shape[0]
+    out = torch.empty(m, dtype=x.dtype, device=x.device)
+    buf = torch.empty((min(m, _DOT_ROWS), x.shape[1]), dtype=x.dtype, device=x.device)
+    for i in range(0, m, _DOT_ROWS):
+        xb = x[i:i + _DOT_ROWS]
+        prod = torch.mul(xb, c, out=buf[:len(xb)])
+        torch.sum(prod, dim=1, out=out[i:i + len(xb)])
+    return out
+
+
 def mean_row(table) -> torch.Tensor:
     """Mean (width,) float32 of a RowTable's vectors, accumulated in float64 over its blocks."""
     total = torch.zeros(table.width, dtype=torch.float64, device=table.device)
@@ -58,6 +77,15 @@ class Euclidean:
         d = aligned_mm(self._shift(x), self._shift(c)).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
 
+    def sq_dists_one(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
+        """Rows (m, w) against one centre (1, w) -> (m,): an elementwise product and a row sum.
+
+        For k-means++'s one-centre updates: a padded product would do 64x the work, and a
+        matrix-vector product rounds a row differently by its place in the block (:func:`row_dots`).
+        """
+        dot = row_dots(self._shift(x), self._shift(c))
+        return dot.mul_(-2.0).add_(x_sq).add_(c_sq).clamp_min_(0)
+
 
 class GradientEmbedding:
     """BADGE's gradient-embedding distance from the factors ``[a (C), h' (e+1)]``."""
@@ -76,3 +104,9 @@ class GradientEmbedding:
         hh = aligned_mm(x[:, self.c:], c[:, self.c:])
         d = aa.mul_(hh).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
+
+    def sq_dists_one(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
+        """Rows (m, w) against one centre (1, w) -> (m,) (see :meth:`Euclidean.sq_dists_one`)."""
+        aa = row_dots(x[:, :self.c], c[:, :self.c])
+        hh = row_dots(x[:, self.c:], c[:, self.c:])
+        return aa.mul_(hh).mul_(-2.0).add_(x_sq).add_(c_sq).clamp_min_(0)
