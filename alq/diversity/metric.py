@@ -24,7 +24,6 @@ import torch
 
 from alq.scoring.stream import aligned_mm
 
-
 _DOT_ROWS = 2048  # rows per product in row_dots: the (rows, w) temporary stays in cache
 
 
