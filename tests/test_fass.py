@@ -86,7 +86,10 @@ def test_fass_dense_equals_reference(tmp_path, where):
 
 
 def test_fass_knn_graph_path_equals_reference(monkeypatch):
-    monkeypatch.setenv("ALQ_WORKING_MEMORY", "0.02")  # 20 KB: 90^2 floats do not fit -> kNN graph
+    import alq.strategies.facility_location as fl
+
+    monkeypatch.setattr(fl, "DENSE_MAX_ROWS", 50)  # 90 candidates: above the dense limit -> kNN graph
+    monkeypatch.setenv("ALQ_WORKING_MEMORY", "0.02")
     x, y = mixture(300, 8, c=3, sep=1.0, seed=7)
     labeled = np.arange(0, 300, 10)
     head = head_for(x, y, labeled)
@@ -94,3 +97,16 @@ def test_fass_knn_graph_path_equals_reference(monkeypatch):
     sel = get_strategy("fass").select(ctx)
     assert sel.summary["fass"]["similarity"].startswith("cosine kNN graph")
     np.testing.assert_array_equal(sel.indices, fass_reference(head, x, ctx.excluded, 15, 6, knn=6))
+
+
+def test_fass_dense_rows_on_demand_when_the_matrix_does_not_fit(monkeypatch):
+    """A working memory too small for the (R b)^2 matrix keeps the dense algorithm (rows computed tile by
+    tile): the memory setting never changes the batch."""
+    monkeypatch.setenv("ALQ_WORKING_MEMORY", "0.02")  # 20 KB: 90^2 floats do not fit
+    x, y = mixture(300, 8, c=3, sep=1.0, seed=7)
+    labeled = np.arange(0, 300, 10)
+    head = head_for(x, y, labeled, hidden=12)
+    ctx = context(MemoryPool(x, shard_rows=40), 15, labeled, head=head, filter_multiple=6)
+    sel = get_strategy("fass").select(ctx)
+    assert sel.summary["fass"]["similarity"] == "dense cosine"
+    np.testing.assert_array_equal(sel.indices, fass_reference(head, x, ctx.excluded, 15, 6))

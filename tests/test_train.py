@@ -92,7 +92,13 @@ def test_cross_validated_strength_matches_a_plain_reference_and_is_optimal():
         ref[lam] = correct / (len(y) * reps)
         assert abs(g["accuracy"] - ref[lam]) <= 2 / len(y), (lam, g["accuracy"], ref[lam])
     assert ref[m["weight_decay"]] >= max(ref.values()) - 2 / len(y)
-    assert m["cv_accuracy"] == max(g["accuracy"] for g in m["cv_grid"])
+    # the documented rule: the most accurate strength, accuracy resolved to one label (ties within 1/n), ties to
+    # the lower held-out log-loss, then the stronger penalty
+    top = max(g["accuracy"] for g in m["cv_grid"])
+    tied = [g for g in m["cv_grid"] if (top - g["accuracy"]) * len(y) <= 1 + 1e-9]
+    assert [g["tied_with_best"] for g in m["cv_grid"]] == [g in tied for g in m["cv_grid"]]
+    assert m["weight_decay"] == min(tied, key=lambda g: (g["log_loss"], -g["weight_decay"]))["weight_decay"]
+    assert m["cv_accuracy"] >= top - 1 / len(y)
     # the final fit is at the optimum of mean CE + lam/2 ||W||^2 on all labels
     net = head.net
     net.zero_grad()

@@ -85,11 +85,16 @@ class Dendrogram:
         return rep
 
     def cut(self, *, threshold: float | None = None, n_clusters: int | None = None) -> np.ndarray:
-        """Flat clusters: merges at height <= threshold, or the first n_leaves - n_clusters merges.
+        """Flat clusters: merges at height <= threshold, or at most ``n_clusters`` clusters.
 
         Same semantics as scipy's ``fcluster`` with ``criterion='distance'``
-        and ``'maxclust'`` for a monotone, complete dendrogram. Returns int64
-        cluster ids numbered by the first leaf (row) of each cluster.
+        and ``'maxclust'`` for a monotone, complete dendrogram: ``n_clusters``
+        applies the first n_leaves - n_clusters merges *and every later merge
+        at the same height* (the smallest threshold giving at most that many
+        clusters), so rows joined at one height, such as copies of a row at
+        distance 0, are never split by where the count falls among them; the
+        cut may then have fewer clusters than asked. Returns int64 cluster ids
+        numbered by the first leaf (row) of each cluster.
         """
         if (threshold is None) == (n_clusters is None):
             raise BadInputError("give exactly one of --threshold or --n-clusters")
@@ -99,6 +104,8 @@ class Dendrogram:
             if n_clusters < 1:
                 raise BadInputError(f"--n-clusters={n_clusters} must be >= 1")
             k = min(self.n_merges, max(0, self.n_leaves - int(n_clusters)))
+            if k > 0:  # heights are non-decreasing: take the merges tied with the k-th as well
+                k = int(np.searchsorted(self.height, self.height[k - 1], side="right"))
         return self.labels(k)
 
     def to_scipy(self) -> np.ndarray:
@@ -154,7 +161,7 @@ def batch_spread(labels: np.ndarray, batches, *, n_excluded: int = 0) -> list[di
     """
     from math import lgamma
 
-    from alq.strategies.cluster_margin import candidates_ratio
+    from alq.strategies.cluster_margin import candidates_count
 
     labels = np.asarray(labels, dtype=np.int64)
     sizes = np.bincount(labels)
@@ -166,7 +173,7 @@ def batch_spread(labels: np.ndarray, batches, *, n_excluded: int = 0) -> list[di
         unl = int(n) - int(n_excluded)
         if b < 1 or b > unl:
             continue
-        k_m = int(min(unl, np.ceil(candidates_ratio("auto", b, unl) * b)))
+        k_m = candidates_count("auto", b, unl)
         # log C(N - s, k) - log C(N, k), with C(a, k) = 0 when a < k
         miss = np.zeros_like(sizes)
         ok = n - sizes >= k_m

@@ -8,8 +8,9 @@ shrink: lazy greedy keeps stale gains as upper bounds in a heap and
 recomputes only the top. Ties go to the smaller position, and the result is
 exactly that of plain greedy (each pick = largest gain, smallest position).
 
-- dense: ``S`` (n, n) symmetric similarities (when n^2 floats fit
-  ``ALQ_WORKING_MEMORY``);
+- dense: ``S`` (n, n) symmetric similarities, a matrix when n^2 floats fit
+  ``ALQ_WORKING_MEMORY``, else :class:`CosineRows` (rows computed on demand
+  in fixed tiles): the same float32 values either way, so the same picks;
 - sparse: each row's k most similar rows (``knn.knn_graph``); s_ij = 0
   outside the graph (Wei et al. 2014, "Fast multi-stage submodular
   maximization").
@@ -18,9 +19,13 @@ exactly that of plain greedy (each pick = largest gain, smallest position).
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
+import torch
+
+from alq.scoring.stream import ROW_ALIGN, aligned_mm
 
 
 def _lazy(n: int, budget: int, gain: Callable[[int], float], take: Callable[[int], None],
@@ -46,8 +51,11 @@ def _lazy(n: int, budget: int, gain: Callable[[int], float], take: Callable[[int
     return picks, gains
 
 
-def greedy_dense(sim: np.ndarray, budget: int, cover0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Lazy greedy on a dense symmetric similarity (n, n). Returns (positions, marginal gains)."""
+def greedy_dense(sim, budget: int, cover0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Lazy greedy on a dense symmetric similarity (n, n): an array or :class:`CosineRows`.
+
+    Returns (positions, marginal gains).
+    """
     n = len(sim)
     cover = np.zeros(n, np.float64) if cover0 is None else np.asarray(cover0, np.float64).copy()
     initial = np.empty(n, np.float64)
@@ -91,9 +99,62 @@ def greedy_sparse(nbr: np.ndarray, sim: np.ndarray, budget: int, cover0: np.ndar
     return _lazy(n, budget, gain, take, initial)
 
 
-def dense_similarity(x: np.ndarray) -> np.ndarray:
-    """Cosine similarity clipped at 0, (n, n) float32."""
+TILE_ROWS = 4 * ROW_ALIGN  # rows of the clipped cosine similarity computed per product
+
+
+def _tile(u: torch.Tensor, t: int) -> np.ndarray:
+    """Rows [t T, (t + 1) T) of clip(u u^T, 0) as float32 (the one place these values are computed)."""
+    r0 = t * TILE_ROWS
+    return aligned_mm(u[r0:r0 + TILE_ROWS], u).clamp_min_(0).cpu().numpy()
+
+
+def _unit_rows(x) -> torch.Tensor:
     from alq.diversity.knn import normalize_rows
 
-    u = normalize_rows(x)
-    return np.clip(u @ u.T, 0, None)
+    return torch.from_numpy(normalize_rows(np.asarray(x)))
+
+
+def dense_similarity(x: np.ndarray) -> np.ndarray:
+    """Cosine similarity clipped at 0, (n, n) float32 (in tiles: the values :class:`CosineRows` gives)."""
+    u = _unit_rows(x)
+    n = len(u)
+    out = np.empty((n, n), np.float32)
+    for t in range(-(-n // TILE_ROWS)):
+        out[t * TILE_ROWS:(t + 1) * TILE_ROWS] = _tile(u, t)
+    return out
+
+
+class CosineRows:
+    """The rows of :func:`dense_similarity` without the n x n matrix: computed on demand, tile by tile.
+
+    ``sim[j]`` (one row) and ``sim[a:b]`` (consecutive rows) as :func:`greedy_dense` reads them;
+    recently used tiles are kept up to ``budget_bytes`` (at least one).
+    """
+
+    def __init__(self, x: np.ndarray, budget_bytes: int):
+        self.u = _unit_rows(x)
+        self.n = len(self.u)
+        self.keep = max(1, int(budget_bytes) // max(1, TILE_ROWS * self.n * 4))
+        self.tiles: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _get(self, t: int) -> np.ndarray:
+        tile = self.tiles.pop(t, None)
+        if tile is None:
+            tile = _tile(self.u, t)
+            while len(self.tiles) >= self.keep:
+                self.tiles.popitem(last=False)
+        self.tiles[t] = tile
+        return tile
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            a, b, _ = key.indices(self.n)
+            return np.concatenate([self._get(t)[max(a, t * TILE_ROWS) - t * TILE_ROWS:
+                                                min(b, (t + 1) * TILE_ROWS) - t * TILE_ROWS]
+                                   for t in range(a // TILE_ROWS, -(-b // TILE_ROWS))]) if b > a \
+                else np.empty((0, self.n), np.float32)
+        j = int(key)
+        return self._get(j // TILE_ROWS)[j % TILE_ROWS]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from alq.model.head import Head
+from alq.scoring.stream import aligned_forward, pad_rows
 
 
 def feature_width(head: Head) -> int:
@@ -32,7 +33,7 @@ def feature_transform(head: Head, device):
 
     def transform(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return net.features(x)
+            return aligned_forward(net, x)[0]
 
     return transform
 
@@ -57,7 +58,7 @@ def badge_transform(head: Head, device):
     net = head.to(device).net.eval()
 
     def transform(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return badge_factors(head, net.features(x))
+        with torch.no_grad():  # on zero-padded rows, like every head product (alq.scoring.stream)
+            return badge_factors(head, net.features(pad_rows(x)))[:len(x)]
 
     return transform, head.n_classes + feature_width(head) + 1

@@ -22,6 +22,26 @@ from __future__ import annotations
 
 import torch
 
+from alq.scoring.stream import aligned_mm
+
+_DOT_ROWS = 2048  # rows per product in row_dots: the (rows, w) temporary stays in cache
+
+
+def row_dots(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``x @ c`` for rows x (m, w) and one vector c (1, w) -> (m,), as elementwise products and row sums.
+
+    A row's value depends only on that row (a matrix-vector product rounds it by its place in the block);
+    in chunks of ``_DOT_ROWS`` rows, about 1.5x the time of the matrix-vector product (measured, one thread).
+    """
+    m = x.shape[0]
+    out = torch.empty(m, dtype=x.dtype, device=x.device)
+    buf = torch.empty((min(m, _DOT_ROWS), x.shape[1]), dtype=x.dtype, device=x.device)
+    for i in range(0, m, _DOT_ROWS):
+        xb = x[i:i + _DOT_ROWS]
+        prod = torch.mul(xb, c, out=buf[:len(xb)])
+        torch.sum(prod, dim=1, out=out[i:i + len(xb)])
+    return out
+
 
 def mean_row(table) -> torch.Tensor:
     """Mean (width,) float32 of a RowTable's vectors, accumulated in float64 over its blocks."""
@@ -53,8 +73,17 @@ class Euclidean:
 
     def sq_dists(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
         """Rows (m, w) against centres (k, w) -> (m, k) squared distances, clamped at 0."""
-        d = (self._shift(x) @ self._shift(c).T).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
+        d = aligned_mm(self._shift(x), self._shift(c)).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
+
+    def sq_dists_one(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
+        """Rows (m, w) against one centre (1, w) -> (m,): an elementwise product and a row sum.
+
+        For k-means++'s one-centre updates: a padded product would do 64x the work, and a
+        matrix-vector product rounds a row differently by its place in the block (:func:`row_dots`).
+        """
+        dot = row_dots(self._shift(x), self._shift(c))
+        return dot.mul_(-2.0).add_(x_sq).add_(c_sq).clamp_min_(0)
 
 
 class GradientEmbedding:
@@ -70,7 +99,13 @@ class GradientEmbedding:
         return (a * a).sum(dim=1) * (h * h).sum(dim=1)
 
     def sq_dists(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
-        aa = x[:, :self.c] @ c[:, :self.c].T
-        hh = x[:, self.c:] @ c[:, self.c:].T
+        aa = aligned_mm(x[:, :self.c], c[:, :self.c])
+        hh = aligned_mm(x[:, self.c:], c[:, self.c:])
         d = aa.mul_(hh).mul_(-2.0).add_(x_sq[:, None]).add_(c_sq[None, :])
         return d.clamp_min_(0)
+
+    def sq_dists_one(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
+        """Rows (m, w) against one centre (1, w) -> (m,) (see :meth:`Euclidean.sq_dists_one`)."""
+        aa = row_dots(x[:, :self.c], c[:, :self.c])
+        hh = row_dots(x[:, self.c:], c[:, self.c:])
+        return aa.mul_(hh).mul_(-2.0).add_(x_sq).add_(c_sq).clamp_min_(0)

@@ -87,7 +87,7 @@ class NearestCentre:
             c_sq = self.metric.sq_norms(c)
             positions = None
             if self.n_bank:
-                dcc = self.metric.sq_dists(self.bank[:self.n_bank], self.bank_sq[:self.n_bank], c, c_sq)[:, 0].sqrt_()
+                dcc = self.metric.sq_dists_one(self.bank[:self.n_bank], self.bank_sq[:self.n_bank], c, c_sq).sqrt_()
                 gap = dcc[self.nearest.clamp_min(0).long()]
                 reach = self.d2.clamp_min(0).sqrt_().mul_(2).add_(self.slack)
                 may_move = (self.nearest < 0) | (gap <= reach)
@@ -99,7 +99,7 @@ class NearestCentre:
                     positions = torch.nonzero(may_move).reshape(-1)
             cid = self._bank(c, c_sq)
         for pos, x in self.table.blocks(positions):
-            new = self.metric.sq_dists(x, self.sq[pos], c, c_sq)[:, 0]
+            new = self.metric.sq_dists_one(x, self.sq[pos], c, c_sq)
             with serial(dev):
                 self._lower(pos, new, cid.expand(len(new)))
             self.rows_read += len(new)

@@ -450,6 +450,7 @@ def _train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool
                "weight_decay": float(fit_opts.weight_decay),
                "weight_decay_chosen_by": "cross-validation" if cv is not None and cv["folds"] else (
                    "fallback (too few labels for cross-validation)" if cv is not None else "given"),
+               "c_equivalent": _c_equivalent(fit_opts, len(train_rows), len(classes), multilabel),
                "cv_folds": cv["folds"] if cv else None,
                "cv_repeats": cv.get("repeats") if cv else None,
                "cv_accuracy": cv.get("cv_accuracy") if cv else None,
@@ -466,6 +467,15 @@ def _train_head(x: np.ndarray, y: np.ndarray, classes: list, *, multilabel: bool
     head.meta.pop("fingerprint", None)
     head.meta["fingerprint"] = head.fingerprint
     return head
+
+
+def _c_equivalent(opts: TrainOptions, n: int, n_classes: int, multilabel: bool) -> float | None:
+    """scikit-learn's ``C`` for the same objective (linear heads; None for an MLP or no penalty)."""
+    from alq.model.cv import sklearn_c
+
+    if opts.hidden or not opts.weight_decay:
+        return None
+    return sklearn_c(float(opts.weight_decay), n, n_classes, multilabel=multilabel)
 
 
 MULTILABEL_MODES = ("auto", "yes", "no")

@@ -5,11 +5,15 @@ so a strategy is a per-block score + a small reduce. The block size counts
 the float32 copy of the embeddings and the C-wide outputs per row.
 
 Blocks are a multiple of ``ROW_ALIGN`` rows and start at a shard start plus
-a multiple of the block size, so every row sits at the same offset modulo
-``ROW_ALIGN`` whatever ``ALQ_WORKING_MEMORY`` says. CPU BLAS kernels tile
-rows (by 8 on AVX2 MKL), and a row's logits are bitwise identical for any
-aligned block size; that is what makes a streamed selection identical to an
-in-memory one even where scores tie.
+a multiple of the block size; a shorter block (a shard's tail) is padded with
+zero rows up to a multiple of ``ROW_ALIGN`` before the head's matrix
+products. BLAS picks its kernel by the row count (MKL: one kernel for a
+single row, others for short blocks, where a row's bits also depend on its
+position), but for whole multiples of ``ROW_ALIGN`` rows a row's logits are
+bitwise identical at any position and any block size. So identical rows get
+identical scores, and a streamed selection is the same for any
+``--shard-rows`` and ``ALQ_WORKING_MEMORY``, even where scores tie (ties then
+go to the smaller row, as documented).
 """
 
 from __future__ import annotations
@@ -37,6 +41,37 @@ def head_block_rows(pool: Pool, head: Head, extra_per_row: int = 0) -> int:
 
 def align_rows(rows: int) -> int:
     return max(ROW_ALIGN, (int(rows) // ROW_ALIGN) * ROW_ALIGN)
+
+
+def padded_rows(n: int) -> int:
+    """``n`` rounded up to a multiple of ``ROW_ALIGN``: the row count every head matrix product runs at."""
+    return -(-int(n) // ROW_ALIGN) * ROW_ALIGN
+
+
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (n, d) with zero rows appended up to :func:`padded_rows` (``x`` itself when already aligned)."""
+    n = x.shape[0]
+    extra = padded_rows(n) - n
+    if extra == 0:
+        return x
+    return torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
+
+
+def aligned_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` (m, n) with both operands padded to multiples of ``ROW_ALIGN`` rows.
+
+    An entry's bits then depend only on its two rows, not on m, n or the
+    positions (a one-row operand, for instance, would take BLAS's matrix-vector
+    kernel and round differently).
+    """
+    return (pad_rows(a) @ pad_rows(b).T)[:a.shape[0], :b.shape[0]]
+
+
+def aligned_forward(net, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(net.features(x), net(x))`` computed on :func:`pad_rows` of x: bits independent of the block."""
+    n = x.shape[0]
+    feats = net.features(pad_rows(x))
+    return feats[:n], net.out(feats)[:n]
 
 
 def resolve_device(device=None) -> torch.device:
@@ -98,13 +133,15 @@ def forward_into(net, arr: np.ndarray, buffers: Buffers) -> tuple[torch.Tensor, 
 
 def _forward_into(net, arr: np.ndarray, buffers: Buffers) -> tuple[torch.Tensor, torch.Tensor]:
     n = len(arr)
-    x = buffers.get("x", n, (net.dim,))
+    m = padded_rows(n)  # every product at a multiple of ROW_ALIGN rows (see the module docstring)
+    x = buffers.get("x", m, (net.dim,))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         src = torch.from_numpy(np.ascontiguousarray(arr))
     if x.device.type != "cpu":
         src = src.to(x.device, non_blocking=True)
-    x.copy_(src)
+    x[:n].copy_(src)
+    x[n:].zero_()
     if net.normalize == "l2":
         x.div_(x.norm(2, 1, keepdim=True).clamp_min(1e-12))
     elif net.normalize == "standardize":
@@ -112,12 +149,12 @@ def _forward_into(net, arr: np.ndarray, buffers: Buffers) -> tuple[torch.Tensor,
     f = x
     if net.hidden:
         lin = net.body[0]
-        f = buffers.get("h", n, (net.hidden,))
+        f = buffers.get("h", m, (net.hidden,))
         torch.addmm(lin.bias, x, lin.weight.t(), out=f)
         f.relu_()
-    z = buffers.get("z", n, (net.n_classes,))
+    z = buffers.get("z", m, (net.n_classes,))
     torch.addmm(net.out.bias, f, net.out.weight.t(), out=z)
-    return f, z
+    return f[:n], z[:n]
 
 
 def iter_logits(pool: Pool, head: Head, *, split: tuple[int, int] = (1, 0), block_rows: int | None = None,
@@ -138,9 +175,8 @@ def iter_logits(pool: Pool, head: Head, *, split: tuple[int, int] = (1, 0), bloc
                 feats, z = forward_into(net, block.vectors, buffers)
                 yield block, feats, z
                 continue
-            x = to_tensor(block, device)
-            feats = net.features(x)
-            yield block, feats, net.out(feats)
+            feats, z = aligned_forward(net, to_tensor(block, device))
+            yield block, feats, z
 
 
 def probabilities(head: Head, logits: torch.Tensor) -> torch.Tensor:

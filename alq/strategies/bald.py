@@ -23,7 +23,7 @@ import torch
 
 from alq.device import torch_device
 from alq.errors import BadInputError
-from alq.scoring.stream import head_block_rows, to_tensor
+from alq.scoring.stream import head_block_rows, pad_rows, to_tensor
 from alq.scoring.topk import StreamingTopK
 from alq.strategies.base import Context, Selection, Strategy, register
 
@@ -78,7 +78,8 @@ def bald_topk(pool, lo: int, hi: int, head, masks, k: int, device, *, excluded: 
             keep = ~excluded[block.start - lo:block.stop - lo]
             if not keep.any():
                 continue
-            mi = mutual_information(sample_probs(head, to_tensor(block, device), masks), head.multilabel)
+            x = pad_rows(to_tensor(block, device))  # whole tiles: a row's bits never depend on the block
+            mi = mutual_information(sample_probs(head, x, masks), head.multilabel)[:len(block.indices)]
             top.push(-mi.cpu().numpy()[keep], block.indices[keep])
     return top
 

@@ -30,6 +30,7 @@ the batch is the candidates sorted by (pass, cluster order), first b.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -51,16 +52,32 @@ AUTO_MAX_RATIO = 10.0
 
 def candidates_ratio(value, budget: int, n_unlabeled: int) -> float:
     """The ratio r of k_m = r x b: a number >= 1, or ``auto`` (scaled with the batch-to-pool ratio)."""
+    return float(_exact_ratio(value, budget, n_unlabeled))
+
+
+def candidates_count(value, budget: int, n_unlabeled: int) -> int:
+    """k_m = ceil(r x b), at most ``n_unlabeled``, in exact rational arithmetic.
+
+    In floats, ``0.1 x 80760 / 1000 x 1000`` is 8076.000000000001 and its
+    ceiling one candidate too many; here r is a fraction (``auto``:
+    unlabeled / (10 b) clipped to [5/4, 10]; a given ratio: its decimal value).
+    """
+    b = max(int(budget), 0)
+    return int(min(int(n_unlabeled), math.ceil(_exact_ratio(value, budget, n_unlabeled) * b)))
+
+
+def _exact_ratio(value, budget: int, n_unlabeled: int) -> Fraction:
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
-        r = AUTO_POOL_FRACTION * n_unlabeled / max(int(budget), 1)
-        return float(min(AUTO_MAX_RATIO, max(AUTO_MIN_RATIO, r)))
+        r = Fraction(str(AUTO_POOL_FRACTION)) * int(n_unlabeled) / max(int(budget), 1)
+        return min(Fraction(str(AUTO_MAX_RATIO)), max(Fraction(str(AUTO_MIN_RATIO)), r))
     try:
         ratio = float(value)
     except (TypeError, ValueError):
         raise BadInputError(f"--candidates-ratio={value!r} must be 'auto' or a number >= 1") from None
     if not math.isfinite(ratio) or ratio < 1:
         raise BadInputError(f"--candidates-ratio={ratio:g} must be >= 1 (k_m = r x budget candidates)")
-    return ratio
+    # the shortest decimal that reads back as this float: "1.1" is 11/10, not 1.100000000000000088...
+    return Fraction(repr(ratio))
 
 
 class LowestK:
@@ -206,15 +223,15 @@ class ClusterMarginStrategy(Strategy):
     distributed = "sharded"
 
     def select(self, ctx: Context) -> Selection:
-        ratio = candidates_ratio(ctx.option("candidates_ratio", DEFAULT_CANDIDATES_RATIO), ctx.budget,
-                                 ctx.n_unlabeled)
+        option = ctx.option("candidates_ratio", DEFAULT_CANDIDATES_RATIO)
+        ratio = candidates_ratio(option, ctx.budget, ctx.n_unlabeled)
         aggregate = str(ctx.option("aggregate", "min"))
         if aggregate not in AGGREGATES:
             raise BadInputError(f"--aggregate={aggregate!r} must be one of {', '.join(AGGREGATES)}")
         if ctx.clusters is None or len(ctx.clusters) != ctx.pool.count:
             raise BadInputError("cluster-margin needs one cluster id per pool row (--clusters from `alq cluster`)")
         b = int(ctx.budget)
-        k_m = int(min(ctx.n_unlabeled, math.ceil(ratio * b)))
+        k_m = candidates_count(option, b, ctx.n_unlabeled)
         # M in pool-row order: the random keys do not depend on margin ties or block sizes
         rows, margins = lowest_margin_rows(ctx, k_m, aggregate)
         ctx.report("cluster-margin: margins", 1, 1)

@@ -4,9 +4,13 @@ Picks b rows that best *represent* the unlabeled pool: f(S) = sum over
 ground-set rows i of max_{j in S} s_ij, s = cosine similarity clipped at 0,
 maximised greedily (lazy greedy, exact greedy order). Labeled and pending
 rows count as already chosen (each row's starting coverage is its best
-similarity to them). Dense similarity while n^2 floats fit
-``ALQ_WORKING_MEMORY``, else each row's ``--option knn=K`` (default 20) most
-similar rows via faiss (exact up to 50,000 rows, IVF above). Pools larger
+similarity to them). Dense similarity up to ``DENSE_MAX_ROWS`` candidates
+(held as a matrix while n^2 floats fit ``ALQ_WORKING_MEMORY``, else computed
+row tile by row tile: same values, same picks), else each row's ``--option
+knn=K`` (default 20) most similar rows via faiss (exact up to 50,000 rows,
+IVF above). The choice never depends on the memory setting, and every
+similarity is an aligned product (``alq.scoring.stream.aligned_mm``), so the
+same inputs and seed give the same batch whatever ``ALQ_WORKING_MEMORY``. Pools larger
 than ``--option max_candidates=M`` (default 200,000) are represented by a
 seeded uniform sample of M unlabeled rows (reported in the summary).
 """
@@ -18,14 +22,18 @@ import torch
 
 from alq.config import working_memory_bytes
 from alq.device import torch_device
-from alq.diversity.facility import dense_similarity, greedy_dense, greedy_sparse
+from alq.diversity.facility import CosineRows, dense_similarity, greedy_dense, greedy_sparse
 from alq.diversity.knn import knn_graph, normalize_rows
 from alq.diversity.rows import RowTable
 from alq.errors import BadInputError
+from alq.scoring.stream import align_rows, aligned_mm
 from alq.strategies.base import Context, Selection, Strategy, register, unlabeled_indices
 
 DEFAULT_KNN = 20
 DEFAULT_MAX_CANDIDATES = 200_000
+# dense (exact) facility location up to this many candidates: n^2 float32 = 256 MiB, the default
+# ALQ_WORKING_MEMORY, so the default setting keeps the matrix; a smaller setting computes its rows on demand
+DENSE_MAX_ROWS = 8192
 
 
 def table_array(table: RowTable) -> np.ndarray:
@@ -43,11 +51,11 @@ def labeled_coverage(x: np.ndarray, pool, covered: np.ndarray, *, transform, wid
         return cover
     u = torch.from_numpy(normalize_rows(x)).to(device)
     with RowTable(pool, covered, transform=transform, width=width, device=device) as lab:
-        step = max(1, working_memory_bytes() // (16 * max(1, lab.block)))
+        step = align_rows(working_memory_bytes() // (16 * max(1, lab.block)))
         for _, c in lab.blocks():
             c = torch.nn.functional.normalize(c, dim=1)
             for r0 in range(0, len(u), step):
-                best = (u[r0:r0 + step] @ c.T).max(dim=1).values.double().cpu().numpy()
+                best = aligned_mm(u[r0:r0 + step], c).max(dim=1).values.double().cpu().numpy()
                 np.maximum(cover[r0:r0 + step], best, out=cover[r0:r0 + step])
     return np.clip(cover, 0, None)
 
@@ -66,9 +74,11 @@ def facility_rows(pool, candidates: np.ndarray, covered: np.ndarray, budget: int
     cover0 = labeled_coverage(x, pool, covered, transform=transform, width=width, device=device)
     n = len(x)
     if dense is None:
-        dense = n * n * 4 <= working_memory_bytes()
+        dense = n <= DENSE_MAX_ROWS
     if dense:
-        pos, gains = greedy_dense(dense_similarity(x), budget, cover0)
+        memory = working_memory_bytes()
+        sim = dense_similarity(x) if n * n * 4 <= memory else CosineRows(x, memory)
+        pos, gains = greedy_dense(sim, budget, cover0)
         stats = {"similarity": "dense cosine", "candidates": n}
     else:
         nbr, sim = knn_graph(x, knn, seed=seed)
