@@ -268,3 +268,28 @@ def stopping_summary(res, metric: str, *, threshold: float = KAPPA, rounds: int 
                                    "mean_at_stop": mean("at_stop"), "mean_final": mean("final", repeats),
                                    "mean_left": mean("left")}
     return out
+
+
+STOPPING_NOTE = ("Where the rule \"{rule}\" (kappa of consecutive heads' predictions on a fixed, seeded stop set; "
+                 "Bloodgood & Vijay-Shanker 2009) would have stopped each strategy, per repeat, and the accuracy "
+                 "that left on the table (final minus accuracy at the stop round, mean over the repeats that "
+                 "stopped). `alq train --previous` reports the same signal on a live pool.")
+
+
+def stopping_table(s: dict) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of the report's stopping section."""
+    st = s["stopping"]
+    headers = ["strategy", "stopped", "stop round (per repeat)", "labels at stop", "at stop", "final",
+               "left on the table"]
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.2f}"
+
+    rows = []
+    for name, e in st["strategies"].items():
+        per = ", ".join("-" if r["stop_round"] is None else str(r["stop_round"]) for r in e["repeats"])
+        rows.append([name, f"{e['stopped']}/{e['of']}", per,
+                     "-" if e["mean_n_labeled"] is None else f"{e['mean_n_labeled']:.0f}",
+                     pct(e["mean_at_stop"]), pct(e["mean_final"]),
+                     "-" if e["mean_left"] is None else f"{100 * e['mean_left']:+.2f} points"])
+    return headers, rows

@@ -92,6 +92,10 @@ def render_rich(s: dict, console) -> None:
     console.print(target_line(s))
     console.print(_rich_table(*penalty_table(s), title=f"Penalty matrix: share of {_rounds_note(s)} rounds in "
                               f"which row is significantly better (paired t-test, alpha={s['alpha']})"))
+    if s.get("stopping"):  # alq.stopping: the round where the stopping rule fires, per strategy
+        from alq.stopping import stopping_table
+
+        console.print(_rich_table(*stopping_table(s), title=f"Stopping rule: {s['stopping']['rule']}"))
     for w in s.get("warnings", []):
         console.print(w, markup=False)
 
@@ -152,4 +156,9 @@ def render_markdown(s: dict, plots: dict) -> str:
              "(as in BASE, Fig. 4):\n", "![class distribution](class_distribution.png)\n",
              "![class balance](class_balance.png)\n",
              "## Time\n", "![timing](timing.png)\n"]
+    if s.get("stopping"):  # alq.stopping
+        from alq.stopping import STOPPING_NOTE, stopping_table
+
+        parts += ["## Stopping rule\n", STOPPING_NOTE.format(rule=s["stopping"]["rule"]) + "\n",
+                  markdown_table(*stopping_table(s)), ""]
     return "\n".join(parts)
