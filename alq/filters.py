@@ -89,6 +89,8 @@ def _evaluate(table: pa.Table, predicate: str, schema: pa.Schema) -> np.ndarray:
         rel = con.from_arrow(table)
         try:
             expr = duckdb.SQLExpression(predicate)
+            if table.num_rows == 0:  # checking: a WHERE clause refuses aggregates and window functions
+                rel.filter(duckdb.SQLExpression(predicate)).fetchall()
             proj = rel.project(expr.alias("__alq_keep"))
             kind = str(proj.types[0])
             if kind != "BOOLEAN":
