@@ -64,15 +64,19 @@ def train_cmd(
         local_labels = st.input(labels, "labels file")
         check_labels_pool(local_labels, pool_obj, pool_path=pool)
         label_set = read_labels(local_labels)
+        prev = None
+        if previous is not None:  # checked before the (long) fit
+            from alq.model.head import load_head
+
+            prev = load_head(st.input(previous, "--previous head"))
+            prev.check_pool(pool_obj, path=str(previous))
         device = torch_device()
         log(f"training on {len(label_set)} labels ({device})", quiet=quiet or as_json)
         head = train_on_pool(pool_obj, label_set, opts, multilabel=multilabel, device=device, source=str(labels),
                              meta={"pool": str(pool), "labels": str(labels),
                                    "labels_sha256": sha256_file(local_labels)[:16]})
         from alq.stopping import train_signal  # the stopping signal (stop set kept in the head's metadata)
-        from alq.model.head import load_head
 
-        prev = load_head(st.input(previous, "--previous head")) if previous is not None else None
         stopping = train_signal(pool_obj, head, label_set.resolve(pool_obj, source=str(labels)), previous=prev,
                                 previous_path=previous, size=stop_set_size, seed=seed, threshold=stop_kappa,
                                 rounds=stop_rounds)
