@@ -180,7 +180,10 @@ def train_signal(pool, head, labeled: np.ndarray, *, previous=None, previous_pat
         history = list((previous.meta.get("stopping") or {}).get("kappa_history") or [])
         if source == "drawn":
             history = []  # the previous head's kappas were measured on other rows (or never)
-        history.append(float(kappa))
+        same = _same_labels(previous, head)
+        if not same:  # a round without new labels agrees with itself: it does not count
+            history.append(float(kappa))
+        out["new_labels"] = not same
         out.update(kappa=float(kappa), agreement=agree, previous_mean_margin=float(np.mean(prev_margins)),
                    previous_cv_accuracy=prev_cv,
                    cv_accuracy_trend=(float(cv) - float(prev_cv)) if cv is not None and prev_cv is not None else None)
@@ -190,6 +193,14 @@ def train_signal(pool, head, labeled: np.ndarray, *, previous=None, previous_pat
     head.meta["stop_set"] = {"ids": pool.ids(rows).tolist(), "seed": set_seed}
     head.meta["stopping"] = {k: out[k] for k in ("kappa", "kappa_history", "mean_margin", "stop")}
     return out
+
+
+def _same_labels(previous, head) -> bool:
+    """Whether both heads were trained on the same labels (same file digest, or same count without one)."""
+    a, b = previous.meta.get("labels_sha256"), head.meta.get("labels_sha256")
+    if a and b:
+        return a == b
+    return previous.meta.get("metrics", {}).get("n_labeled") == head.meta.get("metrics", {}).get("n_labeled")
 
 
 def _tail_run(history: list, threshold: float) -> int:
@@ -204,7 +215,11 @@ def _tail_run(history: list, threshold: float) -> int:
 def signal_line(s: dict) -> str:
     """The human line of ``alq train``: kappa vs the previous head, mean margin, CV accuracy and trend."""
     parts = []
-    if s.get("kappa") is not None:
+    if s.get("kappa") is not None and s.get("new_labels") is False:
+        parts.append(f"kappa {s['kappa']:.4f} vs the previous head, which had the same labels: this round does "
+                     f"not count ({s['consecutive']} of {s['stop_rounds']} rounds >= {s['kappa_threshold']}"
+                     + ("; STOP" if s["stop"] else "") + ")")
+    elif s.get("kappa") is not None:
         verdict = "STOP: predictions have stabilised" if s["stop"] else \
             f"{s['consecutive']} of {s['stop_rounds']} rounds >= {s['kappa_threshold']}"
         parts.append(f"kappa {s['kappa']:.4f} vs the previous head on {s['stop_set_rows']:,} stop-set rows "

@@ -59,7 +59,7 @@ def pool_labels(tmp_path):
     w = PoolWriter(tmp_path / "pool", shard_rows=200, dtype="float32")
     w.add(x)
     w.close()
-    for name, step in (("l1", 20), ("l2", 8)):
+    for name, step in (("l1", 20), ("l2", 8), ("l3", 7)):
         rows = np.arange(0, 800, step)
         LabelSet(ids=rows.astype(np.int64), labels=y[rows].tolist()).write(tmp_path / f"{name}.parquet")
     return tmp_path, x, y
@@ -91,18 +91,23 @@ def test_train_previous_reports_kappa_on_the_fixed_stop_set(cli, pool_labels):
     assert st["cv_accuracy"] == s2["cv_accuracy"]
     assert st["cv_accuracy_trend"] == pytest.approx(s2["cv_accuracy"] - h1.meta["metrics"]["cv_accuracy"])
     assert st["kappa_history"] == [st["kappa"]] and st["stop"] is False
-    # the same labels again: an identical head, kappa 1; it fires once two rounds in a row hold
+    # the same labels again: kappa 1, but a round without new labels does not count towards stopping
     code, out, err = cli("train", tmp / "pool", tmp / "l2.parquet", "--out", tmp / "h3.pt", *base,
                          "--previous", tmp / "h2.pt")
     assert code == 0, err
     line = [ln for ln in out.splitlines() if ln.startswith("stopping:")]
-    assert len(line) == 1 and "kappa 1.0000" in line[0] and "cv accuracy" in line[0] and "mean margin" in line[0]
+    assert len(line) == 1 and "kappa 1.0000" in line[0] and "does not count" in line[0] and "cv accuracy" in line[0]
     h3 = load_head(tmp / "h3.pt")
-    assert h3.meta["stopping"]["kappa_history"] == [st["kappa"], 1.0]
-    assert h3.meta["stopping"]["stop"] is (st["kappa"] >= 0.99)
-    code, out, err = cli("train", tmp / "pool", tmp / "l2.parquet", "--out", tmp / "h4.pt", *base,
-                         "--previous", tmp / "h3.pt", "--json")
-    assert json.loads(out)["stopping"]["stop"] is True and json.loads(out)["stopping"]["consecutive"] >= 2
+    assert h3.meta["stopping"]["kappa_history"] == [st["kappa"]] and h3.meta["stopping"]["stop"] is False
+    # new labels: the history grows, and the rule fires on the second kappa >= threshold in a row
+    code, out, err = cli("train", tmp / "pool", tmp / "l3.parquet", "--out", tmp / "h4.pt", *base,
+                         "--previous", tmp / "h3.pt", "--json", "--stop-kappa", "0.5")
+    assert code == 0, err
+    s4 = json.loads(out)["stopping"]
+    rows4 = open_pool(tmp / "pool").lookup(np.asarray(load_head(tmp / "h4.pt").meta["stop_set"]["ids"]))
+    assert (rows4 == rows).all() and s4["new_labels"] is True
+    assert s4["kappa_history"] == [st["kappa"], s4["kappa"]]
+    assert s4["stop"] is (st["kappa"] >= 0.5 and s4["kappa"] >= 0.5) and s4["stop"] is True
 
 
 def test_train_previous_from_another_pool_is_exit_2(cli, pool_labels, tmp_path):
