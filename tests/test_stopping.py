@@ -194,3 +194,52 @@ def test_report_cli_shows_the_stopping_table(cli, pool_labels):
     assert "## Stopping rule" in md and "left on the table" in md
     code, out, _ = cli("report", tmp / "run" / "results.parquet")
     assert code == 0 and "Stopping rule" in out
+
+
+def _readme_stop_snippet() -> str:
+    import re
+
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    sec = text[text.index("### When to stop buying labels"):]
+    m = re.search(r"```bash\n(  mkdir -p heads.*?)```", sec, flags=re.S)
+    assert m, "README lost its stopping snippet"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_readme_cron_stopping_snippet_stops_sending_batches(tmp_path):
+    """The README's snippet, run for four nights: it fires after two nights of new labels with kappa >= 0.99."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    x, y = gaussian_pool(600, d=8, c=3, seed=0, sep=6.0)  # well separated: every head predicts the same
+    w = PoolWriter(tmp_path / "pool", shard_rows=300, dtype="float32")
+    w.add(x)
+    w.close()
+    script = tmp_path / "night.sh"
+    script.write_text("set -euo pipefail\ncd \"$AL_DIR\"\ntoday=$TODAY\n" + _readme_stop_snippet()
+                      + "\necho SENT-A-BATCH\n")
+    shim = tmp_path / "bin" / "alq"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m alq "$@"\n')
+    shim.chmod(0o755)
+    env = dict(os.environ, AL_DIR=str(tmp_path), PYTHONPATH=str(REPO),
+               PATH=str(shim.parent) + os.pathsep + os.environ.get("PATH", ""))
+    outputs = []
+    for night, step in (("2026-11-01", 30), ("2026-11-02", 20), ("2026-11-02", 20), ("2026-11-03", 15),
+                        ("2026-11-04", 12)):
+        rows = np.arange(0, 600, step)
+        LabelSet(ids=rows.astype(np.int64), labels=y[rows].tolist()).write(tmp_path / "labels.parquet")
+        proc = subprocess.run(["bash", str(script)], env=dict(env, TODAY=night), capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(("SENT-A-BATCH" in proc.stdout, "stopping signal fired" in proc.stderr))
+    # night 1: no previous head; night 2: kappa 1 once; its rerun compares to night 1 again; night 3: twice
+    assert outputs == [(True, False), (True, False), (True, False), (False, True), (False, True)]
+    assert sorted(p.name for p in (tmp_path / "heads").iterdir()) == [
+        "2026-11-01.pt", "2026-11-02.pt", "2026-11-03.pt", "2026-11-04.pt"]
