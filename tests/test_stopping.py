@@ -150,7 +150,7 @@ def test_simulation_kappa_is_between_consecutive_heads_on_one_fixed_stop_set(cli
     # calls: seed round, then per round (previous head, new head) - previous head's only at round 1
     preds = [p for _, p in seen]
     heads = [preds[0]] + preds[2:]
-    assert math.isnan(res[0]["stop_kappa"])
+    assert res[0]["stop_kappa"] is None
     for k in (1, 2, 3):
         assert res[k]["stop_kappa"] == pytest.approx(cohen_kappa_score(heads[k - 1], heads[k]), abs=1e-12)
         assert res[k]["cv_accuracy"] is not None and 0 < res[k]["stop_mean_margin"] <= 1

@@ -419,10 +419,10 @@ class Simulation:
         from alq.stopping import agreement
 
         pred, margins = self._stop_predictions(rows, head)
-        rec["stop_kappa"] = float(agreement(prev_pred, pred)[0]) if prev_pred is not None else math.nan
+        rec["stop_kappa"] = float(agreement(prev_pred, pred)[0]) if prev_pred is not None else None  # round 0
         rec["stop_mean_margin"] = float(np.mean(margins))
         cv = head.meta.get("metrics", {}).get("cv_accuracy")
-        rec["cv_accuracy"] = float(cv) if cv is not None else math.nan
+        rec["cv_accuracy"] = float(cv) if cv is not None else None  # a fixed --weight-decay: no CV
         return pred
 
     # -- output ---------------------------------------------------------------------------------
