@@ -448,6 +448,7 @@ class Simulation:
                 "strategies": self.names, "repeats": self.repeats, "budgets": self.budgets,
                 "seed_size": exp["seed_size"], "seed": exp["seed"], "seed_strategy": exp["seed_strategy"],
                 "head_mode": exp["head_mode"], "train": exp["train"], "options": exp["options"],
+                "where": exp.get("where"), "balance_by": exp.get("balance_by"),
                 "inputs": config["inputs"], "fingerprints": exp["fingerprints"], "alq_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_parquet(self.run_dir.results_path, self.results_table(), meta)
