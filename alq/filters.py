@@ -312,6 +312,13 @@ def balanced_select(strategy, ctx, by: str):
     columns["balance_value"] = np.asarray(["null" if values[picks[j][0]] is None else str(values[picks[j][0]])
                                            for j, _ in order], dtype=object)
     summary = dict(picks[0][1].summary) if picks else {}  # e.g. scores_source: the same for every value
+    for key, value in list(summary.items()):  # histograms (e.g. BASE's base_class_histogram): summed
+        if isinstance(value, dict) and all(isinstance(v, int) for v in value.values()):
+            total: dict = {}
+            for _, sel in picks:
+                for k, v in (sel.summary.get(key) or {}).items():
+                    total[k] = total.get(k, 0) + v
+            summary[key] = dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
     summary.update({
         "balance_by": by,
         "balance_values": int(np.count_nonzero(available)),

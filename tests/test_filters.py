@@ -215,3 +215,15 @@ def test_simulate_where_and_balance_by(cli, meta_job):
                        "--seed-size", "12", "--budget", "12", "--rounds", "2", "--repeats", "1",
                        "--where", "lens = 1", "--out", tmp / "run2")
     assert code == 2 and "lens" in err and not (tmp / "run2").exists()
+
+
+def test_balance_by_sums_strategy_histograms_and_keeps_base_contract(cli, meta_job):
+    tmp = meta_job[0]
+    code, out, err = cli("select", tmp / "pool", "--head", tmp / "head.pt", "--labels", tmp / "labels.parquet",
+                         "--strategy", "base", "--budget", "30", "--balance-by", "camera", "--out", tmp / "b.parquet",
+                         "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert sum(s["base_class_histogram"].values()) == 30 and sum(s["balance_histogram"].values()) == 30
+    got = pq.read_table(tmp / "b.parquet").to_pydict()
+    assert Counter(got["base_class"]) == {int(k): v for k, v in s["base_class_histogram"].items()}
