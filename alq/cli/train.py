@@ -33,7 +33,8 @@ def train_cmd(
                                         "pool: report the stopping signal against it (kappa of the two heads' "
                                         "predictions on its stop set), e.g. --previous heads/yesterday.pt."),
     stop_set_size: int = typer.Option(2000, "--stop-set-size", help="Unlabeled rows drawn (seeded by --seed) as "
-                                      "the stop set when --previous has none; kept in the head for the next round."),
+                                      "the stop set when --previous has none; kept in the head for the next round, e.g. "
+                                      "--stop-set-size 5000."),
     stop_kappa: float = typer.Option(0.99, "--stop-kappa", help="Stop when kappa >= this for --stop-rounds rounds "
                                      "in a row (Bloodgood & Vijay-Shanker 2009), e.g. --stop-kappa 0.995."),
     stop_rounds: int = typer.Option(2, "--stop-rounds", help="Consecutive rounds kappa must hold, e.g. --stop-rounds 3."),

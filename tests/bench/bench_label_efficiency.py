@@ -27,6 +27,15 @@ the mean random curve between rounds.
     python tests/bench/bench_label_efficiency.py large --repeats 2 --strategies random,margin,cluster-margin
     pytest -m bench -s tests/bench/bench_label_efficiency.py
 
+Issue 19: ``--balance-by predicted`` vs BASE on the imbalanced pool, and the
+stopping rule (kappa >= 0.99 for 2 rounds on a fixed stop set) vs the round
+where random's mean curve gains < 0.3 point:
+
+    python tests/bench/bench_label_efficiency.py imbalanced --repeats 2 --strategies random,margin,base --stopping
+    python tests/bench/bench_label_efficiency.py imbalanced --repeats 2 --strategies margin --balance-by predicted --tag balpred
+    python tests/bench/bench_label_efficiency.py imbalanced --summary-only --with-runs balpred --stopping
+    python tests/bench/bench_label_efficiency.py small --repeats 2 --strategies random,margin --stopping
+
 Runs are cached (and resumed) under ``.bench/label-efficiency/``; a rerun
 with more repeats or strategies only computes what is missing.
 """
