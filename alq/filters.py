@@ -18,8 +18,10 @@ it is called ``predicted``). Quotas are water-filled: each value present
 among the selectable rows gets floor(b/V) or ceil(b/V) rows (the +1s go to a
 seeded random choice of values); a value with fewer selectable rows than its
 share gives all it has and the rest is spread over the others. Each value's
-share is filled by the strategy's own ranking run on that value's rows alone
-(one strategy pass per value with a non-zero quota). The merged batch is
+share is filled by the strategy's own ranking run on that value's rows alone:
+one strategy pass per value with a non-zero quota, except for the per-row
+measures (margin, least-confidence, entropy), whose shares all come from one
+grouped top-k pass with exactly the same rows and scores. The merged batch is
 ranked round-robin over values (value order: sorted; NULL last), each
 value's rows in its own rank order; the ``balance_value`` column says which
 value's share took the row.
@@ -276,6 +278,63 @@ def balance_quotas(available: np.ndarray, budget: int, rng: np.random.Generator)
     return quota
 
 
+# Strategies whose ranking is a per-row measure: every value's share comes from ONE grouped top-k pass
+# (exactly the rows and scores of running the strategy on each value's rows alone; tests/test_filters.py).
+_PER_ROW = {"margin": "margin", "least-confidence": "least_confidence", "entropy": "entropy"}
+
+
+def grouped_topk_partial(pool, lo: int, hi: int, head, measure: str, aggregate: str, quota: np.ndarray,
+                         device: str | None, *, excluded: np.ndarray, codes: np.ndarray) -> dict:
+    """Map task: {value: (rows, keys)} = the quota[value] smallest keys of each value's selectable rows."""
+    from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
+    from alq.scoring.topk import StreamingTopK
+    from alq.scoring.uncertainty import DESCENDING, measures_from_logits
+
+    dev = resolve_device(device)
+    tops: dict = {}
+    buffers = Buffers(dev)
+    for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=head_block_rows(pool, head), device=dev,
+                                   buffers=buffers):
+        a, b = block.start - lo, block.stop - lo
+        keep = ~excluded[a:b] & (quota[codes[a:b]] > 0)
+        if not keep.any():
+            continue
+        work = buffers.get("work", len(z), tuple(z.shape[1:])) if measure == "entropy" else None
+        values = measures_from_logits(z, multilabel=head.multilabel, aggregate=aggregate, which=(measure,),
+                                      inplace=True, work=work)[measure]
+        key = (-values if measure in DESCENDING else values).cpu().numpy()[keep]
+        rows, c = block.indices[keep], codes[a:b][keep]
+        order = np.argsort(c, kind="stable")
+        c, key, rows = c[order], key[order], rows[order]
+        cuts = np.flatnonzero(np.diff(c)) + 1
+        for lo_i, hi_i in zip(np.r_[0, cuts], np.r_[cuts, len(c)]):
+            g = int(c[lo_i])
+            tops.setdefault(g, StreamingTopK(int(quota[g]))).push(key[lo_i:hi_i], rows[lo_i:hi_i])
+    return {g: t.result() for g, t in tops.items()}
+
+
+def _grouped_per_row(ctx, measure: str, codes: np.ndarray, quota: np.ndarray, groups: list[int]) -> list:
+    """[(value, Selection)] of a per-row measure strategy for every value, from one grouped pass."""
+    from alq.scoring.passes import _device_arg, _engine
+    from alq.scoring.topk import StreamingTopK
+    from alq.scoring.uncertainty import DESCENDING, check_aggregate
+    from alq.strategies import Selection
+
+    aggregate = check_aggregate(ctx.option("aggregate"))
+    parts = _engine(ctx).map_pool(grouped_topk_partial, ctx.pool, ctx.head, measure, aggregate, quota,
+                                  _device_arg(ctx), row_arrays={"excluded": ctx.excluded, "codes": codes})
+    picks = []
+    for g in groups:
+        top = StreamingTopK(int(quota[g]))
+        for part in parts:
+            if g in part:
+                top.push(part[g][1], part[g][0])
+        idx, key = top.result()
+        values = -key if measure in DESCENDING else key
+        picks.append((g, Selection(indices=idx, scores=values, summary={"scores_source": "head"})))
+    return picks
+
+
 def balanced_select(strategy, ctx, by: str):
     """Run ``strategy`` once per value of ``by`` on that value's rows with its quota; merge round-robin."""
     from alq.strategies import Selection
@@ -285,12 +344,13 @@ def balanced_select(strategy, ctx, by: str):
     available = np.bincount(codes[selectable], minlength=len(values))
     quota = balance_quotas(available, int(ctx.budget), ctx.rng(0xBA1))
     groups = [int(g) for g in np.flatnonzero(quota > 0)]
-    if len(groups) > MAX_BALANCE_VALUES:
+    per_row = _PER_ROW.get(strategy.name) if ctx.scores is None and ctx.head is not None else None
+    if len(groups) > MAX_BALANCE_VALUES and per_row is None:
         raise BadInputError(f"--balance-by {by!r} spreads the batch over {len(groups)} values; at most "
-                            f"{MAX_BALANCE_VALUES} (one strategy pass per value)",
+                            f"{MAX_BALANCE_VALUES} (one {strategy.name} pass per value)",
                             hint="balance by a column with fewer values, or narrow the pool with --where")
-    picks = []
-    for g in groups:
+    picks = _grouped_per_row(ctx, per_row, codes, quota, groups) if per_row is not None else []
+    for g in groups if per_row is None else []:
         sub = dataclasses.replace(ctx, budget=int(quota[g]), excluded=ctx.excluded | (codes != g))
         sel = strategy.select(sub)
         if len(sel.indices) != quota[g]:
@@ -323,6 +383,6 @@ def balanced_select(strategy, ctx, by: str):
         "balance_by": by,
         "balance_values": int(np.count_nonzero(available)),
         "balance_histogram": {("null" if values[g] is None else str(values[g])): int(quota[g]) for g in groups},
-        "balance_passes": len(groups),
+        "balance_passes": 1 if per_row is not None else len(groups),  # strategy passes after the grouping one
     })
     return Selection(indices=idx, scores=scores, columns=columns, summary=summary)

@@ -146,7 +146,7 @@ def test_balance_by_column_gives_exact_quotas_filled_by_the_strategy_ranking(cli
                          "--out", tmp / "b.parquet", "--with-columns", "camera", "--json")
     assert code == 0, err
     s = json.loads(out)
-    assert s["balance_histogram"] == {"back": 10, "front": 10, "side": 10, "null": 10} and s["balance_passes"] == 4
+    assert s["balance_histogram"] == {"back": 10, "front": 10, "side": 10, "null": 10} and s["balance_passes"] == 1
     got = pq.read_table(tmp / "b.parquet").to_pydict()
     assert len(got["id"]) == 40 == len(set(got["id"])) and got["rank"] == list(range(40))
     cams = _pool_table(tmp / "pool").column("camera").to_pylist()
@@ -227,3 +227,20 @@ def test_balance_by_sums_strategy_histograms_and_keeps_base_contract(cli, meta_j
     assert sum(s["base_class_histogram"].values()) == 30 and sum(s["balance_histogram"].values()) == 30
     got = pq.read_table(tmp / "b.parquet").to_pydict()
     assert Counter(got["base_class"]) == {int(k): v for k, v in s["base_class_histogram"].items()}
+
+
+@pytest.mark.parametrize("strategy", ["margin", "entropy", "least-confidence"])
+@pytest.mark.parametrize("by", ["camera", "predicted"])
+def test_one_grouped_pass_equals_one_strategy_run_per_value(meta_job, monkeypatch, strategy, by):
+    import alq.filters as filters
+    from alq.select import SelectRequest, run_select
+
+    tmp = meta_job[0]
+    req = SelectRequest(pool=tmp / "pool", strategy=strategy, budget=37, head=tmp / "head.pt",
+                        labels=tmp / "labels.parquet", balance_by=by, where="width <> 3")
+    fast, s_fast = run_select(req)
+    monkeypatch.setattr(filters, "_PER_ROW", {})
+    slow, s_slow = run_select(req)
+    assert s_fast["balance_passes"] == 1 and s_slow["balance_passes"] == len(s_slow["balance_histogram"]) > 1
+    for col in ("id", "rank", "score", "balance_value", "predicted_class"):
+        assert fast.column(col).to_pylist() == slow.column(col).to_pylist(), col

@@ -51,7 +51,7 @@ def select_cmd(
                                           "pool column (e.g. --balance-by camera), or of the head's predicted class "
                                           "(--balance-by predicted; column:NAME for a column called predicted); "
                                           "each value's share is the strategy's top rows among that value's rows "
-                                          "(one strategy pass per value)."),
+                                          "(one pass per value; one in all for margin, entropy, least-confidence)."),
     head: str | None = typer.Option(None, "--head", parser=path, help="Head file from `alq train` (strategies that score)."),
     labels: str | None = typer.Option(None, "--labels", parser=path, help="Labels file: these rows are never selected."),
     pending: list[str] = typer.Option([], "--pending", parser=path, help="Ids still out for labeling (Parquet with `id`, or "
