@@ -335,7 +335,10 @@ def stopping_analysis(paths: list[Path]) -> dict:
     curve = s["curves"].get("random", {}).get("top1", [])
     gains = [b - a for a, b in zip(curve, curve[1:])]
     flat = next((k + 1 for k, g in enumerate(gains) if g < FLAT_GAIN), None)
-    out = {"random_curve": curve, "random_gains": gains, "flat_round": flat, "strategies": {}}
+    # a noisy mean curve dips once and climbs again: also the first round after which it never gains >= 0.3
+    settled = next((k + 1 for k in range(len(gains)) if all(g < FLAT_GAIN for g in gains[k:])), None)
+    out = {"random_curve": curve, "random_gains": gains, "flat_round": flat, "settled_round": settled,
+           "strategies": {}}
     for name, e in (st or {}).get("strategies", {}).items():
         kap = series(res, name, "stop_kappa")
         rows = []
@@ -351,7 +354,8 @@ def stopping_analysis(paths: list[Path]) -> dict:
 def print_stopping(name: str, a: dict) -> None:
     print(f"stopping rule (kappa >= 0.99 for 2 rounds) on {name}: random's mean gains per round "
           + " ".join(f"{100 * g:+.2f}" for g in a["random_gains"])
-          + f" points; flattens (< {100 * FLAT_GAIN:.1f} point) at round {a['flat_round']}")
+          + f" points; first gain < {100 * FLAT_GAIN:.1f} point at round {a['flat_round']}, every later gain "
+          f"< {100 * FLAT_GAIN:.1f} from round {a['settled_round']}")
     for n, e in a["strategies"].items():
         stops = ", ".join("-" if r["stop_round"] is None else str(r["stop_round"]) for r in e["repeats"])
         ratios = ", ".join("-" if r["ratio_to_final"] is None else f"{r['ratio_to_final']:.3f}" for r in e["repeats"])
