@@ -51,6 +51,8 @@ class SelectRequest:
     with_columns: list[str] = field(default_factory=list)  # pool metadata columns added to the selection
     force_head: bool = False  # use a head trained on another pool of the same dim (refused otherwise)
     escape_formulas: bool = True  # CSV output: cells a spreadsheet would run as formulas get a leading '
+    where: str | None = None  # SQL predicate over the pool's metadata: other rows are excluded (alq.filters)
+    balance_by: str | None = None  # pool column or "predicted": the batch spread evenly over its values
 
 
 def exclusion_mask(pool: Pool, labels: str | Path | None, pending: list) -> tuple[np.ndarray, np.ndarray, int]:
@@ -125,11 +127,15 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
         raise BadInputError(f"--strategy {req.strategy} needs a head (--head HEAD.pt from `alq train`)",
                             hint=f"strategies that need none: {', '.join(cold)}")
     excluded, labeled, n_pending = exclusion_mask(pool, req.labels, req.pending)
+    from alq.engine import get_engine
+
+    engine = get_engine(req.engine, **req.engine_options)
+    filters = _filters(req, pool, excluded, engine, needs_head=head is None)  # --where / --balance-by
     if head is not None and req.labels is not None and strat.needs_head:
         head.check_classes(read_labels(req.labels).classes, path=str(req.head))
     n_unlabeled = int(pool.count - np.count_nonzero(excluded))
     budget = check_budget(int(req.budget), n_unlabeled, allow_smaller=req.allow_smaller, pool_rows=pool.count)
-    notes: dict = {}
+    notes: dict = dict(filters)
     if head is not None and head.pool_fingerprint and head.pool_fingerprint != pool.fingerprint:
         manifest = getattr(pool, "manifest", None)
         if manifest is not None and head.pool_fingerprint in manifest.lineage():
@@ -163,14 +169,25 @@ def build_context(req: SelectRequest, pool: Pool, *, progress=None) -> tuple[Con
         if req.clusters is None:
             raise BadInputError(f"--strategy {req.strategy} needs --clusters (from `alq cluster`)")
         clusters = load_clusters(req.clusters, pool)
-    from alq.engine import get_engine
-
     ctx = Context(pool=pool, budget=budget, seed=int(req.seed), excluded=excluded, labeled=labeled, head=head,
-                  clusters=clusters, options=dict(req.options), engine=get_engine(req.engine, **req.engine_options),
+                  clusters=clusters, options=dict(req.options), engine=engine,
                   device=None if req.engine == "ray" else torch_device(), progress=progress, scores=scores)
     info = {"pool_rows": pool.count, "labeled": int(len(labeled)), "pending": n_pending,
             "unlabeled": n_unlabeled, "budget_requested": int(req.budget), "budget": budget, **notes}
     return ctx, info
+
+
+def _filters(req: SelectRequest, pool: Pool, excluded: np.ndarray, engine, *, needs_head: bool) -> dict:
+    """--where excludes (in place) the rows outside it; --balance-by is checked here, applied in run_select."""
+    if req.where is None and req.balance_by is None:
+        return {}
+    from alq.filters import PREDICTED, apply_where, balance_column
+
+    if req.balance_by is not None:
+        balance_column(pool, req.balance_by)
+        if req.balance_by == PREDICTED and needs_head:
+            raise BadInputError("--balance-by predicted needs a head (--head HEAD.pt from `alq train`)")
+    return apply_where(pool, req.where, excluded, engine)
 
 
 def predicted_classes(head: Head | None, pool: Pool, indices: np.ndarray) -> list | None:
@@ -223,10 +240,17 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
     ctx, info = build_context(req, pool, progress=progress)
     strat = get_strategy(req.strategy)
     t_sel = time.perf_counter()
+    if req.balance_by is not None and (req.dedup is not None or req.min_distance is not None):
+        raise BadInputError("--balance-by cannot be combined with --dedup or --min-distance yet",
+                            hint="select balanced and deduplicated batches in two steps, or drop one option")
     if req.dedup is not None or req.min_distance is not None:  # filter the strategy's ranking
         sel = constrain.constrained_select(strat, ctx, dedup=req.dedup, min_distance=req.min_distance,
                                            pending=req.pending, allow_smaller=req.allow_smaller)
         info["budget"] = ctx.budget
+    elif req.balance_by is not None:  # each value's share filled by the strategy's own ranking (alq.filters)
+        from alq.filters import balanced_select
+
+        sel = balanced_select(strat, ctx, req.balance_by)
     else:
         sel = strat.select(ctx)
     select_seconds = time.perf_counter() - t_sel
@@ -259,6 +283,7 @@ def run_select(req: SelectRequest, out: str | Path | None = None, *, progress=No
             "dedup": shown(req.dedup) if req.dedup else None, "min_distance": req.min_distance,
             "scores": shown(req.scores) if req.scores else None, "scores_fresh": ctx.scores is not None,
             "score_meaning": get_strategy(req.strategy).score_meaning,
+            "where": req.where, "balance_by": req.balance_by,
             "alq_version": __version__, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     if out is not None:
         from alq.export import write_rows

@@ -49,7 +49,7 @@ def make_results(path, *, strategies=("random", "fast", "slow"), repeats=3, jitt
                              "select_seconds": 0.0 if k == 0 else float(rng.uniform(0.01, 0.02)),
                              "train_seconds": float(rng.uniform(0.1, 0.2)), "train_loss": 0.1,
                              "train_accuracy": 1.0, "selection_seed": 1})
-    table = pa.table({f.name: [row[f.name] for row in rows] for f in SCHEMA}, schema=SCHEMA)
+    table = pa.table({f.name: [row.get(f.name) for row in rows] for f in SCHEMA}, schema=SCHEMA)  # stop_*: null
     write_parquet(path, table, {"kind": "simulation-results", "strategies": list(strategies),
                                 "classes": ["a", "b", "c"], "multilabel": False, "repeats": repeats,
                                 "budgets": [10, 10, 10], "seed_size": 10, "seed": 0, "seed_strategy": "random",

@@ -47,6 +47,14 @@ def select_cmd(
     with_columns: str | None = typer.Option(None, "--with-columns", help="Comma-separated metadata columns the pool "
                                             "kept from the input (`alq embed`), e.g. file_path,url, added to the "
                                             "selection."),
+    where_sql: str | None = typer.Option(None, "--where", help="SQL condition over the pool's kept metadata columns "
+                                         "and id (DuckDB): only rows where it is true may be selected, e.g. "
+                                         "--where \"camera = 'front' AND captured_at >= '2026-11-01'\"."),
+    balance_by: str | None = typer.Option(None, "--balance-by", help="Spread the batch evenly over the values of a "
+                                          "pool column (e.g. --balance-by camera), or of the head's predicted class "
+                                          "(--balance-by predicted; column:NAME for a column called predicted); "
+                                          "each value's share is the strategy's top rows among that value's rows "
+                                          "(one pass per value; one in all for margin, entropy, least-confidence)."),
     head: str | None = typer.Option(None, "--head", parser=path, help="Head file from `alq train` (strategies that score)."),
     labels: str | None = typer.Option(None, "--labels", parser=path, help="Labels file: these rows are never selected."),
     pending: list[str] = typer.Option([], "--pending", parser=path, help="Ids still out for labeling (Parquet with `id`, or "
@@ -105,7 +113,8 @@ def select_cmd(
                             engine_options=engine_options(engine, ray_address, ray_gpus_per_task),
                             scores=scores,  # read in place, local or remote
                             force_head=force_head, escape_formulas=escape_formulas,
-                            with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()])
+                            with_columns=[c.strip() for c in (with_columns or "").split(",") if c.strip()],
+                            where=where_sql, balance_by=balance_by)
         with progress_bar(quiet=quiet) as progress:
             _, summary = run_select(req, st.output(out, "file"), progress=progress)
     if not to_stdout:
@@ -132,11 +141,15 @@ def _render(s: dict) -> None:
         typer.echo(f"budget lowered from {s['budget_requested']:,} to {s['budget']:,} (--allow-smaller)")
     from alq.cli._render import fmt_value
 
+    if s.get("where"):
+        typer.echo(f"--where matched {s['where_matched']:,} pool rows; {s['where_excluded']:,} unlabeled rows "
+                   "outside it were excluded")
     for key in ("scores", "head_note"):  # head_warning: on stderr (warn)
         if key in s:
             typer.echo(f"{key}: {fmt_value(s[key])}")
     for key, title in (("predicted_class_histogram", "predicted class of the batch"),
-                       ("base_class_histogram", "class whose turn took each row (BASE)")):
+                       ("base_class_histogram", "class whose turn took each row (BASE)"),
+                       ("balance_histogram", f"rows per value of --balance-by {s.get('balance_by')}")):
         hist = s.get(key) or {}
         if hist:
             width = max(len(str(c)) for c in hist)
@@ -156,6 +169,8 @@ select_cmd.__doc__ = (
     + URI_NOTE + "\n\nExample:\n\n"
     "  alq select pool/ --head head.pt --labels labels.parquet --pending sent.parquet "
     "--strategy margin --budget 10000 --out batch.parquet --json\n\n"
+    "  alq select pool/ --head head.pt --labels labels.parquet --strategy margin --budget 10000 "
+    "--where \"camera = 'front' AND captured_at >= '2026-11-01'\" --balance-by predicted --out batch.parquet\n\n"
     "Strategies:\n\n" + _strategy_help()
 )
 app.command("select")(select_cmd)

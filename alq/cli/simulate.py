@@ -56,6 +56,15 @@ def simulate_cmd(
     class_weighted: bool = ho.CLASS_WEIGHTED,
     clusters: str | None = typer.Option(None, "--clusters", parser=path, help="Clusters of the pool (from `alq cluster`), "
                                             "for strategies that need them."),
+    where_sql: str | None = typer.Option(None, "--where", help="SQL condition over the pool's kept metadata columns "
+                                         "and id: only rows where it is true are ever labeled (seed set included), "
+                                         "e.g. --where \"camera = 'front'\"."),
+    balance_by: str | None = typer.Option(None, "--balance-by", help="Balance every round's batch over a pool "
+                                          "column's values or the head's predicted class, as `alq select "
+                                          "--balance-by`, for every strategy, e.g. --balance-by predicted."),
+    stop_set_size: int = typer.Option(2000, "--stop-set-size", help="Rows of each repeat's fixed, seeded stop set: "
+                                      "results hold stop_kappa (this round's head vs the last one's predictions "
+                                      "there) for `alq report`'s stopping rule, e.g. --stop-set-size 5000."),
     option: list[str] = typer.Option([], "--option", help="Strategy option key=value, or STRATEGY.key=value for one "
                                      "strategy (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished rounds are kept; "
@@ -81,7 +90,8 @@ def simulate_cmd(
                                strategies=split_names(strategies), seed_size=seed_size, budget=budget,
                                rounds=rounds, total_budget=total_budget, repeats=repeats, seed=seed,
                                seed_strategy=seed_strategy, head_mode=head_mode, train=train,
-                               options=parse_options(option), clusters=clusters)
+                               options=parse_options(option), clusters=clusters, where=where_sql,
+                               balance_by=balance_by, stop_set_size=stop_set_size)
         check_strategy_options([*cfg.strategies, cfg.seed_strategy], cfg.options)
         run_dir = st.output(out, "dir", resume=True)  # a run is resumed or checked, never blindly replaced
         from alq import fs

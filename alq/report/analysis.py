@@ -316,6 +316,9 @@ def summarize(res: Results, *, metric: str | None = None, baseline: str = "rando
                       "column_mean": mat.matrix.mean(axis=0).tolist() if len(names) else [],
                       "tests": [{**t, "t": _num(t["t"]), "p": _num(t["p"])} for t in mat.tests],
                       "min_repeats": int(min((out["per_strategy"][n]["repeats"] for n in names), default=0))}
+    from alq.stopping import stopping_summary  # where "kappa >= 0.99 for 2 rounds" would have stopped
+
+    out["stopping"] = stopping_summary(res, metric)
     out["warnings"] = []
     if out["penalty"]["min_repeats"] < MIN_REPEATS_FOR_TESTS:
         out["penalty"]["warning"] = too_few_repeats(out["penalty"]["min_repeats"])

@@ -97,6 +97,11 @@ def render_rich(s: dict, console) -> None:
         console.print(table)
     if s["penalty"].get("note"):
         console.print(s["penalty"]["note"], markup=False)
+    if s.get("stopping"):  # alq.stopping: the round where the stopping rule fires, per strategy
+        from alq.stopping import stopping_table
+
+        for table in _rich_tables(*stopping_table(s), title=f"Stopping rule: {s['stopping']['rule']}", console=console):
+            console.print(table)
     for w in s.get("warnings", []):
         console.print(w, markup=False)
 
@@ -190,4 +195,9 @@ def render_markdown(s: dict, plots: dict) -> str:
              "(as in BASE, Fig. 4):\n", "![class distribution](class_distribution.png)\n",
              "![class balance](class_balance.png)\n",
              "## Time\n", "![timing](timing.png)\n"]
+    if s.get("stopping"):  # alq.stopping
+        from alq.stopping import STOPPING_NOTE, stopping_table
+
+        parts += ["## Stopping rule\n", STOPPING_NOTE.format(rule=s["stopping"]["rule"]) + "\n",
+                  markdown_table(*stopping_table(s)), ""]
     return "\n".join(parts)

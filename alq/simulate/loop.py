@@ -52,6 +52,8 @@ SCHEMA = pa.schema([
     ("class_entropy", pa.float64()),
     ("select_seconds", pa.float64()), ("train_seconds", pa.float64()),
     ("train_loss", pa.float64()), ("train_accuracy", pa.float64()), ("selection_seed", pa.int64()),
+    # stopping signal (alq.stopping): kappa vs the previous round's head on the repeat's fixed stop set
+    ("stop_kappa", pa.float64()), ("stop_mean_margin", pa.float64()), ("cv_accuracy", pa.float64()),
 ])
 
 
@@ -75,6 +77,9 @@ class SimulationConfig:
     train: TrainOptions = field(default_factory=TrainOptions)
     options: dict = field(default_factory=dict)  # "key" for all strategies, "strategy.key" for one
     clusters: str | Path | None = None
+    where: str | None = None  # SQL predicate: only matching pool rows are ever labeled (alq.filters)
+    balance_by: str | None = None  # pool column or "predicted": each round's batch balanced over its values
+    stop_set_size: int = 2000  # rows of the fixed, seeded stop set per repeat (alq.stopping)
 
     def budgets(self) -> list[int]:
         """Labels bought in each round 1..R."""
@@ -115,6 +120,7 @@ class Oracle:
     fingerprints: dict
     clusters: np.ndarray | None = None
     standardizer: tuple | None = None  # the pool's (mean, scale) for normalize="standardize", computed once
+    allowed: np.ndarray | None = None  # bool (N,): rows --where lets be labeled (None: all)
 
 
 def load_oracle(cfg: SimulationConfig, *, need_clusters: bool = False) -> Oracle:
@@ -153,9 +159,18 @@ def load_oracle(cfg: SimulationConfig, *, need_clusters: bool = False) -> Oracle
         from alq.model.standardize import pool_column_stats
 
         standardizer = pool_column_stats(pool).standardizer()
+    allowed = None
+    if cfg.where is not None:  # --where: evaluated once (the pool does not change during a run)
+        from alq.filters import where_mask
+
+        allowed = where_mask(pool, cfg.where)
+    if cfg.balance_by is not None:
+        from alq.filters import balance_column
+
+        balance_column(pool, cfg.balance_by)
     return Oracle(pool=pool, truth=truth, test_x=test_x, test_y=test_y, classes=classes,
                   multilabel=lab.multilabel, fingerprints=fingerprints, clusters=clusters,
-                  standardizer=standardizer)
+                  standardizer=standardizer, allowed=allowed)
 
 
 def _config_json(cfg: SimulationConfig, oracle: Oracle, budgets: list[int]) -> dict:
@@ -169,6 +184,8 @@ def _config_json(cfg: SimulationConfig, oracle: Oracle, budgets: list[int]) -> d
             "head_mode": cfg.head_mode, "train": train, "options": dict(sorted(cfg.options.items())),
             "fingerprints": oracle.fingerprints, "classes": [str(c) for c in oracle.classes],
             "multilabel": oracle.multilabel, "clusters": shown(cfg.clusters) if cfg.clusters else None,
+            "where": cfg.where, "balance_by": cfg.balance_by,
+            **({"stop_set_size": int(cfg.stop_set_size)} if cfg.stop_set_size != 2000 else {}),
         },  # shown(): a staged copy of a remote input is recorded by its URI (resume compares these)
         "inputs": {"pool": str(cfg.pool), "labels": shown(cfg.labels), "test_pool": str(cfg.test_pool),
                    "test_labels": shown(cfg.test_labels)},
@@ -218,9 +235,11 @@ class Simulation:
         need_clusters = any(s.needs_clusters for s in strats) or get_strategy(cfg.seed_strategy).needs_clusters
         oracle = load_oracle(cfg, need_clusters=need_clusters)
         need = cfg.seed_size + sum(budgets)
-        if need > oracle.pool.count:
+        have = oracle.pool.count if oracle.allowed is None else int(np.count_nonzero(oracle.allowed))
+        if need > have:
+            rows = f"{have} rows matching --where" if oracle.allowed is not None else f"{have} rows"
             raise BudgetError(f"--seed-size {cfg.seed_size} + {sum(budgets)} labels over {len(budgets)} rounds = "
-                              f"{need} exceeds the pool's {oracle.pool.count} rows",
+                              f"{need} exceeds the pool's {rows}",
                               hint="lower --budget/--rounds/--total-budget or --seed-size")
         config = self.run_dir.open(_config_json(cfg, oracle, budgets), resume=self.resume, overwrite=self.overwrite)
         exp = config["experiment"]
@@ -321,7 +340,7 @@ class Simulation:
         cfg = self.cfg
         n = self.oracle.pool.count
         sel_seed = derive_seed(cfg.seed, "seed-set", cfg.seed_strategy, r)
-        ctx = self._context(budget=cfg.seed_size, seed=sel_seed, excluded=np.zeros(n, dtype=bool),
+        ctx = self._context(budget=cfg.seed_size, seed=sel_seed, excluded=self._outside(n),
                             labeled=np.empty(0, dtype=np.int64), head=None, strategy=cfg.seed_strategy)
         t = time.perf_counter()
         sel = get_strategy(cfg.seed_strategy).select(ctx)
@@ -333,6 +352,7 @@ class Simulation:
         except BadInputError as exc:
             raise BadInputError(f"seed set of repeat {r}: {exc}", hint="raise --seed-size") from None
         rec = self._record(SEED_SET, r, 0, rows, len(rows), head, select_s, train_s, sel_seed)
+        self._stop_signal(rec, self._stop_set(r, rows), head, None)  # round 0: margin and CV accuracy, no kappa
         rd.commit(SEED_SET, r, 0, rec, selection_table=self._selection_table(rows, sel.scores), head=head)
         self.records[(SEED_SET, r, 0)] = rec
         return rows, head
@@ -348,14 +368,16 @@ class Simulation:
             self.records[(name, r, k)] = rd.read_record(name, r, k)
         head = head0 if k_done == 0 else load_head(rd.head_path(name, r, k_done))
         rows = np.concatenate(parts)
-        excluded = np.zeros(self.oracle.pool.count, dtype=bool)
+        excluded = self._outside(self.oracle.pool.count)
         excluded[rows] = True
+        stop = self._stop_set(r, seed_rows)
+        prev_pred = self._stop_predictions(stop, head)[0]
         for k in range(k_done + 1, len(budgets) + 1):
             sel_seed = derive_seed(cfg.seed, "select", name, r, k)
             ctx = self._context(budget=budgets[k - 1], seed=sel_seed, excluded=excluded, labeled=rows,
                                 head=head, strategy=name)
             t = time.perf_counter()
-            sel = strat.select(ctx)
+            sel = self._select(strat, ctx)
             select_s = time.perf_counter() - t
             check_selection(sel, ctx, name)
             new = np.asarray(sel.indices, dtype=np.int64)
@@ -364,9 +386,49 @@ class Simulation:
             head, train_s = self._train(rows, derive_seed(cfg.seed, "train", r, k),
                                         head if cfg.head_mode == "update" else None)
             rec = self._record(name, r, k, rows, len(new), head, select_s, train_s, sel_seed)
+            prev_pred = self._stop_signal(rec, stop, head, prev_pred)
             rd.commit(name, r, k, rec, selection_table=self._selection_table(new, sel.scores), head=head)
             self.records[(name, r, k)] = rec
             yield k
+
+    # -- --where / --balance-by and the stopping signal (alq.filters, alq.stopping) ----------------------
+    def _outside(self, n: int) -> np.ndarray:
+        """The excluded mask before any label: rows outside --where (none without it)."""
+        return np.zeros(n, dtype=bool) if self.oracle.allowed is None else ~self.oracle.allowed
+
+    def _select(self, strat, ctx: Context):
+        if self.cfg.balance_by is None:
+            return strat.select(ctx)
+        from alq.filters import balanced_select
+
+        return balanced_select(strat, ctx, self.cfg.balance_by)
+
+    def _stop_set(self, r: int, seed_rows: np.ndarray) -> np.ndarray:
+        """Repeat r's stop set: seeded rows outside its seed set; the same for every strategy and round."""
+        from alq.stopping import draw_stop_set
+
+        n = self.oracle.pool.count
+        excluded = np.zeros(n, dtype=bool)
+        excluded[seed_rows] = True
+        size = min(int(self.cfg.stop_set_size), n - len(seed_rows))
+        rows = draw_stop_set(n, excluded, max(size, 1), derive_seed(self.cfg.seed, "stop-set", r))
+        return rows
+
+    def _stop_predictions(self, rows: np.ndarray, head: Head):
+        from alq.stopping import predictions
+
+        return predictions(head, self.oracle.pool.take(rows, dtype=np.float32))
+
+    def _stop_signal(self, rec: dict, rows: np.ndarray, head: Head, prev_pred) -> np.ndarray:
+        """Fill rec's stop_kappa (vs the previous round's head), stop_mean_margin, cv_accuracy."""
+        from alq.stopping import agreement
+
+        pred, margins = self._stop_predictions(rows, head)
+        rec["stop_kappa"] = float(agreement(prev_pred, pred)[0]) if prev_pred is not None else None  # round 0
+        rec["stop_mean_margin"] = float(np.mean(margins))
+        cv = head.meta.get("metrics", {}).get("cv_accuracy")
+        rec["cv_accuracy"] = float(cv) if cv is not None else None  # a fixed --weight-decay: no CV
+        return pred
 
     # -- output ---------------------------------------------------------------------------------
     def results_table(self) -> pa.Table:
@@ -393,6 +455,7 @@ class Simulation:
                 "strategies": self.names, "repeats": self.repeats, "budgets": self.budgets,
                 "seed_size": exp["seed_size"], "seed": exp["seed"], "seed_strategy": exp["seed_strategy"],
                 "head_mode": exp["head_mode"], "train": exp["train"], "options": exp["options"],
+                "where": exp.get("where"), "balance_by": exp.get("balance_by"),
                 "inputs": config["inputs"], "fingerprints": exp["fingerprints"], "alq_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         write_parquet(self.run_dir.results_path, self.results_table(), meta)

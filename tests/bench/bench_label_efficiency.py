@@ -13,6 +13,7 @@ Settings (DISTIL's evaluation practice; BASE's imbalanced setting):
               ``alq transform --redundancy 10`` (600 rows once, 540 rows x 10 copies)
 - imbalanced: 200 seed + 8 x 200 on the pool transformed with ``--imbalance-ratio 10``
   (class sizes 6,000 .. 600); the test set stays balanced.
+- long:       200 seed + 20 x 200 on the 60,000-row pool (the stopping rule; not in the default run)
 
 Printed per setting and strategy: final top-1 accuracy (mean +- std over
 repeats), labels saved vs random at random's final accuracy (the last-upward-
@@ -26,6 +27,15 @@ the mean random curve between rounds.
     python tests/bench/bench_label_efficiency.py                    # everything (hours on 2 cores)
     python tests/bench/bench_label_efficiency.py large --repeats 2 --strategies random,margin,cluster-margin
     pytest -m bench -s tests/bench/bench_label_efficiency.py
+
+Issue 19: ``--balance-by predicted`` vs BASE on the imbalanced pool, and the
+stopping rule (kappa >= 0.99 for 2 rounds on a fixed stop set) vs the round
+where random's mean curve gains < 0.3 point:
+
+    python tests/bench/bench_label_efficiency.py imbalanced --repeats 2 --strategies random,margin,base --stopping
+    python tests/bench/bench_label_efficiency.py imbalanced --repeats 2 --strategies margin --balance-by predicted --tag balpred
+    python tests/bench/bench_label_efficiency.py imbalanced --summary-only --with-runs balpred --stopping
+    python tests/bench/bench_label_efficiency.py small --repeats 2 --strategies random,margin --stopping
 
 Runs are cached (and resumed) under ``.bench/label-efficiency/``; a rerun
 with more repeats or strategies only computes what is missing.
@@ -56,6 +66,8 @@ SETTINGS = {
     "large": {"pool": "full", "seed_size": 1000, "budget": 2000, "rounds": 6},
     "redundant": {"pool": "redundant", "seed_size": 200, "budget": 200, "rounds": 8},
     "imbalanced": {"pool": "imbalanced", "seed_size": 200, "budget": 200, "rounds": 8},
+    # issue 19's stopping rule: small's rounds continued to 20 (kappa 0.99 is not reached within 8)
+    "long": {"pool": "full", "seed_size": 200, "budget": 200, "rounds": 20},
 }
 REPEATS = 5
 # bench-only strategies: a registered strategy's ranking under `alq select --dedup DUPS/` (issue 19), DUPS/ from
@@ -83,7 +95,7 @@ def _write_pool(out: Path, x: np.ndarray, y: np.ndarray) -> None:
     LabelSet(ids=ids, labels=y.tolist()).write(out / "labels.parquet")
 
 
-def prepare(pool_kind: str) -> dict:
+def prepare(pool_kind: str, need_clusters: bool = True) -> dict:
     """Pool, labels, test set and clusters for one pool kind, built once under CACHE."""
     from alq.cluster.api import ClusterOptions, cluster_pool
     from alq.cluster.store import is_cluster_dir
@@ -103,7 +115,7 @@ def prepare(pool_kind: str) -> dict:
         base.mkdir(parents=True, exist_ok=True)
         transform_pool(full / "pool", full / "labels.parquet", base / "pool", base / "labels.parquet", spec)
     clusters = base / "clusters"
-    if not is_cluster_dir(clusters):
+    if need_clusters and not is_cluster_dir(clusters):
         t = time.perf_counter()
         summary = cluster_pool(open_pool(base / "pool"), clusters, ClusterOptions())
         print(f"# clustered {pool_kind}: {summary['n_clusters']} clusters in {time.perf_counter() - t:.0f} s "
@@ -168,18 +180,20 @@ def register_dedup_strategies(dups: Path) -> None:
 
 
 def run_setting(name: str, strategies: list[str], repeats: int, options: dict | None = None,
-                tag: str = "", clusters: Path | None = None) -> Path:
+                tag: str = "", clusters: Path | None = None, balance_by: str | None = None) -> Path:
     """Run (or resume) one setting's simulation with alq's defaults; returns its results.parquet."""
     from alq.simulate import SimulationConfig, run_simulation
+    from alq.strategies import get_strategy
 
     s = SETTINGS[name]
-    inputs = prepare(s["pool"])
+    inputs = prepare(s["pool"], need_clusters=any(get_strategy(n).needs_clusters for n in strategies))
     register_dedup_strategies(inputs["dups"])
     out = CACHE / "runs" / (name + (f"-{tag}" if tag else ""))
     cfg = SimulationConfig(pool=inputs["pool"], labels=inputs["labels"], test_pool=inputs["test_pool"],
                            test_labels=inputs["test_labels"], strategies=strategies, seed_size=s["seed_size"],
                            budget=s["budget"], rounds=s["rounds"], repeats=repeats, seed=0,
-                           clusters=clusters or inputs["clusters"], options=dict(options or {}))
+                           clusters=clusters or inputs["clusters"], options=dict(options or {}),
+                           balance_by=balance_by)
     t = time.perf_counter()
 
     def progress(task, done, total):
@@ -298,6 +312,11 @@ def merged_results(paths: list[Path]):
     from alq.report.analysis import Results, load_results
 
     parts = [load_results(p) for p in paths]
+    for part in parts:  # a run with --balance-by: its strategies are variants (margin+balance:predicted)
+        if part.meta.get("balance_by"):
+            suffix = f"+balance:{part.meta['balance_by']}"
+            part.columns["strategy"] = [n + suffix for n in part.columns["strategy"]]
+            part.meta["strategies"] = [n + suffix for n in part.meta.get("strategies", [])]
     cols: dict = {k: [] for k in parts[0].columns}
     seen = set()
     names: list[str] = []
@@ -340,7 +359,11 @@ def summarize_setting(name: str, results: Path, extra: list[Path] | None = None)
 def _final_values(results: Path, strategy: str) -> list[float]:
     import pyarrow.parquet as pq
 
-    rows = [r for r in pq.read_table(results).to_pylist() if r["strategy"] == strategy]
+    from alq.io import parquet_metadata
+
+    by = parquet_metadata(results).get("balance_by")
+    suffix = f"+balance:{by}" if by else ""
+    rows = [r for r in pq.read_table(results).to_pylist() if r["strategy"] + suffix == strategy]
     if not rows:
         return []
     last = max(r["round"] for r in rows)
@@ -351,6 +374,55 @@ def _fmt(v, spec=".3f", none="-") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return none if v is None or (isinstance(v, float) and math.isnan(v)) else "inf"
     return format(v, spec)
+
+
+FLAT_GAIN = 0.003  # "random's mean curve gains < 0.3 point per round"
+
+
+def stopping_analysis(paths: list[Path]) -> dict:
+    """Where "kappa >= 0.99 for 2 rounds" stops each strategy vs the round where random's mean curve flattens.
+
+    Flattening round: the first round k >= 1 whose mean gain over round k - 1 is < ``FLAT_GAIN``. Per
+    strategy and repeat: the stop round, |stop - flattening| <= 1, and accuracy at stop / final accuracy
+    (the target: >= 0.98 for margin). Also the mean kappa per round, to see how close the rule came.
+    """
+    from alq.report.analysis import series, summarize
+    from alq.stopping import stopping_summary
+
+    res = merged_results(paths)
+    s = summarize(res)
+    st = stopping_summary(res, "top1")
+    curve = s["curves"].get("random", {}).get("top1", [])
+    gains = [b - a for a, b in zip(curve, curve[1:])]
+    flat = next((k + 1 for k, g in enumerate(gains) if g < FLAT_GAIN), None)
+    # a noisy mean curve dips once and climbs again: also the first round after which it never gains >= 0.3
+    settled = next((k + 1 for k in range(len(gains)) if all(g < FLAT_GAIN for g in gains[k:])), None)
+    out = {"random_curve": curve, "random_gains": gains, "flat_round": flat, "settled_round": settled,
+           "strategies": {}}
+    for name, e in (st or {}).get("strategies", {}).items():
+        kap = series(res, name, "stop_kappa")
+        rows = []
+        for r in e["repeats"]:
+            ratio = (r["at_stop"] / r["final"]) if r["at_stop"] is not None and r["final"] else None
+            near = (abs(r["stop_round"] - flat) <= 1) if r["stop_round"] is not None and flat is not None else None
+            rows.append({**r, "ratio_to_final": ratio, "within_one_of_flat": near})
+        out["strategies"][name] = {"repeats": rows, "mean_kappa": [None if not np.isfinite(v) else float(v)
+                                                                   for v in kap.mean()]}
+    return out
+
+
+def print_stopping(name: str, a: dict) -> None:
+    print(f"stopping rule (kappa >= 0.99 for 2 rounds) on {name}: random's mean gains per round "
+          + " ".join(f"{100 * g:+.2f}" for g in a["random_gains"])
+          + f" points; first gain < {100 * FLAT_GAIN:.1f} point at round {a['flat_round']}, every later gain "
+          f"< {100 * FLAT_GAIN:.1f} from round {a['settled_round']}")
+    for n, e in a["strategies"].items():
+        stops = ", ".join("-" if r["stop_round"] is None else str(r["stop_round"]) for r in e["repeats"])
+        ratios = ", ".join("-" if r["ratio_to_final"] is None else f"{r['ratio_to_final']:.3f}" for r in e["repeats"])
+        near = [r["within_one_of_flat"] for r in e["repeats"]]
+        print(f"  {n:28s} stops at round {stops}; acc at stop / final {ratios}; within one round of "
+              f"random's flattening: {near}; mean kappa per round "
+              + " ".join("-" if k is None else f"{k:.3f}" for k in e["mean_kappa"]))
 
 
 def print_setting(name: str, summary: dict, reference: list[dict]) -> None:
@@ -386,7 +458,7 @@ def print_setting(name: str, summary: dict, reference: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("settings", nargs="*", default=list(SETTINGS))
+    ap.add_argument("settings", nargs="*", default=[n for n in SETTINGS if n != "long"])
     ap.add_argument("--repeats", type=int, default=REPEATS)
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--sklearn-repeats", type=int, default=SKLEARN_REPEATS)
@@ -396,6 +468,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--with-runs", default="", help="also summarise these run tags of the same setting "
                     "(strategies run in other processes), e.g. part2")
     ap.add_argument("--summary-only", action="store_true", help="print the table of runs already made")
+    ap.add_argument("--balance-by", default=None, help="run every strategy with --balance-by (e.g. predicted); "
+                    "use with --tag, then summarise beside the plain run with --with-runs TAG")
+    ap.add_argument("--stopping", action="store_true", help="print where the stopping rule fires vs the round "
+                    "where random's mean curve flattens")
     ap.add_argument("--compare-heads", default="", help="strategies whose labeled sets are retrained with the "
                     "earlier and today's default head (e.g. random,balanced-random)")
     args = ap.parse_args(argv)
@@ -411,12 +487,14 @@ def main(argv: list[str] | None = None) -> None:
             results = CACHE / "runs" / (name + (f"-{args.tag}" if args.tag else "")) / "results.parquet"
         else:
             results = run_setting(name, [s for s in args.strategies.split(",") if s], args.repeats, options,
-                                  args.tag, args.clusters)
+                                  args.tag, args.clusters, args.balance_by)
         extra = [CACHE / "runs" / f"{name}-{t}" / "results.parquet" for t in args.with_runs.split(",") if t]
         ref = []
         if args.sklearn_repeats and "random" in args.strategies.split(",") and SETTINGS[name]["pool"] == "full":
             ref = sklearn_reference(name, results, min(args.sklearn_repeats, args.repeats))
         print_setting(name, summarize_setting(name, results, extra), ref)
+        if args.stopping:
+            print_stopping(name, stopping_analysis([results, *extra]))
         if args.compare_heads:
             print_head_comparison(compare_heads(name, results, args.compare_heads.split(","), args.repeats))
         print(f"({name}: {time.perf_counter() - t:.0f} s)", flush=True)
@@ -426,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
 def test_label_efficiency():
     if not have_data():
         pytest.skip(f"{DATA} not found (set ALQ_FMNIST_DIR)")
-    main([])
+    main([n for n in SETTINGS if n != "long"])
 
 
 if __name__ == "__main__":
