@@ -244,10 +244,10 @@ def _brute_penalty(vals: dict, alpha: float) -> np.ndarray:
         for j, b in enumerate(names):
             if i == j:
                 continue
-            for rnd in range(k):
+            for rnd in range(1, k):  # selection rounds: round 0 is the seed set every strategy shares
                 res = scipy_stats.ttest_rel(vals[a][:, rnd], vals[b][:, rnd])
                 if res.pvalue < alpha and res.statistic > 0:
-                    mat[i, j] += 1 / k
+                    mat[i, j] += 1 / (k - 1)
     return mat
 
 
@@ -266,7 +266,7 @@ def test_penalty_matrix_matches_scipy(seed):
     want = _brute_penalty(vals, 0.05)
     np.testing.assert_allclose(got.matrix, want, atol=1e-12)
     assert got.matrix.sum() > 0  # the construction does produce significant rounds
-    assert all(k == rounds for k in got.rounds.values())
+    assert all(k == rounds - 1 for k in got.rounds.values())
 
 
 def test_penalty_matrix_by_hand():
@@ -275,4 +275,4 @@ def test_penalty_matrix_by_hand():
     b = np.array([[0.5, 0.70], [0.6, 0.80], [0.7, 0.90]])
     s = {n: Series(rounds=np.arange(2), repeats=np.arange(3), values=v) for n, v in (("a", a), ("b", b))}
     pm = penalty_matrix(s)
-    assert pm.matrix.tolist() == [[0.0, 0.5], [0.0, 0.0]]  # 1 of 2 rounds
+    assert pm.matrix.tolist() == [[0.0, 1.0], [0.0, 0.0]]  # 1 of 1 selection round (round 0 is the seed set)
