@@ -275,8 +275,8 @@ def synth_pool(n: int) -> Path:
     """`alq synth`'s default generator (100 classes, separation 4): no neighbourhood structure to exploit."""
     path = WORK / f"synth-{n}"
     if not (path / "manifest.json").exists():
-        subprocess.run([sys.executable, "-m", "alq", "synth", "--out", path, "-n", n, "-d", D, "-c", 100,
-                        "--dtype", "float16", "-q"], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        subprocess.run([sys.executable, "-m", "alq", "synth", "--out", str(path), "-n", str(n), "-d", str(D),
+                        "-c", "100", "--dtype", "float16", "-q"], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     return path
 
 
@@ -399,7 +399,9 @@ def test_bench_cluster_stages_vs_plain_faiss(spec):
     best = min(base, key=lambda r: r["total"])
     lines = [f"\n[cluster {kind} N={n} d={x.shape[1]}] whole `alq cluster` {wall:.1f} s, peak RSS {rss:.2f} GiB; "
              f"stages {sec}; {info['n_clusters']} clusters"]
-    idx = json.loads((WORK / f"clusters-{kind}-{n}" / "_clusters.json").read_text())["parameters"]["index"]
+    from alq.cluster.store import read_summary
+
+    idx = read_summary(WORK / f"clusters-{kind}-{n}")["parameters"]["index"]
     lines.append(f"  alq index: {idx.get('index')} nlist={idx.get('nlist')} nprobe={idx.get('nprobe')} "
                  f"recall@10={idx.get('recall_at_k')} ({idx.get('why', 'IVF reached the target')})")
     for r in sorted(base, key=lambda r: r["total"]):
