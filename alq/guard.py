@@ -116,7 +116,7 @@ def _dir_kind(names: set[str]) -> str | None:
         return "pool"  # shard files and no manifest: a first build killed before its commit (the writer clears it)
     for marker, kind in (("manifest.json", "pool"), ("_clusters.parquet", "clusters"), ("_clusters.json", "clusters"),
                          ("clusters.json", "clusters"), ("_scores.parquet", "scores"), ("_scores.json", "scores"),
-                         ("scores.json", "scores"), ("_dedup.json", "dedup"),
+                         ("scores.json", "scores"), ("_dedup.parquet", "dedup"), ("_dedup.json", "dedup"),
                          ("report.md", "report"), ("report.json", "report"), ("config.json", "run"),
                          ("results.parquet", "run")):
         if marker in names:
@@ -157,7 +157,7 @@ def _is_head(path: Path) -> bool:
 _MANAGED = {"manifest.json": "pool", "_clusters.parquet": "clusters directory", "_scores.parquet": "scores directory",
             "_clusters.json": "clusters directory", "clusters.json": "clusters directory",
             "_scores.json": "scores directory", "scores.json": "scores directory",
-            "_dedup.json": "dedup directory"}
+            "_dedup.parquet": "dedup directory", "_dedup.json": "dedup directory"}
 
 
 def _managed_above(path: Path) -> tuple[Path, str] | None:

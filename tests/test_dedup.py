@@ -293,7 +293,7 @@ def test_select_constraint_errors(cli, world, job):
     code, _, err = cli(*base, "--budget", "5", "--min-distance", "-1")
     assert code == 2 and "--min-distance=-1.0 must be" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(*base, "--budget", "5", "--dedup", tmp / "nothere")
-    assert code == 2 and "no _dedup.json" in err
+    assert code == 2 and "no _dedup.parquet" in err
     g = job["groups"]
     free = np.ones(len(g), bool)
     free[job["labeled"]] = False
@@ -340,3 +340,18 @@ def test_min_distance_counts_add_up(cli, world, job):
     c = s["constraints"]
     assert c["ranked_rows_skipped"] == (c["min_distance"]["rejected_near_labeled_or_pending"]
                                         + c["min_distance"]["rejected_near_a_pick"])
+
+
+def test_dedup_dir_scans_as_one_parquet_dataset(world, cli, tmp_path):
+    """The record is a no-row Parquet file: DuckDB reads DUPS/*.parquet as the pool's rows and nothing else."""
+    duckdb = pytest.importorskip("duckdb")
+    code, _, err = cli("dedup", world["pool"].path, "--out", tmp_path / "dups", "--threshold", "0.1", "-q")
+    assert code == 0, err
+    assert sorted(p.suffix for p in (tmp_path / "dups").iterdir()) == [".parquet"] * len(
+        list((tmp_path / "dups").iterdir()))
+    [(n, groups)] = duckdb.sql(f"SELECT count(*), count(DISTINCT \"group\") "
+                               f"FROM read_parquet('{tmp_path}/dups/*.parquet')").fetchall()
+    assert n == len(world["x"])
+    from alq.dedup.store import load_groups
+
+    assert groups == len(np.unique(load_groups(tmp_path / "dups", world["pool"])))

@@ -85,7 +85,7 @@ dedup_cmd.__doc__ = (
     "Group the pool's near duplicates: rows at distance <= --threshold (or --auto) share a group.\n\n"
     "A map over shards on the faiss index `alq cluster` builds (reused with --clusters when `alq cluster` "
     "already ran), then a union-find of the close pairs. Exact duplicates always group. Writes "
-    "DIR/_dedup.json (summary) and one Parquet of (id, group, representative, distance) per pool shard; "
+    "DIR/_dedup.parquet (summary, a no-row Parquet) and one Parquet of (id, group, representative, distance) per pool shard; "
     "`alq select --dedup DIR` then takes at most one row per group, and none from a group that already has a "
     "labeled or pending row.\n\n"
     "Example:\n\n"

@@ -346,7 +346,7 @@ def _saved_graph(clusters, pool, normalize) -> tuple[IndexRef, Path, int] | str:
 
 def compute_groups(pool, opts: DedupOptions, *, engine=None, progress=None, log=None,
                    clusters=None) -> tuple[Groups, dict]:
-    """Near-duplicate groups of every pool row (module docstring). Returns (groups, info for _dedup.json)."""
+    """Near-duplicate groups of every pool row (module docstring). Returns (groups, info for the _dedup.parquet record)."""
     from alq.cluster.api import effective_normalize
     from alq.cluster.knngraph import shard_file
     from alq.engine import LocalEngine

@@ -2,7 +2,7 @@
 
 Layout::
 
-    DUPS/_dedup.json                   summary + provenance (written last; the whole directory is swapped in)
+    DUPS/_dedup.parquet                summary + provenance (a no-row Parquet, record in its metadata) (written last; the whole directory is swapped in)
     DUPS/shard-000000.dedup.parquet    columns id, group (int64), representative (an id), distance (float32),
     ...                                one file per pool shard, same rows in the same order
 
@@ -10,7 +10,7 @@ Layout::
 without a near duplicate is a group of its own (its own representative, at
 distance 0). ``distance`` is the row's distance to its group's
 representative (which may exceed the threshold: groups are connected
-components of the "closer than T" graph). ``_dedup.json`` records the pool
+components of the "closer than T" graph). ``_dedup.parquet`` records the pool
 fingerprint and shard checksums (as ``alq cluster`` does), so ``alq select
 --dedup`` refuses groups of another pool, or of a pool rows were appended to.
 """
@@ -29,11 +29,12 @@ from alq import __version__
 from alq.cluster.knn import prepare
 from alq.cluster.store import coverage, pool_label, publish, shard_records
 from alq.errors import BadInputError, StaleError
-from alq.io import read_json, read_parquet, sha256_file, write_json, write_parquet
+from alq.io import read_parquet, sha256_file, write_parquet
 
 FORMAT = "alq-dedup"
 VERSION = 1
-SUMMARY = "_dedup.json"
+SUMMARY = "_dedup.parquet"  # a no-row Parquet sidecar (alq.store.sidecar): the directory scans as a dataset
+LEGACY = "_dedup.json"
 DESCRIPTION = ("Near-duplicate groups of the pool's embeddings (`alq dedup`): every pair of rows at distance <= "
                "threshold is in one group (connected components). One Parquet per pool shard (columns id, group, "
                "representative, distance; same rows, same order). Used by `alq select --dedup DIR`.")
@@ -43,8 +44,14 @@ def shard_file(shard_name: str) -> str:
     return f"{shard_name}.dedup.parquet"
 
 
+def _summary_path(directory: Path) -> Path:
+    """The directory's record: ``_dedup.parquet``, or ``_dedup.json`` in directories written before."""
+    path = Path(directory) / SUMMARY
+    return path if path.is_file() or not (Path(directory) / LEGACY).is_file() else Path(directory) / LEGACY
+
+
 def is_dedup_dir(path) -> bool:
-    return (Path(path) / SUMMARY).is_file()
+    return _summary_path(Path(path)).is_file()
 
 
 def check_out_dir(out: Path) -> None:
@@ -79,6 +86,12 @@ def _shard_table(pool, s: int, groups, normalize) -> pa.Table:
                      "distance": pa.array(dist)})
 
 
+def _shard_schema(pool) -> pa.Schema:
+    id_type = pa.int64() if pool.id_type == "int64" else pa.string()
+    return pa.schema([("id", id_type), ("group", pa.int64()), ("representative", id_type),
+                      ("distance", pa.float32())])
+
+
 def write_dedup(pool, out, groups, info: dict, *, normalize_requested, normalize_applied) -> dict:
     """Write the dedup directory atomically (the previous one survives a crash); return its summary."""
     out = Path(out)
@@ -99,7 +112,9 @@ def write_dedup(pool, out, groups, info: dict, *, normalize_requested, normalize
                    "pool_rows": int(pool.count), "dim": int(pool.dim), "normalize": normalize_requested,
                    "normalize_applied": normalize_applied, **info, "shards": shards}
         summary["headline"] = headline(summary)
-        write_json(build / SUMMARY, summary)
+        from alq.store import sidecar
+
+        sidecar.write(build / SUMMARY, summary, _shard_schema(pool))
         publish(build, out)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -115,11 +130,13 @@ def headline(s: dict) -> str:
 
 def read_summary(directory) -> dict:
     directory = Path(directory)
-    path = directory / SUMMARY
+    path = _summary_path(directory)
     if not path.is_file():
         raise BadInputError(f"{directory}: no {SUMMARY} (not an alq dedup directory, or `alq dedup` never "
                             f"finished)", hint=f"build it with `alq dedup POOL --out {directory} --auto`")
-    summary = read_json(path, what="dedup summary")
+    from alq.store import sidecar
+
+    summary = sidecar.read(path, what="dedup summary")
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise BadInputError(f"{path}: not an alq dedup summary")
     if summary.get("version") != VERSION:

@@ -18,7 +18,8 @@ from alq.errors import BadInputError, StoreError
 from alq.io import parquet_metadata, read_json, read_parquet, read_parquet_schema, sha256_file
 
 DIR_FORMATS = {"_clusters.parquet": "alq-clusters", "_scores.parquet": "alq-scores",  # the others: legacy
-               "_clusters.json": "alq-clusters", "_scores.json": "alq-scores", "_dedup.json": "alq-dedup",
+               "_dedup.parquet": "alq-dedup", "_dedup.json": "alq-dedup",
+               "_clusters.json": "alq-clusters", "_scores.json": "alq-scores",
                "clusters.json": "alq-clusters", "scores.json": "alq-scores"}
 
 

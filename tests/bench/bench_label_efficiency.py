@@ -121,7 +121,7 @@ def prepare(pool_kind: str, need_clusters: bool = True) -> dict:
         print(f"# clustered {pool_kind}: {summary['n_clusters']} clusters in {time.perf_counter() - t:.0f} s "
               f"({summary.get('headline', '')})", flush=True)
     dups = base / "dups"
-    if not (dups / "_dedup.json").exists():
+    if not (dups / "_dedup.parquet").exists():
         from alq.cluster.api import effective_normalize
         from alq.dedup.groups import DedupOptions, compute_groups
         from alq.dedup.store import write_dedup
