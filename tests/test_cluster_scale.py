@@ -191,7 +191,11 @@ def test_resume_after_a_kill_gives_identical_bytes(tmp_path, monkeypatch):
     assert not (tmp_path / "again").exists()  # nothing published
     monkeypatch.setattr(kg, "search_partial", real)
     calls["n"] = 0
-    resumed = cluster_pool(pool, tmp_path / "again", opts, resume=True)
+    # a plain rerun would start over: it says what it discards and how to keep it (checked, not run)
+    notes: list[str] = []
+    assert kg._load_plan(work, kg._wanted(pool, 10, None, 0, "auto", opts.recall)) is not None
+    resumed = cluster_pool(pool, tmp_path / "again", opts, resume=True, log=notes.append)
+    assert not any("discarding" in n for n in notes) and any("reusing the saved index" in n for n in notes)
     assert resumed["parameters"]["index"]["resumed_shards"] == 2
     for f in sorted((tmp_path / "full").glob("*.parquet")):
         assert pq.read_table(f).equals(pq.read_table(tmp_path / "again" / f.name)), f.name
@@ -201,6 +205,29 @@ def test_resume_after_a_kill_gives_identical_bytes(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a1, a2)
         np.testing.assert_array_equal(d1, d2)
     assert full["n_clusters"] == resumed["n_clusters"]
+
+
+def test_a_plain_rerun_says_it_discards_a_checkpoint(tmp_path, monkeypatch):
+    x, _ = gaussian_pool(600, d=8, c=4, seed=9)
+    pool = _disk_pool(tmp_path / "pool", x, shard_rows=200)
+    import alq.cluster.knngraph as kg
+
+    real = kg.search_partial
+    calls = {"n": 0}
+
+    def dies_on_second_shard(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kg, "search_partial", dies_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        cluster_pool(pool, tmp_path / "c", ClusterOptions(method="graph"))
+    monkeypatch.setattr(kg, "search_partial", real)
+    notes: list[str] = []
+    cluster_pool(pool, tmp_path / "c", ClusterOptions(method="graph"), log=notes.append)
+    assert sum("discarding a killed run's kNN checkpoint (1 shards done; pass --resume" in n for n in notes) == 1
 
 
 def test_resume_with_other_options_starts_over(tmp_path):

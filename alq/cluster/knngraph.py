@@ -98,6 +98,9 @@ def knn_graph(pool, *, k: int, normalize, seed: int, kind: str, target_recall: f
     loaded = _load_plan(work, wanted) if resume else None
     if resume and loaded is None and work.exists():
         say("note: --resume: the saved kNN work does not match this pool and these options; starting over")
+    elif not resume and _load_plan(work, wanted) is not None:
+        done = len(list(work.glob("knn-*.parquet")))
+        say(f"note: discarding a killed run's kNN checkpoint ({done} shards done; pass --resume to continue it)")
     t0 = time.perf_counter()
     if loaded is None:
         shutil.rmtree(work, ignore_errors=True)
