@@ -10,12 +10,13 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 from sklearn.metrics import adjusted_rand_score
 
-from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters, update_clusters
+from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters
 from alq.cluster.exact import exact_average_linkage, pairwise_distances
 from alq.cluster.graph import edges_from_knn, graph_average_linkage
 from alq.cluster.knn import build_index, exact_knn, search_partial
 from alq.cluster.linkage import canonical_labels
 from alq.cluster.store import SUMMARY, load_clusters, read_summary
+from alq.cluster.update import update_clusters
 from alq.errors import BadInputError, StaleError
 from alq.store import MemoryPool, PoolWriter, open_pool
 from tests.conftest import gaussian_pool

@@ -20,10 +20,11 @@ import pytest
 from conftest import gaussian_pool
 
 from alq.cluster import knn as knn_mod
-from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters, update_clusters, work_dir_for
+from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters, work_dir_for
 from alq.cluster.graph import edges_from_knn, graph_average_linkage
 from alq.cluster.knn import build_index, search_partial
 from alq.cluster.knngraph import graph_dir, read_knn_shard
+from alq.cluster.update import update_clusters
 from alq.errors import BadInputError
 from alq.store import MemoryPool, PoolWriter, open_pool
 

@@ -90,8 +90,9 @@ def test_score_same_on_ray(world, engine, tmp_path):
 
 
 def test_cluster_graph_and_update_same_on_ray(world, engine, tmp_path):
-    from alq.cluster.api import ClusterOptions, cluster_pool, update_clusters
+    from alq.cluster.api import ClusterOptions, cluster_pool
     from alq.cluster.store import load_clusters
+    from alq.cluster.update import update_clusters
 
     opts = ClusterOptions(method="graph", knn=8)
     for name, eng in (("local", LocalEngine()), ("ray", engine)):

@@ -53,8 +53,9 @@ def cluster_cmd(
     as_json: bool = JSON_OPTION,
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    from alq.cluster.api import ClusterOptions, cluster_pool, update_clusters
+    from alq.cluster.api import ClusterOptions, cluster_pool
     from alq.cluster.store import is_cluster_dir
+    from alq.cluster.update import update_clusters
     from alq.guard import Output, check_outputs
     from alq.store import open_pool
 

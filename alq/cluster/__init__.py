@@ -6,7 +6,8 @@ kNN graph), ``graph`` (RNN merging on that graph), ``linkage``
 :func:`load_clusters`), ``api`` (what ``alq cluster`` runs).
 """
 
-from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters, update_clusters
+from alq.cluster.api import ClusterOptions, cluster_pool, compute_clusters
 from alq.cluster.store import load_clusters
+from alq.cluster.update import update_clusters
 
 __all__ = ["ClusterOptions", "cluster_pool", "compute_clusters", "update_clusters", "load_clusters"]

@@ -3,7 +3,8 @@
 The index is built on the driver by streaming the pool's blocks into it;
 the queries are a map over shards (:func:`search_partial`) so an engine can
 run them in parallel. faiss uses the GPU build's devices when present
-(``alq.device.faiss_gpu_count``).
+(``alq.device.faiss_gpu_count``). The exact answers it is measured
+against come from :mod:`alq.cluster.exactknn`.
 
 How the index is chosen (:func:`build_index`), by measurement, once:
 
@@ -48,8 +49,9 @@ import time
 
 import numpy as np
 
+from alq.cluster.exactknn import _faiss, exact_knn, exact_near, prepare, recall
 from alq.device import faiss_gpu_count, faiss_set_nprobe, faiss_to_gpu
-from alq.errors import BadInputError, MissingFeatureError
+from alq.errors import BadInputError
 
 FLAT_MAX_ROWS = 20_000
 FLAT_MAX_BYTES = 4 * 2**30  # the largest flat (exact) index the planner falls back to
@@ -58,31 +60,6 @@ RECALL_QUERIES = 1000
 CALL_SECONDS = 1.0  # target duration of one native search call (how soon a signal is seen)
 LISTS_PER_SQRT_N = 4
 TRAIN_ROWS_PER_LIST = 39  # faiss warns below 39 training points per centroid
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - faiss is a runtime dependency
-        raise MissingFeatureError("faiss is not installed (pip install faiss-cpu, or faiss-gpu)") from None
-    return faiss
-
-
-def prepare(vectors: np.ndarray, normalize: str | None, row0: int | None = None) -> np.ndarray:
-    """float32, C-contiguous, l2-normalised when asked: what faiss and the distances see. Shape (n, d).
-
-    ``row0`` (the pool index of the first row) lets an error name the offending row.
-    """
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if normalize == "l2":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        if (norms == 0).any():
-            bad = int(np.flatnonzero(norms[:, 0] == 0)[0])
-            where = f"pool row {row0 + bad}" if row0 is not None else "a pool row"
-            raise BadInputError(f"--normalize l2: {where} is all zeros and has no direction",
-                                hint="drop --normalize or remove that row")
-        x = x / norms
-    return x
 
 
 def ivf_lists(n: int) -> int:
@@ -291,7 +268,7 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
         t = time.perf_counter()
         _, got = ref.index.search(queries, k + 1)
         per_query = (time.perf_counter() - t) / len(rows)
-        rec = {"nprobe": int(p), "recall": _recall(got, truth, rows), "seconds_estimate": per_query * n,
+        rec = {"nprobe": int(p), "recall": recall(got, truth, rows), "seconds_estimate": per_query * n,
                "per_query": per_query}
         tried.append(rec)
         return rec
@@ -354,79 +331,6 @@ def choose(tried: list[dict], best: dict | None, flat_seconds: float, flat_ok: b
     return None
 
 
-def exact_knn(pool, queries: np.ndarray, k: int, *, hi: int, normalize: str | None,
-              query_rows: np.ndarray | None = None, prepared: bool = False) -> np.ndarray:
-    """Brute-force k nearest rows in [0, hi) of each query (q, d), streamed over the pool. (q, k) int64.
-
-    ``query_rows`` (global indices of the queries) are excluded from their own lists.
-    ``prepared``: the queries are already what :func:`prepare` returns. Each
-    pool block is searched with faiss's exact ``knn`` (the same BLAS kernel as
-    a flat index, so its time predicts an exact graph's), then merged.
-    """
-    faiss = _faiss()
-    q = queries if prepared else prepare(queries, normalize)
-    kk = k + 1 if query_rows is not None else k  # room for the query itself
-    best_d = np.full((len(q), 0), np.inf, dtype=np.float32)
-    best_i = np.full((len(q), 0), -1, dtype=np.int64)
-    own = np.asarray(query_rows, dtype=np.int64)[:, None] if query_rows is not None else None
-    rows = pool.block_rows(pool.dim * (pool.dtype.itemsize + 4))
-    for block in pool.iter_blocks(block_rows=rows, lo=0, hi=hi):
-        x = prepare(block.vectors, normalize)
-        d2, idx = faiss.knn(q, x, min(kk, len(x)))
-        idx = np.where(idx >= 0, idx + block.start, -1)
-        if own is not None:
-            d2 = np.where(idx == own, np.inf, d2)
-        cat_d = np.concatenate([best_d, d2], 1)
-        cat_i = np.concatenate([best_i, idx], 1)
-        order = np.argsort(cat_d, axis=1, kind="stable")[:, :kk]
-        best_d = np.take_along_axis(cat_d, order, 1)
-        best_i = np.take_along_axis(cat_i, order, 1)
-    best_i = np.where(np.isfinite(best_d), best_i, -1)
-    out = np.full((len(q), k), -1, dtype=np.int64)
-    m = min(k, best_i.shape[1])
-    out[:, :m] = best_i[:, :m]
-    return out
-
-
-def _recall(got: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> float:
-    """Share of the true k nearest found among the first k results other than the query itself."""
-    k = truth.shape[1]
-    mine = got == rows[:, None]
-    # drop the query itself, else the last result, so every row keeps k candidates
-    drop = np.where(mine.any(1), mine.argmax(1), got.shape[1] - 1)
-    keep = np.ones_like(mine)
-    keep[np.arange(len(got)), drop] = False
-    g = got[keep].reshape(len(got), got.shape[1] - 1)[:, :k]
-    hits = (g[:, :, None] == truth[:, None, :]) & (truth[:, None, :] >= 0)
-    return float(hits.any(2).sum()) / max(1, int((truth >= 0).sum()))
-
-
-# faiss's float32 |x|^2 + |y|^2 - 2 x.y is off by about this much times |x|^2 (with a margin)
-_FAISS_TOL = 1e-5
-
-
-def _exact_near(pool, x: np.ndarray, idx: np.ndarray, d2: np.ndarray, normalize: str | None) -> np.ndarray:
-    """Squared distances with the near pairs recomputed from ``x - y`` in float64; rows re-sorted.
-
-    faiss's expansion leaves identical rows at a small positive distance
-    (enough to split duplicates at ``--threshold 0``); a pair whose value is
-    within its rounding of 0 is read back and computed directly, so
-    duplicates are at exactly 0. Only such near pairs are re-read.
-    """
-    qn = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    near = (idx >= 0) & (d2 <= _FAISS_TOL * qn[:, None])
-    if not near.any():
-        return d2
-    qi, col = np.nonzero(near)
-    rows, where = np.unique(idx[qi, col], return_inverse=True)
-    y = prepare(pool.take(rows, dtype=np.float32), normalize).astype(np.float64)
-    d2 = d2.astype(np.float64)
-    d2[qi, col] = ((x[qi].astype(np.float64) - y[where.reshape(-1)]) ** 2).sum(1)
-    order = np.argsort(np.where(idx >= 0, d2, np.inf), axis=1, kind="stable")
-    idx[...] = np.take_along_axis(idx, order, 1)
-    return np.take_along_axis(d2, order, 1)
-
-
 def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str | None,
                    exclude_self: bool, start: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Map task: the k nearest indexed rows of pool rows [max(lo, start), hi).
@@ -456,7 +360,7 @@ def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str
             keep[np.arange(len(idx)), drop] = False
             idx = idx[keep].reshape(len(idx), kk - 1)
             d2 = d2[keep].reshape(len(idx), kk - 1)
-        d2 = _exact_near(pool, x, idx, d2, normalize)
+        d2 = exact_near(pool, x, idx, d2, normalize)
         m = min(k, idx.shape[1])
         nbr[r0:r0 + len(idx), :m] = idx[:, :m]
         dist[r0:r0 + len(idx), :m] = np.sqrt(np.maximum(d2[:, :m], 0))
@@ -464,3 +368,6 @@ def search_partial(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize: str
             progress(len(idx))
     dist[nbr < 0] = np.inf
     return nbr, dist
+
+
+_exact_near = exact_near  # the name alq.dedup.groups imports
