@@ -94,3 +94,68 @@ def test_select_help_lists_every_diversity_strategy(cli):
     for name in ("coreset", "badge", "partitioned-coreset", "partitioned-badge", "fass", "bald", "kcenter",
                  "facility-location", "typiclust"):
         assert name in out
+
+
+def test_typicality_many_equals_one_at_a_time():
+    from alq.strategies.typiclust import typicality, typicality_many
+
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((n, 7)).astype(np.float32) for n in (1, 2, 3, 5, 8, 9, 17, 33, 64, 65, 100, 3)]
+    xs.append(np.repeat(xs[5][:2], 3, axis=0))  # exact duplicates: distance 0 neighbours
+    for k in (1, 3, 20):
+        for x, t in zip(xs, typicality_many(xs, k)):
+            np.testing.assert_allclose(t, typicality(x, k), rtol=1e-9)
+            # and the definition, brute force
+            d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1))
+            kk = min(k, len(x) - 1)
+            want = np.zeros(len(x)) if kk < 1 else 1 / np.maximum(np.sort(d, axis=1)[:, 1:kk + 1].mean(1), 1e-12)
+            np.testing.assert_allclose(t, want, rtol=1e-6)
+
+
+def test_split_clusters_is_proportional_and_feasible():
+    from alq.diversity.hkmeans import split_clusters
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        rows = rng.integers(1, 50, size=rng.integers(1, 12))
+        k = int(rng.integers(len(rows), rows.sum() + 1))
+        alloc = split_clusters(rows, k)
+        assert alloc.sum() == k and (alloc >= 1).all() and (alloc <= rows).all()
+        assert np.abs(alloc - rows * k / rows.sum()).max() < 1 + 1e-9 or (alloc == 1).any() or (alloc == rows).any()
+
+
+def test_two_level_kmeans_assigns_within_the_nearest_cell():
+    from alq.diversity.hkmeans import two_level_kmeans
+
+    x, _ = mixture(2000, 8, c=10, seed=4)
+    model = two_level_kmeans(x, 150, seed=0)
+    assert model.n_clusters == 150 and len(model.coarse) <= 13
+    lab = model.assign(x)
+    cell = np.argmin(((x[:, None, :] - model.coarse[None]) ** 2).sum(-1), axis=1)
+    for i in range(0, 2000, 97):  # brute force: nearest fine centroid among the nearest cell's
+        lo, hi = model.offsets[cell[i]], model.offsets[cell[i] + 1]
+        assert lab[i] == lo + np.argmin(((model.fine[lo:hi] - x[i]) ** 2).sum(-1))
+    assert len(np.unique(lab)) > 120  # the fine centroids are used, not collapsed
+
+
+def test_typiclust_two_level_equals_naive_on_its_clusters():
+    from alq.strategies.typiclust import assign_rows
+
+    x, _ = mixture(600, 5, c=6, sep=4.0, seed=2)
+    pool = MemoryPool(x, shard_rows=128)
+    ctx = context(pool, 40, (), seed=3, knn=5, kmeans="two-level")
+    sel = get_strategy("typiclust").select(ctx)
+    assert sel.summary["typiclust"]["kmeans"] == "two-level"
+    from alq.diversity.hkmeans import two_level_kmeans
+
+    fit = np.sort(ctx.rng(5).choice(600, 600, replace=False))
+    labels = assign_rows(pool, 0, 600, two_level_kmeans(x[fit], 40, seed=3)).astype(np.int64)
+    np.testing.assert_array_equal(sel.indices, naive_typiclust(x, labels, ctx.excluded, 40, 5))
+    assert len(np.unique(labels[sel.indices])) == 40
+
+
+def test_typiclust_kmeans_option_is_checked():
+    x, _ = mixture(100, 4, c=3, seed=0)
+    ctx = context(MemoryPool(x), 5, (), kmeans="fast")
+    with pytest.raises(Exception, match="kmeans"):
+        get_strategy("typiclust").select(ctx)

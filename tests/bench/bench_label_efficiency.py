@@ -68,6 +68,9 @@ SETTINGS = {
     "imbalanced": {"pool": "imbalanced", "seed_size": 200, "budget": 200, "rounds": 8},
     # issue 19's stopping rule: small's rounds continued to 20 (kappa 0.99 is not reached within 8)
     "long": {"pool": "full", "seed_size": 200, "budget": 200, "rounds": 20},
+    # issue 18's default-cut study (bench_cluster.py::default_cut_study): Cluster-Margin at large batches
+    "cut2k": {"pool": "full", "seed_size": 1000, "budget": 2000, "rounds": 4},
+    "cut10k": {"pool": "full", "seed_size": 2000, "budget": 10000, "rounds": 2},
 }
 REPEATS = 5
 # bench-only strategies: a registered strategy's ranking under `alq select --dedup DUPS/` (issue 19), DUPS/ from
