@@ -202,8 +202,16 @@ def _fresh(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def readme_dir(tmp_path_factory):
-    """The README's pipeline, run once: its outputs seed every page marked 'after README'."""
-    d = _fresh(tmp_path_factory.mktemp("docs") / "README")
+    """The README's pipeline, run once: its outputs seed every page marked 'after README'.
+
+    ``ALQ_DOCS_README_DIR=DIR`` (for editing docs) keeps the run in DIR and reuses it while it is there.
+    """
+    keep = os.environ.get("ALQ_DOCS_README_DIR")
+    if keep and (Path(keep) / "report" / "report.md").exists():
+        return Path(keep)
+    if keep:
+        shutil.rmtree(keep, ignore_errors=True)
+    d = _fresh(Path(keep) if keep else tmp_path_factory.mktemp("docs") / "README")
     ran = Page("README.md", d).run_all()
     assert ran >= 10
     return d
