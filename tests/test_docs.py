@@ -43,10 +43,9 @@ KINDS = {"console", "python", "bash", "text"}
 # Blocks shown but not run, per page, and why (the `# not run:` line of each says it to the reader too).
 NOT_RUN = {
     "README.md": 1,  # make demo / make test: builds .venv, runs the suite
-    "docs/install.md": 3,  # pip installs (network), a GPU venv
+    "docs/install.md": 3,  # make targets that build environments, pip installs (network), a GPU venv
     "docs/object-storage.md": 1,  # a real bucket and credentials
-    "docs/ray.md": 3,  # a Ray cluster (and S3, a GPU for distributed encoding)
-    "docs/pools.md": 1,  # raw images through a TorchScript encoder the docs do not ship
+    "docs/ray.md": 2,  # a Ray cluster (and S3 and GPUs for distributed encoding)
 }
 
 
@@ -172,8 +171,16 @@ class Page:
             self.ran += 1
 
     def python(self, b: Block) -> None:
-        with _cwd(self.dir):
-            exec(compile(b.body, b.where(), "exec"), self.ns)  # noqa: S102 - the docs' own examples
+        from alq.strategies import REGISTRY, load_all
+
+        load_all()
+        registered = dict(REGISTRY)  # an example may @register a strategy: leave the registry as it was
+        try:
+            with _cwd(self.dir):
+                exec(compile(b.body, b.where(), "exec"), self.ns)  # noqa: S102 - the docs' own examples
+        finally:
+            REGISTRY.clear()
+            REGISTRY.update(registered)
         self.ran += 1
 
     def run_all(self) -> int:
@@ -283,10 +290,20 @@ def test_readme_fits_one_screen_of_reading():
     assert (REPO / "README.md").stat().st_size < 12 * 1024
 
 
-def test_relative_links_resolve():
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}
+
+
+def test_links_and_anchors_resolve():
     for p in PAGES:
         text = (REPO / p).read_text()
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
             if "://" in target:
                 continue
-            assert ((REPO / p).parent / target).exists(), f"{p}: broken link {target}"
+            path = (REPO / p).parent / target if target else REPO / p
+            assert path.exists(), f"{p}: broken link {target}"
+            if anchor:
+                assert anchor in _anchors(path), f"{p}: no heading #{anchor} in {target or p}"
