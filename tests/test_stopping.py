@@ -201,16 +201,16 @@ def _readme_stop_snippet() -> str:
 
     from conftest import REPO
 
-    text = (REPO / "README.md").read_text()
-    sec = text[text.index("### When to stop buying labels"):]
+    text = (REPO / "docs/training.md").read_text()
+    sec = text[text.index("## When to stop buying labels"):]
     m = re.search(r"```bash\n(  mkdir -p heads.*?)```", sec, flags=re.S)
-    assert m, "README lost its stopping snippet"
+    assert m, "docs/training.md lost its stopping snippet"
     return m.group(1)
 
 
 @pytest.mark.slow
 def test_readme_cron_stopping_snippet_stops_sending_batches(tmp_path):
-    """The README's snippet, run for four nights: it fires after two nights of new labels with kappa >= 0.99."""
+    """docs/training.md's stopping snippet, run for four nights: it fires after two nights of kappa >= 0.99."""
     import os
     import subprocess
     import sys
