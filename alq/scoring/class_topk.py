@@ -88,6 +88,14 @@ def class_value_keys(cls: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
     return (cls.to(torch.int64) << 32) | (bits + (1 << 31))
 
 
+def _below(d: torch.Tensor, thr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, column) positions, row-major, where ``d`` (m, C) < ``thr`` (C,)."""
+    if d.device.type == "cpu":  # numpy's broadcast compare and flatnonzero: 3-5x torch's on CPU (measured)
+        flat = torch.from_numpy(np.flatnonzero(np.less(d.numpy(), thr.numpy())))
+        return flat // d.shape[1], flat % d.shape[1]
+    return torch.nonzero(d < thr[None, :], as_tuple=True)
+
+
 class ClassTopK:
     """The k smallest (value, row) pairs of each of ``n_classes`` classes over blocks pushed in row order."""
 
@@ -102,6 +110,7 @@ class ClassTopK:
         self._n_pend = 0
         self.merges = 0
         self.offered = 0  # pairs that entered the pending buffer (for benchmarks)
+        self.rows_seen = self.rows_compared = 0  # rows offered once full / rows past the DDB prune
 
     def push(self, d: torch.Tensor, rows: torch.Tensor, row_min: torch.Tensor | None = None,
              keep: torch.Tensor | None = None) -> None:
@@ -118,6 +127,7 @@ class ClassTopK:
             if self.v.shape[1] == self.k:
                 self._set_thresholds()
             return
+        self.rows_seen += len(d)
         if row_min is None:
             row_min = d.amin(dim=1)
         cand = row_min < self.thr_max
@@ -126,16 +136,16 @@ class ClassTopK:
         r = torch.nonzero(cand).flatten()
         if len(r) == 0:
             return
+        self.rows_compared += len(r)
         sub = d.index_select(0, r)
-        below = sub < self.thr[None, :]
-        if int(below.sum()) > self.c * self.k:  # a dense block (early in the pass): reduce it first
+        rr, cc = _below(sub, self.thr)
+        if len(rr) > self.c * self.k:  # a dense block (early in the pass): reduce it column-wise first
             cv, ci = column_smallest(sub, rows[r], self.k)
             o = torch.argsort(ci, dim=1)  # rows ascending within a class (ties then go to the smaller row)
             cv, ci = cv.gather(1, o), ci.gather(1, o)
             cls = torch.arange(self.c, device=cv.device).repeat_interleave(cv.shape[1])
             self._offer(cls, cv.reshape(-1), ci.reshape(-1))
             return
-        rr, cc = torch.nonzero(below, as_tuple=True)
         self._offer(cc, sub[rr, cc], rows[r[rr]])
 
     def _offer(self, cls: torch.Tensor, vals: torch.Tensor, rows: torch.Tensor) -> None:
@@ -174,4 +184,6 @@ class ClassTopK:
         """(values (C, k) float32, rows (C, k) int64) on the host, each class sorted, padded with (+inf, PAD)."""
         self._merge()
         v, i = self.v.cpu().numpy(), self.i.cpu().numpy()
+        if self.thr is not None:  # full lists, already sorted by (value, row)
+            return v, i
         return merge_columns(v, i, np.empty((self.c, 0), np.float32), np.empty((self.c, 0), np.int64), self.k)
