@@ -83,3 +83,22 @@ def test_base_partial_small_blocks_match_reference():
         o = np.lexsort((rows, d[rows, c]))[:6]
         np.testing.assert_array_equal(i[c], rows[o])
         np.testing.assert_allclose(v[c], d[rows[o], c], rtol=1e-4, atol=1e-6)
+
+
+def test_row_dots_depend_only_on_the_row():
+    """BADGE's per-row dot products give a row the same bits at any position, alignment or stride."""
+    from alq.diversity.metric import GradientEmbedding, row_dots
+
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((3000, 37)).astype(np.float32))
+    c = torch.from_numpy(rng.standard_normal((1, 37)).astype(np.float32))
+    metric = GradientEmbedding(11)
+    sq = metric.sq_norms(x)
+    full, dots = metric.sq_dists_one(x, sq, c, metric.sq_norms(c)), row_dots(x, c)
+    wide = torch.zeros((3000, 50))
+    wide[:, 5:42] = x
+    for lo, hi in ((0, 1), (3, 4), (7, 70), (1001, 2999)):
+        part = x[lo:hi].clone()
+        np.testing.assert_array_equal(metric.sq_dists_one(part, sq[lo:hi], c, metric.sq_norms(c)), full[lo:hi])
+        np.testing.assert_array_equal(row_dots(part, c), dots[lo:hi])
+        np.testing.assert_array_equal(row_dots(wide[lo:hi, 5:42], c), dots[lo:hi])

@@ -113,6 +113,15 @@ class GradientEmbedding:
 
     def sq_dists_one(self, x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor) -> torch.Tensor:
         """Rows (m, w) against one centre (1, w) -> (m,) (see :meth:`Euclidean.sq_dists_one`)."""
-        aa = row_dots(x[:, :self.c], c[:, :self.c])
-        hh = row_dots(x[:, self.c:], c[:, self.c:])
+        if x.device.type == "cpu" and x.dtype == c.dtype:
+            # both dots in one einsum pass over each row, against [a_c, 0] and [0, h'_c]: the zeros add
+            # exact zeros, so each is the same per-row sum as ``row_dots`` of its half; about half the
+            # time of the two (measured: the loop's cost is per row)
+            halves = torch.zeros((2, x.shape[1]), dtype=x.dtype)
+            halves[0, :self.c], halves[1, self.c:] = c[0, :self.c], c[0, self.c:]
+            both = torch.from_numpy(np.einsum("ij,kj->ik", x.numpy(), halves.numpy(), optimize=False))
+            aa, hh = both[:, 0].contiguous(), both[:, 1]
+        else:
+            aa = row_dots(x[:, :self.c], c[:, :self.c])
+            hh = row_dots(x[:, self.c:], c[:, self.c:])
         return aa.mul_(hh).mul_(-2.0).add_(x_sq).add_(c_sq).clamp_min_(0)
