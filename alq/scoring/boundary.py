@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.class_topk import PAD, ClassTopK, column_smallest, merge_columns  # noqa: F401 - re-exported
+from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.topk import StreamingTopK
 
 INF = float("inf")
