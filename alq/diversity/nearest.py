@@ -7,15 +7,18 @@ only needs the maximum and is lazier: see ``kcenter``). Done naively, that
 reads all N rows per new centre. Most rows cannot move, and the triangle inequality says which (Elkan, ICML 2003):
 if row i's nearest centre is ``a`` and the new centre ``c`` has
 ``||c - a|| >= 2 sqrt(d2_i)``, then ``||x_i - c|| >= sqrt(d2_i)`` and row i
-keeps its distance. So each row also remembers *which* centre is nearest
+keeps its distance; and a row whose norm differs from the new centre's by at
+least its distance cannot move either (| ||x|| - ||c|| | <= ||x - c||: in
+BADGE's gradient space, where most rows sit near the origin and the D^2
+draws take far rows, this is the test that prunes). So each row also remembers *which* centre is nearest
 (an int32), the centre vectors are kept in a small bank (while they fit in a
 quarter of ``ALQ_WORKING_MEMORY``), and an update reads only the rows that
 might move. Rows whose nearest centre is not banked are always re-read, so
 the result is the same as the naive update (up to float32 rounding, which
 the test slack covers): exact, not approximate.
 
-Memory per row: d2 (float32), squared norm (float32), nearest centre
-(int32). Never an N x N or N x |centres| matrix beyond one block.
+Memory per row: d2 (float32), squared norm and norm (float32), nearest
+centre (int32). Never an N x N or N x |centres| matrix beyond one block.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class NearestCentre:
         self.sq = torch.empty(n, dtype=torch.float32, device=dev)
         for pos, x in table.blocks():
             self.sq[pos] = metric.sq_norms(x)
+        self.norm = self.sq.clamp_min(0).sqrt()  # the metric's norm of each row (its distance to the origin)
         # slack for float32 rounding in the pruning test (distance units)
         self.slack = 1e-3 * math.sqrt(float(self.sq.max())) if n else 0.0
         cap_bytes = table.memory // 4 if bank_bytes is None else bank_bytes
@@ -85,18 +89,18 @@ class NearestCentre:
         c = c.reshape(1, -1).to(dev, torch.float32)
         with serial(dev):
             c_sq = self.metric.sq_norms(c)
-            positions = None
+            dist = self.d2.clamp_min(0).sqrt_()
+            # |(||x|| - ||c||)| <= ||x - c||: a row at least its distance away in norm cannot move
+            may_move = (self.norm - float(c_sq.clamp_min(0).sqrt()[0])).abs_() < dist + self.slack
             if self.n_bank:
                 dcc = self.metric.sq_dists_one(self.bank[:self.n_bank], self.bank_sq[:self.n_bank], c, c_sq).sqrt_()
                 gap = dcc[self.nearest.clamp_min(0).long()]
-                reach = self.d2.clamp_min(0).sqrt_().mul_(2).add_(self.slack)
-                may_move = (self.nearest < 0) | (gap <= reach)
-                count = int(may_move.sum())
-                if count == 0:
-                    self._bank(c, c_sq)
-                    return
-                if count <= _FULL_PASS_FRACTION * self.table.n:
-                    positions = torch.nonzero(may_move).reshape(-1)
+                may_move &= (self.nearest < 0) | (gap <= dist.mul_(2).add_(self.slack))
+            count = int(may_move.sum())
+            if count == 0:
+                self._bank(c, c_sq)
+                return
+            positions = torch.nonzero(may_move).reshape(-1) if count <= _FULL_PASS_FRACTION * self.table.n else None
             cid = self._bank(c, c_sq)
         for pos, x in self.table.blocks(positions):
             new = self.metric.sq_dists_one(x, self.sq[pos], c, c_sq)

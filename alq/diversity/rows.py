@@ -9,9 +9,10 @@ of three places, chosen by ``ALQ_WORKING_MEMORY``:
    the pool's own float16 when the pool is float16 and untransformed (a
    lossless copy: compute still happens in float32 block by block);
 2. **pool**: streamed from the memory-mapped pool (untransformed rows only);
-3. **spill**: a transform's output written once to a temporary float32 NPY
-   file (``ALQ_TMPDIR`` or the system temp dir), streamed each pass and
-   removed on :meth:`close`.
+3. **spill**: a transform's output written once to a temporary raw float32
+   file (``ALQ_TMPDIR`` or the system temp dir), streamed each pass through
+   a mapping whose pages are dropped from the process as soon as a block is
+   read (so RSS does not grow with N), and removed on :meth:`close`.
 
 All three give the same float32 values, so a kernel's picks do not depend
 on which one was used (tests pin this).
@@ -19,6 +20,7 @@ on which one was used (tests pin this).
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import tempfile
@@ -113,12 +115,31 @@ class RowTable:
             self._cache[p0:p1] = x.to(dtype)
 
     def _build_spill(self) -> None:
+        """Write the transformed rows to a raw float32 file with plain writes (a writable mapping would keep
+        every written page in this process's RSS), then map it; passes drop what they read (:meth:`_drop`)."""
         self._tmpdir = tempfile.mkdtemp(prefix="alq-rows-", dir=os.environ.get("ALQ_TMPDIR") or None)
-        path = os.path.join(self._tmpdir, "rows.npy")
-        self._spill = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(self.n, self.width))
-        for p0, p1, x in self._raw_blocks():
-            self._spill[p0:p1] = x.cpu().numpy()
-        self._spill.flush()
+        path = os.path.join(self._tmpdir, "rows.f32")
+        with open(path, "wb") as f:
+            for _, _, x in self._raw_blocks():
+                f.write(memoryview(np.ascontiguousarray(x.cpu().numpy(), dtype=np.float32)).cast("B"))
+        if self.n:
+            self._spill = np.memmap(path, dtype=np.float32, mode="r+", shape=(self.n, self.width))
+        else:
+            self._spill = np.empty((0, self.width), np.float32)
+
+    def _drop(self, p0: int, p1: int) -> None:
+        """Unmap spill rows [p0, p1) from this process (``MADV_DONTNEED``; the data stays in the file and
+        the page cache), so a pass over the spill file never adds it to RSS: memory stays what
+        ``ALQ_WORKING_MEMORY`` sets, whatever N."""
+        mm = getattr(self._spill, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or p1 <= p0:
+            return
+        row = self.width * 4
+        start = (p0 * row) // mmap.PAGESIZE * mmap.PAGESIZE
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, min(len(mm), p1 * row) - start)
+        except (OSError, ValueError):  # not advisable here: the pages just stay resident
+            pass
 
     def close(self) -> None:
         self._cache = None
@@ -164,7 +185,9 @@ class RowTable:
                     yield slice(p0, min(p0 + step, self.n)), self._cache[p0:p0 + step].float()
             elif self._spill is not None:
                 for p0 in range(0, self.n, step):
-                    yield slice(p0, min(p0 + step, self.n)), self._to_dev(self._spill[p0:p0 + step])
+                    p1 = min(p0 + step, self.n)
+                    yield slice(p0, p1), self._to_dev(self._spill[p0:p1])
+                    self._drop(p0, p1)
             else:
                 for p0, p1, x in self._raw_blocks():
                     yield slice(p0, p1), x
@@ -177,7 +200,10 @@ class RowTable:
         elif self._spill is not None:
             pos_np = positions.cpu().numpy()
             for q0 in range(0, len(pos_np), step):
-                yield positions[q0:q0 + step], self._to_dev(self._spill[pos_np[q0:q0 + step]])
+                part = pos_np[q0:q0 + step]
+                x = self._to_dev(self._spill[part])  # a gathered copy
+                self._drop(int(part[0]), int(part[-1]) + 1)
+                yield positions[q0:q0 + step], x
         else:
             pos_np = positions.cpu().numpy()
             for q0, q1, vec in iter_pool_rows(self.pool, self.rows[pos_np], self.block):
@@ -189,7 +215,10 @@ class RowTable:
         if self._cache is not None:
             return self._cache[torch.from_numpy(pos).to(self.device)].float()
         if self._spill is not None:
-            return self._to_dev(self._spill[pos])
+            x = self._to_dev(self._spill[pos])  # a gathered copy
+            if len(pos):
+                self._drop(int(pos.min()), int(pos.max()) + 1)
+            return x
         return self._to_dev(self.pool.take(self.rows[pos], dtype=np.float32))
 
     def describe(self) -> dict:

@@ -21,7 +21,7 @@ DDB(i) = min_c D(i, c) and DCSDB(i, c) = D(i, c).
 
 Streaming: ``mase_partial`` keeps a running top-b of DDB; ``base_partial``
 keeps, per class, the k smallest (DCSDB, row) pairs (exact with ties, see
-``column_smallest``); ``round_robin`` resolves BASE's class round-robin
+``alq.scoring.class_topk``); ``round_robin`` resolves BASE's class round-robin
 exactly from those lists or reports that k was too small.
 """
 
@@ -30,10 +30,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from alq.scoring.class_topk import PAD, ClassTopK, column_smallest, merge_columns  # noqa: F401 - re-exported
 from alq.scoring.stream import Buffers, head_block_rows, iter_logits, resolve_device
 from alq.scoring.topk import StreamingTopK
 
-PAD = np.iinfo(np.int64).max  # index of an empty candidate slot (sorts after every real row)
 INF = float("inf")
 
 
@@ -67,16 +67,15 @@ def boundary_distances(z: torch.Tensor, g: torch.Tensor, *, multilabel: bool, dc
         d.mul_(g[None, :])
         if zero_pairs:
             d = torch.nan_to_num(d, nan=INF, posinf=INF)
-        return (d if dcsdb else None), d.min(dim=1).values
-    yhat = z.argmax(dim=1)  # first maximum
-    zmax = z.gather(1, yhat[:, None])
+        return (d if dcsdb else None), d.amin(dim=1)
+    zmax, yhat = z.max(dim=1)  # the first maximum (documented for max along a dim, as for argmax)
     d = z if inplace else torch.empty_like(z)
-    torch.sub(zmax, z, out=d)  # z_(y-hat) - z_c >= 0
+    torch.sub(zmax[:, None], z, out=d)  # z_(y-hat) - z_c >= 0
     d.scatter_(1, yhat[:, None], 1.0)  # 1 x G[a, a] = +inf keeps the predicted class out of the min
     d.mul_(torch.index_select(g, 0, yhat, out=work) if work is not None else g.index_select(0, yhat))
     if zero_pairs:
         d = torch.nan_to_num(d, nan=INF, posinf=INF)  # tie with an identical weight row: no boundary
-    ddb = d.min(dim=1).values
+    ddb = d.amin(dim=1)
     if dcsdb:
         d.scatter_(1, yhat[:, None], ddb[:, None])
     return (d if dcsdb else None), ddb
@@ -107,96 +106,21 @@ def mase_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: st
     return top.result()
 
 
-def column_smallest(d: torch.Tensor, rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per column of ``d`` (m, C): the k smallest (value, row) pairs, exact with ties -> (C, k) values, rows.
-
-    ``torch.topk`` picks an arbitrary subset among values tied at the k-th;
-    columns where such a tie straddles the cut are redone exactly by (value, row).
-    Output columns are not sorted (``merge_columns`` sorts).
-    """
-    m, n_cols = d.shape
-    kk = min(k, m)
-    vals, pos = torch.topk(d, kk, dim=0, largest=False, sorted=False)
-    kth = vals.max(dim=0).values
-    straddle = torch.nonzero((d <= kth[None, :]).sum(dim=0) > kk).flatten().tolist()
-    idx = rows[pos]
-    for c in straddle:
-        col = d[:, c]
-        cand = torch.nonzero(col <= kth[c]).flatten()
-        cv, cr = col[cand], rows[cand]
-        o = torch.argsort(cr, stable=True)
-        cv, cr = cv[o], cr[o]
-        o = torch.argsort(cv, stable=True)[:kk]
-        vals[:, c], idx[:, c] = cv[o], cr[o]
-    return vals.t(), idx.t()
-
-
-def merge_columns(v1, i1, v2, i2, k: int):
-    """Merge two (C, *) candidate sets into the k smallest (value, row) per row of C, sorted.
-
-    Works on torch tensors or numpy arrays; pads with (+inf, PAD) to exactly k.
-    """
-    if isinstance(v1, np.ndarray):
-        v, i = np.concatenate([v1, v2], axis=1), np.concatenate([i1, i2], axis=1)
-        o = np.argsort(i, axis=1, kind="stable")
-        v, i = np.take_along_axis(v, o, 1), np.take_along_axis(i, o, 1)
-        o = np.argsort(v, axis=1, kind="stable")
-        v, i = np.take_along_axis(v, o, 1)[:, :k], np.take_along_axis(i, o, 1)[:, :k]
-        if v.shape[1] < k:
-            pad = k - v.shape[1]
-            v = np.concatenate([v, np.full((len(v), pad), np.inf, v.dtype)], axis=1)
-            i = np.concatenate([i, np.full((len(i), pad), PAD, np.int64)], axis=1)
-        return v, i
-    v, i = torch.cat([v1, v2], dim=1), torch.cat([i1, i2], dim=1)
-    o = torch.argsort(i, dim=1, stable=True)
-    v, i = v.gather(1, o), i.gather(1, o)
-    o = torch.argsort(v, dim=1, stable=True)[:, :k]
-    return v.gather(1, o), i.gather(1, o)
-
-
-def merge_sparse(run_v: torch.Tensor, run_i: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
-                 rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge scattered (class, value, row) candidates into full sorted (C, k) lists, in place.
-
-    Only the classes that received candidates are re-sorted: three stable
-    sorts give the lexicographic (class, value, row) order over their k held
-    entries plus the new ones, and each keeps its first k.
-    """
-    ucols, inv = torch.unique(cols, return_inverse=True)
-    n_u = len(ucols)
-    dev = run_v.device
-    all_c = torch.cat([torch.arange(n_u, device=dev).repeat_interleave(k), inv])
-    all_v = torch.cat([run_v[ucols].reshape(-1), vals])
-    all_r = torch.cat([run_i[ucols].reshape(-1), rows])
-    o = torch.argsort(all_r, stable=True)
-    o = o[torch.argsort(all_v[o], stable=True)]
-    o = o[torch.argsort(all_c[o], stable=True)]
-    counts = torch.bincount(inv, minlength=n_u) + k
-    starts = torch.cumsum(counts, 0) - counts
-    take = o[starts[:, None] + torch.arange(k, device=dev)[None, :]]
-    run_v[ucols] = all_v[take]
-    run_i[ucols] = all_r[take]
-    return run_v, run_i
-
-
 def base_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: str | None,
                  block_rows: int | None, *, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map task: per class c, the k smallest (DCSDB(., c), row) pairs of rows [lo, hi) not excluded.
 
     Returns (values (C, k) float32, rows (C, k) int64), each row of C sorted by
-    (value, row) and padded with (+inf, PAD).
-
-    Once every class holds k candidates, a block only offers the entries below
-    each class's current k-th value (later rows have larger indices, so an
-    equal value never displaces a held row): one compare pass instead of a
-    column-wise top-k, with an exact sparse merge of the few survivors.
+    (value, row) and padded with (+inf, PAD). The per-class lists are a
+    :class:`~alq.scoring.class_topk.ClassTopK`: once they are full, a block
+    offers only the entries below their class's k-th value, and rows whose
+    DDB (their smallest DCSDB) is not below the largest of those are skipped.
     """
     dev = resolve_device(device)
     gt = torch.from_numpy(g).to(dev)
     zero_pairs = has_zero_pairs(gt, multilabel=head.multilabel)
     n_classes = head.n_classes
-    run_v = torch.empty((n_classes, 0), dtype=torch.float32, device=dev)
-    run_i = torch.empty((n_classes, 0), dtype=torch.int64, device=dev)
+    top = ClassTopK(n_classes, k, dev)
     rows = block_rows or head_block_rows(pool, head, extra_per_row=12 * n_classes)
     buffers = Buffers(dev)
     for block, _, z in iter_logits(pool, head, lo=lo, hi=hi, block_rows=rows, device=dev, buffers=buffers):
@@ -204,28 +128,11 @@ def base_partial(pool, lo: int, hi: int, head, g: np.ndarray, k: int, device: st
         if not keep.any():
             continue
         n = len(z)
-        d, _ = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=True, zero_pairs=zero_pairs,
-                                  inplace=True, work=buffers.get("g", n, (n_classes,)))
+        d, ddb = boundary_distances(z, gt, multilabel=head.multilabel, dcsdb=True, zero_pairs=zero_pairs,
+                                    inplace=True, work=buffers.get("g", n, (n_classes,)))
         idx = torch.from_numpy(block.indices).to(dev)
-        kt = None if keep.all() else torch.from_numpy(keep).to(dev)
-        if run_v.shape[1] == k:
-            below = torch.lt(d, run_v[:, -1][None, :], out=buffers.get("below", n, (n_classes,), torch.bool))
-            r, c = torch.nonzero(below, as_tuple=True)
-            if kt is not None:
-                ok = kt[r]
-                r, c = r[ok], c[ok]
-            if len(r) == 0:
-                continue
-            if len(r) * 8 < d.numel():
-                run_v, run_i = merge_sparse(run_v, run_i, c, d[r, c], idx[r], k)
-                continue
-        if kt is not None:
-            d, idx = d[kt], idx[kt]
-        cv, ci = column_smallest(d, idx, k)
-        run_v, run_i = merge_columns(run_v, run_i, cv, ci, k)
-    v, i = run_v.cpu().numpy(), run_i.cpu().numpy()
-    empty_v = np.empty((n_classes, 0), np.float32)
-    return merge_columns(v, i, empty_v, np.empty((n_classes, 0), np.int64), k)
+        top.push(d, idx, row_min=ddb, keep=None if keep.all() else torch.from_numpy(keep).to(dev))
+    return top.result()
 
 
 class NeedMoreCandidates(Exception):

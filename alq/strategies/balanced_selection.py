@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from alq.errors import AlqFailure
-from alq.scoring.boundary import NeedMoreCandidates, base_partial, inverse_pair_norms, merge_columns, round_robin
+from alq.scoring.boundary import PAD, NeedMoreCandidates, base_partial, inverse_pair_norms, merge_columns, round_robin
 from alq.scoring.passes import _device_arg, _engine
 from alq.strategies.base import Context, Selection, Strategy, register
 
@@ -61,9 +61,10 @@ def base_select(ctx: Context, k: int | None = None) -> tuple[np.ndarray, np.ndar
         passes += 1
         parts = engine.map_pool(base_partial, ctx.pool, head, g, k, _device_arg(ctx), None,
                                 row_arrays={"excluded": ctx.excluded})
-        v = np.empty((head.n_classes, 0), np.float32)
-        i = np.empty((head.n_classes, 0), np.int64)
-        for pv, pi in parts:
+        v, i = np.full((head.n_classes, k), np.inf, np.float32), np.full((head.n_classes, k), PAD, np.int64)
+        if parts:
+            v, i = parts[0]  # each part is sorted and padded to k
+        for pv, pi in parts[1:]:
             v, i = merge_columns(v, i, pv, pi, k)
         try:
             rows, vals, cls = round_robin(v, i, b, stats)
