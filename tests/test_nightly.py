@@ -1,7 +1,7 @@
 """The README's nightly cron script, run verbatim for the nights a deployment meets.
 
 Night 1 is a fresh deployment: the pool is built from the first 1,200 rows
-and, with no labels yet, the cold-start branch sends a kcenter batch. Night 1
+and, with no labels yet, the cold-start branch sends a typiclust batch. Night 1
 is then rerun (the rows are already in the pool: skipped; the same batch is
 written again). Night 2 appends the remaining rows, imports the labels of
 night 1's batch and sends a Cluster-Margin batch that must not repeat it.
@@ -67,7 +67,7 @@ def test_readme_nightly_script_real_nights(tmp_path):
     env = _env(tmp_path)
 
     night1 = _night(script, env, "20261121")  # fresh deployment: no labels, no head
-    assert night1["strategy"] == "kcenter" and night1["selected"] == 50
+    assert night1["strategy"] == "typiclust" and night1["selected"] == 50
     assert night1["pool_rows"] == 1200 and night1["labeled"] == 0 and night1["pending"] == 0
     batch1 = _ids(tmp_path / "sent" / "20261121.parquet")
 

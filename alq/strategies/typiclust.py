@@ -36,8 +36,8 @@ from alq.strategies.facility_location import _int_option
 DEFAULT_KNN = 20
 DEFAULT_TYPICALITY_SAMPLE = 20_000
 POINTS_PER_CENTROID = 256
-# flat k-means up to this many clusters, two-level above (bench_cold_start.py: both give the same
-# cold-start accuracy on Fashion-MNIST at 200 labels; flat at 5,000 clusters already costs minutes)
+# flat k-means up to this many clusters, two-level above. Quality (bench_cold_start.py, Fashion-MNIST,
+# seed set of 200, 3 repeats): top-1 0.7207 flat vs 0.7325 two-level (random 0.7202, kcenter 0.5039)
 FLAT_MAX_CLUSTERS = 2_000
 KMEANS_CHOICES = ("auto", "flat", "two-level")
 EXACT_TYPICALITY_ROWS = 2_048
