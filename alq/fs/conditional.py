@@ -13,6 +13,7 @@ from alq.errors import StoreError
 from alq.fs.ops import delete
 from alq.fs.uris import bucket_key, gcs_blob, s3_client, wrap_error
 
+
 def version_of(uri: str) -> str | None:
     """The object's version token (S3 ETag, GCS generation), or None when it does not exist."""
     sc, bucket, key = bucket_key(uri)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from pathlib import Path
 
 from alq.errors import BadInputError
 from alq.fs.uris import bucket_key, filesystem, is_remote, local, s3_client, scheme_of, wrap_error
+
 
 def exists(path) -> bool:
     if not is_remote(path):

@@ -22,9 +22,9 @@ import pyarrow as pa
 
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_parquet, sha256_file, write_parquet
+from alq.store.base import Pool
 from alq.store.labels import KIND, LabelSet, read_id_list, read_labels
 from alq.store.lock import exclusive_lock
-from alq.store.pool import Pool
 from alq.store.readers import is_parquet
 
 POLICIES = ("error", "keep-old", "take-new")

@@ -39,7 +39,6 @@ from alq.fs import conditional
 from alq.fs.flock import LocalLock, acquire_local, lock_path  # noqa: F401 - lock_path, LocalLock: this API's names
 from alq.fs.uris import is_remote, join
 
-
 REMOTE_LOCK = "_alq_writer.lock"
 _held_remote: set[str] = set()  # lock objects this process holds now
 

@@ -730,7 +730,8 @@ class PoolWriter:
         return seg.source, seg.row0 + (new - seg.start)
 
     def _ids_at(self, rows: np.ndarray) -> np.ndarray:
-        from alq.store.pool import ShardedPool, pool_at
+        from alq.store.opener import pool_at
+        from alq.store.pool import ShardedPool
 
         out = np.empty(len(rows), dtype=np.int64 if self.id_type == "int64" else object)
         old = rows < self.base_count
