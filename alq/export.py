@@ -182,7 +182,7 @@ def export_selection(selection: str | Path, out: str | Path, *, fmt: str | None 
     if columns:
         if pool is None:
             raise BadInputError("--with-columns needs --pool (the pool the selection came from)")
-        from alq.store.pool import open_pool
+        from alq.store.opener import open_pool
 
         p = open_pool(pool)
         ids = table.column("id").to_numpy(zero_copy_only=False)

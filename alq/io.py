@@ -72,7 +72,7 @@ def replace_dir(build: PathLike, target: PathLike) -> None:
     name, which :func:`restore_moved_aside` puts back (readers and the next
     writer call it). A half-deleted old directory only ever has a ``.trash``
     name, so a ``.old`` directory is always a complete previous output.
-    The caller holds ``target``'s writer lock (:mod:`alq.store.lock`).
+    The caller holds ``target``'s writer lock (:mod:`alq.fs.flock`).
     """
     build, target = Path(build), Path(os.path.realpath(target))
     apply_umask(build)  # mkdtemp made it 0700; the published directory gets the umask's mode (0755)
@@ -127,16 +127,16 @@ def restore_moved_aside(target: PathLike, *, locked: bool = False) -> str | None
     if not olds:
         return None
     if not locked:
-        from alq.store import lock
+        from alq.fs.flock import acquire_local
 
         try:
-            handle = lock.acquire(target)
+            handle = acquire_local(target)
         except (BadInputError, OSError):
             return None  # a live writer holds it (or the directory is read-only): not ours to touch
         try:
             return restore_moved_aside(target, locked=True)
         finally:
-            lock.release(handle)
+            handle.release()
     newest = olds[-1]
     try:
         os.rename(newest, target)

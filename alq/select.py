@@ -23,8 +23,8 @@ from alq.device import torch_device
 from alq.errors import AlqFailure, BadInputError, BudgetError
 from alq.model.head import Head, load_head
 from alq.staging import shown
+from alq.store import Pool, open_pool
 from alq.store.labels import read_id_list, read_labels
-from alq.store.pool import Pool, open_pool
 from alq.strategies import Context, Selection, get_strategy
 
 KIND = "selection"

@@ -385,7 +385,7 @@ def head_probs(head_path: Path, pool_path: Path, rows: int) -> np.ndarray:
     import torch
 
     from alq.model.head import load_head
-    from alq.store.pool import open_pool
+    from alq.store.opener import open_pool
 
     pool = open_pool(pool_path)
     x = pool.take(np.arange(min(rows, pool.count)), dtype=np.float32)

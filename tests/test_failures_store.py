@@ -427,18 +427,19 @@ def test_s3_pointer_switch_is_conditional(s3_bucket, tmp_path):
     """A writer whose pointer read is stale publishes nothing and removes only its own generation."""
     from alq import fs
     from alq.errors import StoreError
+    from alq.fs import generations  # where publish_dir's pointer switch reads the pointer
 
     uri = fs.join(s3_bucket, "out")
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "f.txt").write_text("a")
     first = fs.publish_dir(tmp_path / "a", uri)
-    real = fs.read_versioned
-    fs.read_versioned = lambda u: (b'{"generation": "' + first.encode() + b'"}', '"stale-etag"')
+    real = generations.read_versioned
+    generations.read_versioned = lambda u: (b'{"generation": "' + first.encode() + b'"}', '"stale-etag"')
     try:
         with pytest.raises(StoreError, match="another writer published it"):
             fs.publish_dir(tmp_path / "a", uri)
     finally:
-        fs.read_versioned = real
+        generations.read_versioned = real
     assert fs.current_generation(uri) == fs.join(uri, first)
     assert {n.split("/", 1)[0] for n in fs.listdir(uri, recursive=True)} == {first, fs.POINTER}
 

@@ -8,7 +8,7 @@ import pytest
 from alq import fs
 from alq.errors import BadInputError
 from alq.store import PoolWriter, open_pool
-from alq.store.writer import write_part
+from alq.store.parts import write_part
 
 X = np.random.default_rng(0).normal(size=(1050, 12)).astype(np.float32)
 

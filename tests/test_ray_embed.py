@@ -378,7 +378,7 @@ def test_task_names_paths_its_worker_cannot_see(files, tmp_path):
     from alq.embed.distributed import IdsPlan, PartJob, run_part
     from alq.embed.plan import plan_tasks
     from alq.errors import BadInputError
-    from alq.store.writer import PartSpec
+    from alq.store.parts import PartSpec
 
     spec = PartSpec(location=str(tmp_path), dtype="float32", dim=None, normalize=None, id_type="int64",
                     shard_rows=SHARD)

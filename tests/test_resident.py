@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from alq.store import PoolWriter, open_pool
-from alq.store.pool import drop_resident
+from alq.store.base import drop_resident
 
 
 def _rss_file_mib() -> float:

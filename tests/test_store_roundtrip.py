@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from alq.errors import BadInputError
 from alq.store import MemoryPool, PoolWriter, open_pool
-from alq.store import writer as writer_mod
+from alq.store import poolids as poolids_mod
 from alq.store.idcheck import UniqueIdSpill, hash_ids
 from alq.store.npyfile import NpyStreamWriter, iter_npy_rows, npy_info, sync_and_hash
 
@@ -148,7 +148,7 @@ def test_duplicates_across_batches_found_at_close(tmp_path):
 
 def test_hash_collisions_are_not_duplicates(tmp_path, monkeypatch):
     """Force every id to the same hash: only real repeats may be reported."""
-    monkeypatch.setattr(writer_mod, "hash_ids", lambda ids: np.zeros(len(ids), dtype=np.uint64))
+    monkeypatch.setattr(poolids_mod, "hash_ids", lambda ids: np.zeros(len(ids), dtype=np.uint64))
     w = PoolWriter(tmp_path / "p", shard_rows=3)
     w.add(np.ones((8, 2)), np.arange(8))
     w.close()

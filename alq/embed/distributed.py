@@ -2,10 +2,10 @@
 
 What travels to a task is a :class:`PartJob`: input names (local paths on a
 shared filesystem, or URIs), row ranges, reader options, the encoder's
-name, the ids plan and the pool's :class:`~alq.store.writer.PartSpec`. No
+name, the ids plan and the pool's :class:`~alq.store.parts.PartSpec`. No
 rows. Each task opens its inputs and loads the encoder itself, encodes on
 its own device (CUDA when Ray gave it a GPU) and writes its shards with
-:func:`~alq.store.writer.write_part` straight to the pool's location. The
+:func:`~alq.store.parts.write_part` straight to the pool's location. The
 driver holds the pool's writer (and so its lock), adopts the shards in
 order, and commits once (manifest last).
 
@@ -34,7 +34,8 @@ from alq.embed.sources import IdStream, Source, check_id_text, open_source
 from alq.embed.staged import staged
 from alq.errors import AlqError, BadInputError
 from alq.store.manifest import ShardInfo
-from alq.store.writer import PartSpec, PoolWriter, write_part
+from alq.store.parts import PartSpec, write_part
+from alq.store.writer import PoolWriter
 
 TASKS_PER_SLOT = 4  # tasks per Ray worker slot: enough to balance uneven workers, few encoder loads
 

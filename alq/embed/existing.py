@@ -23,7 +23,7 @@ class ExistingRows:
     """Match input blocks against the rows of an existing pool."""
 
     def __init__(self, pool_path):
-        from alq.store.pool import open_pool
+        from alq.store.opener import open_pool
 
         self.pool = open_pool(pool_path)  # local or s3:// / gs://
         m = self.pool.manifest

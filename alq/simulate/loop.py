@@ -33,8 +33,8 @@ from alq.select import check_selection
 from alq.simulate.oracle import RowLabels, row_labels, union_classes
 from alq.simulate.rundir import SEED_SET, RunDir, derive_seed
 from alq.staging import shown
+from alq.store import Pool, open_pool
 from alq.store.labels import read_labels
-from alq.store.pool import Pool, open_pool
 from alq.strategies import Context, get_strategy, load_all
 
 KIND = "simulation-results"

@@ -29,7 +29,7 @@ from alq import fs
 from alq.errors import BadInputError
 from alq.io import apply_umask, replace_dir
 from alq.store.labels import LabelSet, read_labels
-from alq.store.pool import open_pool
+from alq.store.opener import open_pool
 from alq.store.writer import PoolWriter
 
 PARTS = ("pool", "pool_labels.parquet", "test", "test_labels.parquet")

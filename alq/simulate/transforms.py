@@ -35,8 +35,8 @@ from alq.io import write_parquet
 from alq.simulate.oracle import RowLabels, row_labels
 from alq.simulate.rundir import derive_seed
 from alq.staging import shown
+from alq.store import Pool, open_pool
 from alq.store.labels import read_labels
-from alq.store.pool import Pool, open_pool
 from alq.store.writer import PoolWriter
 
 CLASS_ORDERS = ("sorted", "random", "size")

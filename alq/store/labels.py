@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from alq.errors import BadInputError
 from alq.io import parquet_metadata, read_parquet, write_parquet
-from alq.store.pool import Pool
+from alq.store.base import Pool
 from alq.store.readers import is_parquet, iter_text_ids, plain_int
 
 KIND = "labels"

@@ -5,11 +5,9 @@ the same moment would each build on the old manifest and one would lose
 its rows. ``exclusive_lock(target)`` takes ``flock`` on ``.NAME.lock``
 next to ``target`` without waiting; the kernel drops it when the process
 dies, even by SIGKILL, so no stale lock is ever left to clear by hand.
-The lock file is removed on release (no empty ``.NAME.lock`` is left beside an
-output); a writer that locked a file already unlinked by its holder sees that
-the path no longer names its file and tries again, so two writers never hold
-locks on two different files of one name. The lock is keyed on the resolved target, so two paths to one pool (a
-symlink, ``a/../pool``) share one lock.
+The lock file is removed on release and is keyed on the resolved target, so
+two paths to one pool (a symlink, ``a/../pool``) share one lock
+(:mod:`alq.fs.flock`, the local half).
 
 On object storage there is no ``flock``: the lock is an object,
 ``TARGET/_alq_writer.lock``, created with a conditional PUT (``If-None-Match: *``),
@@ -28,7 +26,6 @@ pool: the lock makes the refusal early and clear, the commit makes it safe.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -36,16 +33,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from alq.errors import BadInputError
-
-
-def lock_path(target: str | Path) -> Path:
-    """The lock file of ``target``, keyed on what it resolves to (a symlink locks what it points to)."""
-    target = Path(os.path.realpath(target))
-    return target.parent / f".{target.name}.lock"
-
+from alq.fs import conditional
+from alq.fs.flock import LocalLock, acquire_local, lock_path  # noqa: F401 - lock_path, LocalLock: this API's names
+from alq.fs.uris import is_remote, join
 
 REMOTE_LOCK = "_alq_writer.lock"
 _held_remote: set[str] = set()  # lock objects this process holds now
@@ -53,48 +45,14 @@ _held_remote: set[str] = set()  # lock objects this process holds now
 
 def held_here(target) -> bool:
     """True when this process already holds the writer lock of the remote ``target``."""
-    from alq import fs
-
-    return fs.join(target, REMOTE_LOCK) in _held_remote
+    return join(target, REMOTE_LOCK) in _held_remote
 
 
 def acquire(target, *, what: str = "alq"):
     """Take the lock or raise at once; returns the handle to pass to :func:`release`."""
-    from alq.fs import is_remote
-
     if is_remote(target):
         return RemoteLock(target, what=what)
-    path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BadInputError(f"{target}: another {what} is writing it right now (lock {path.name} is held)",
-                                hint="wait for it to finish, then rerun") from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return LocalLock(fd, path)
-        os.close(fd)  # the holder released (and removed) it between our open and flock: take the new one
-
-
-class LocalLock:
-    """A held ``flock`` on ``.NAME.lock``: :func:`release` removes the file, then drops the lock."""
-
-    def __init__(self, fd: int, path: Path):
-        self.fd, self.path = fd, path
-
-    def release(self) -> None:
-        try:
-            os.unlink(self.path)  # while still held: a waiter that opened it retries on the new path
-        except OSError:
-            pass
-        os.close(self.fd)  # closing the descriptor releases the lock
+    return acquire_local(target, what=what)
 
 
 def release(handle) -> None:
@@ -112,17 +70,14 @@ class RemoteLock:
     """A writer lock object on object storage, renewed while held (see the module docstring)."""
 
     def __init__(self, target, *, what: str = "alq"):
-        from alq import fs
-
-        self.fs = fs
-        self.uri = fs.join(target, REMOTE_LOCK)
+        self.uri = join(target, REMOTE_LOCK)
         self.ttl = lock_ttl()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.version = fs.create_exclusive(self.uri, self._body())
+        self.version = conditional.create_exclusive(self.uri, self._body())
         if self.version is None:
-            got = fs.read_versioned(self.uri)
+            got = conditional.read_versioned(self.uri)
             if got is None:  # released between our PUT and GET: one more try
-                self.version = fs.create_exclusive(self.uri, self._body())
+                self.version = conditional.create_exclusive(self.uri, self._body())
             else:
                 data, version = got
                 holder = _parse(data)
@@ -132,7 +87,7 @@ class RemoteLock:
                         f"{target}: another {what} is writing it right now (lock object {REMOTE_LOCK} held by "
                         f"{holder.get('owner', '?')}, expires in {left:.0f}s unless renewed)",
                         hint="wait for it to finish, then rerun") from None
-                self.version = fs.replace_if(self.uri, self._body(), version)  # expired: take it over
+                self.version = conditional.replace_if(self.uri, self._body(), version)  # expired: take it over
             if self.version is None:
                 raise BadInputError(f"{target}: another {what} took the lock at the same moment",
                                     hint="wait for it to finish, then rerun")
@@ -148,7 +103,7 @@ class RemoteLock:
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                version = self.fs.replace_if(self.uri, self._body(), self.version)
+                version = conditional.replace_if(self.uri, self._body(), self.version)
             except Exception:  # noqa: BLE001 - a transient store error: try again next period
                 continue
             if version is None:  # someone took it over: the commit (conditioned on the manifest) will refuse
@@ -162,7 +117,7 @@ class RemoteLock:
         self._thread.join(timeout=30)
         if not self.lost:
             with contextlib.suppress(Exception):
-                self.fs.delete_if(self.uri, self.version)
+                conditional.delete_if(self.uri, self.version)
 
 
 def _dead_here(owner) -> bool:

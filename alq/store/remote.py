@@ -26,9 +26,10 @@ import numpy as np
 from alq import fs
 from alq.config import env_number
 from alq.errors import BadInputError, StoreError
+from alq.store.base import Block
 from alq.store.manifest import Manifest, ShardInfo, read_manifest
 from alq.store.npyfile import read_npy_header
-from alq.store.pool import Block, ShardedPool
+from alq.store.stored import StoredPool
 
 _WHOLE_SHARD_FRACTION = 0.25  # take(): past this share of a shard's rows, one read of the whole shard
 _GAP_ROWS = 64  # take(): rows closer than this are fetched in one range
@@ -44,16 +45,12 @@ def read_threads() -> int:
     return int(env_number("ALQ_READ_THREADS", 8, what="threads", integer=True))
 
 
-class RemotePool(ShardedPool):
-    """The :class:`ShardedPool` interface over an ``s3://`` / ``gs://`` pool prefix."""
+class RemotePool(StoredPool):
+    """The :class:`~alq.store.pool.ShardedPool` interface over an ``s3://`` / ``gs://`` pool prefix."""
 
     def __init__(self, uri: str, manifest: Manifest | None = None):
         self.path = fs.normalize(uri)
-        self.manifest = manifest or read_manifest(self.path)
-        self.dim = self.manifest.dim
-        self.dtype = np.dtype(self.manifest.dtype)
-        self.id_type = self.manifest.id_type
-        self.shard_rows = tuple(s.rows for s in self.manifest.shards)
+        self._use_manifest(manifest or read_manifest(self.path))
         self._vectors: OrderedDict[int, np.ndarray] = OrderedDict()
         self._files: dict[int, tuple[object, int]] = {}
         self._lock = threading.Lock()

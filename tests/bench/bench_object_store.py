@@ -11,7 +11,7 @@ measured in the same run:
 * ``alq select --strategy margin --budget 10000`` as a whole process on each;
 * building the pool (``PoolWriter``) on each;
 * where ``s3fs`` is importable, the same shard objects read through fsspec's
-  s3fs vs pyarrow's S3 client (the choice made in alq/fs.py).
+  s3fs vs pyarrow's S3 client (the choice made in alq/fs/uris.py).
 
 moto is a Python server: its throughput, not the network's, bounds the S3
 side here. Against AWS S3 the same code keeps ``ALQ_READ_THREADS`` (8) ranges
