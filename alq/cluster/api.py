@@ -48,12 +48,14 @@ DEFAULT_KNN = 10
 # default-cut`, 2 seeds): scales 1.0 / 1.5 / 2.0 / 3.0 give 28,061 / 9,378 / 3,210 / 484 clusters with
 # 34% / 9% / 2% / 0% of rows in singletons; Cluster-Margin's final top-1 minus margin's was -0.0065 /
 # -0.0052 / -0.0045 / -0.0045 at 4 x 2,000 and +0.0001 / +0.0003 / -0.0000 / -0.0001 at 2 x 10,000.
-# 1.5 takes most singletons away (the round-robin then has groups to spread over) while staying inside
-# the kNN graph's reach: at 2.0 the cut on small dense pools passes the graph's longest edge and the
-# graph path must clamp it (tests/test_cluster.py's 3,000-row agreement with exact HAC then fails).
+# No cut helped at large batch (differences within 0.2 points at 2k, 0.05 at 10k), and a coarser
+# default is not safe on other pools: at 1.5 the bench mixture (20k rows of 2,000 components) collapses
+# to 56 exact clusters and the graph path, whose kNN edges do not reach that far, gives 1,036 (ARI 0.017
+# vs exact, against 1.000 at 1.0); at 2.0 the 3,000-row test pool's cut passes the graph's longest edge.
 # On sklearn's digits (1,297 rows, b = 60) 1.0 gave the best small-batch curve (bench_cluster.py).
+# So 1.0 stays; `alq cluster` warns when more than half the rows are singletons.
 AUTO_NEIGHBOUR = 10
-AUTO_SCALE = 1.5
+AUTO_SCALE = 1.0
 # The graph HAC keeps one float32 vector sum per cluster (to estimate the distances of pairs
 # without an edge): above this many bytes the rows are randomly projected to fewer dimensions.
 SUFFICIENT_BYTES_MAX = 2 * 2**30

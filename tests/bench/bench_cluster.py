@@ -509,3 +509,26 @@ def test_bench_default_cut_fashion_mnist():
     if not (REAL / "train_embeddings.npy").exists():
         pytest.skip("Fashion-MNIST embeddings not found")
     default_cut_study()
+
+
+# -- 5M rows on a local Ray (issue 18): driver RSS and time against the 1M local run --------------------------------
+RAY_ROWS = int(os.environ.get("ALQ_BENCH_CLUSTER_RAY_ROWS", 5_000_000))
+
+
+def test_bench_cluster_ray_vs_1m_local():
+    """`alq cluster --engine ray` (a local 2-CPU Ray) on the bench mixture at RAY_ROWS, beside the local 1M run.
+
+    Driver RSS is the CLI process's peak (Ray's workers are other processes); target <= 8 GB and
+    <= 6x the 1M run's wall time at 5M.
+    """
+    pytest.importorskip("ray")
+    small = make_pool(1_000_000)
+    t1, rss1, info1 = run_cli_measured("cluster", small, "--out", WORK / "clusters-1000000", "--json", "-q")
+    big = make_pool(RAY_ROWS)
+    tr, rssr, infor = run_cli_measured("cluster", big, "--out", WORK / f"clusters-ray-{RAY_ROWS}", "--engine", "ray",
+                                       "--json", "-q")
+    print(f"\n[cluster, bench mixture x {D}] 1M local: {t1:.0f} s, peak RSS {rss1:.2f} GiB, "
+          f"{info1['n_clusters']:,} clusters, seconds={info1['seconds']}")
+    print(f"[cluster, bench mixture x {D}] {RAY_ROWS:,} on a local Ray: {tr:.0f} s = {tr / t1:.2f}x the 1M run "
+          f"(target <= 6x at 5M), driver peak RSS {rssr:.2f} GiB (target <= 8), {infor['n_clusters']:,} clusters, "
+          f"seconds={infor['seconds']}, index={infor.get('graph', {}).get('index') if isinstance(infor.get('graph'), dict) else None}")
