@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alq import __version__
 from alq.errors import BadInputError, BudgetError
-from alq.model.train import TrainOptions
+from alq.model.options import TrainOptions
 from alq.staging import shown
 
 HEAD_MODES = ("reset", "update")
