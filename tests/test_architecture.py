@@ -31,7 +31,8 @@ MAX_CLASS_LINES = 250
 
 # Top to bottom. A module belongs to the layer of the longest entry that is it or a package above it
 # (``alq`` itself, the package's __init__, matches only itself). A module may import its own layer or any
-# layer below; never one above.
+# layer below; never one above. The store sits above the model: heads work on arrays handed in
+# (alq.train bridges a pool's labeled rows to alq.model.train), while the store may read a head (`alq info`).
 LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("cli", "the typer app: parse, validate, call one library function, render",
      ("alq.cli", "alq.__main__")),
