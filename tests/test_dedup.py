@@ -16,7 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from alq.dedup.groups import DedupOptions, components, compute_groups, threshold_from_nn
+from alq.dedup.auto import threshold_from_nn
+from alq.dedup.components import components
+from alq.dedup.groups import DedupOptions, compute_groups
 from alq.dedup.store import load_groups, write_dedup
 from alq.io import parquet_metadata, write_parquet
 from alq.store import PoolWriter, open_pool

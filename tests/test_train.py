@@ -10,10 +10,12 @@ import torch
 from conftest import gaussian_pool
 
 from alq.errors import BadInputError
+from alq.model.fit import class_weights, holdout_split
 from alq.model.head import Head, HeadNet, load_head, net_fingerprint
-from alq.model.train import TrainOptions, class_weights, holdout_split, train_head, train_on_pool
+from alq.model.train import TrainOptions, train_head
 from alq.store import MemoryPool
 from alq.store.labels import LabelSet, read_labels
+from alq.train import train_on_pool
 
 
 def _head(x, y, classes=None, **kw):

@@ -54,7 +54,7 @@ def build_train_options(*, mlp: bool, hidden: int | None, weight_decay: str, cv_
                         bootstrap: bool, dropout: float, class_weighted: bool, seed: int = 0):
     """TrainOptions from the command-line values, validated (one clear line on a bad value)."""
     from alq.errors import BadInputError
-    from alq.model.train import TrainOptions, check_options
+    from alq.model.options import TrainOptions, check_options
 
     norm = str(normalize).strip().lower()
     if norm not in ("none", "standardize", "l2"):

@@ -98,7 +98,7 @@ def simulate_cmd(
 
         checkpoint = None
         if fs.is_remote(out):  # publish the staged run as it goes: a killed run resumes from the last one
-            from alq.simulate.loop import RemoteCheckpoint
+            from alq.simulate.rundir import RemoteCheckpoint
 
             checkpoint = RemoteCheckpoint(run_dir, out)
         with progress_bar(quiet=quiet) as progress:

@@ -46,9 +46,9 @@ def train_cmd(
     from alq.device import torch_device
     from alq.guard import Output, check_outputs
     from alq.io import sha256_file, write_json
-    from alq.model.train import train_on_pool
     from alq.store import open_pool
     from alq.store.labels import read_labels
+    from alq.train import train_on_pool
 
     pool, labels, out, metrics, previous = where(pool), where(labels), where(out), where(metrics), where(previous)
     check_outputs([Output(out, "head"), Output(metrics, "metrics", "--metrics")],

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from alq.engine import Engine, shard_ranges
+from alq.engine.base import Engine, shard_ranges
 from alq.errors import BadInputError, MissingFeatureError
 
 INSTALL_HINT = "install the extra: pip install 'alq[ray]'"

@@ -36,6 +36,10 @@ accuracy 0.8854 with the one-label resolution, 0.8838 without, scikit-learn
 0.8804. With 1,000 labels or more (one split) the resolution is one
 held-out prediction, as before.
 Deterministic for a seed.
+
+Layering: this module sits above the fitting code (:mod:`alq.model.fit`),
+which knows nothing of it; :func:`alq.model.train.train_head` calls
+:func:`select_weight_decay` when no strength is given.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+
+from alq.model.fit import fit_net
+from alq.model.options import resolve_optimizer
+from alq.model.precondition import LinearBasis
 
 # Strengths lambda searched: whole decades 10^-1 .. 10^-7 (strongest first), then half decades around the best.
 COARSE = (-1, -7)
@@ -122,7 +130,7 @@ def select_weight_decay(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, mul
                         weights: torch.Tensor | None, stats: tuple | None) -> tuple[float, dict, object]:
     """(chosen lambda, report, a fold's net at it) by k-fold CV; tensors already on the target device.
 
-    ``opts`` are the head's TrainOptions (its ``cv_folds``, ``seed``, ``max_iter``);
+    ``opts`` are the head's :class:`~alq.model.options.TrainOptions` (its ``cv_folds``, ``seed``, ``max_iter``);
     ``stats`` the standardisation (mean, scale) the head will use. The
     returned net (fold 0's fit at the chosen strength) warm-starts the final
     fit, which then needs few iterations. The report lists, per strength
@@ -200,9 +208,6 @@ class _Path:
         self.record = (-math.inf, math.inf)  # best correct, lowest loss seen so far
 
     def evaluate(self, lam: float, start_from: float | None) -> None:
-        from alq.model.precondition import LinearBasis
-        from alq.model.train import fit_net, resolve_optimizer
-
         correct = loss = 0.0
         nets = []
         capped = 0

@@ -17,6 +17,9 @@ equal an uninterrupted run's (wall-clock seconds aside). The same command run
 again without ``--resume`` continues a run that never finished (same
 settings), or starts over when it committed no round; a run that failed
 before committing any round removes what it wrote.
+
+A run staged locally for an ``s3://`` / ``gs://`` output is published to it
+as it goes (:class:`RemoteCheckpoint`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 from alq.errors import BadInputError
@@ -254,3 +258,28 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class RemoteCheckpoint:
+    """Publish a locally staged run directory to its URI every ``interval`` seconds of rounds.
+
+    A killed run then loses at most that much work: ``--resume`` downloads the
+    last published generation and continues from its committed rounds. The
+    run's local lock file is not published (it names a process on this host).
+    """
+
+    def __init__(self, local_dir: Path, uri: str, *, interval: float | None = None):
+        from alq.config import env_number
+
+        self.local_dir, self.uri, self.lock = Path(local_dir), uri, LOCK
+        self.interval = env_number("ALQ_CHECKPOINT_SECONDS", 60.0, what="seconds", minimum=-1) \
+            if interval is None else float(interval)
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < self.interval:
+            return
+        from alq import fs
+
+        fs.publish_dir(self.local_dir, self.uri, skip={self.lock})
+        self.last = time.monotonic()

@@ -1,4 +1,5 @@
-"""The strategy contract: one signature, one registry.
+"""The strategy contract: one signature, one registry (filled by ``@register``; read through
+:mod:`alq.strategies.registry`).
 
 A strategy is a small class in its own module of ``alq.strategies``,
 registered by name with ``@register``. It receives a :class:`Context`
@@ -17,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from alq.errors import BadInputError
 from alq.store.pool import Pool
 
 
@@ -84,21 +84,6 @@ def register(cls: type[Strategy]) -> type[Strategy]:
         raise RuntimeError(f"strategy {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
     return cls
-
-
-def get_strategy(name: str) -> Strategy:
-    from alq.strategies import load_all
-
-    load_all()
-    try:
-        return REGISTRY[name]()
-    except KeyError:
-        pass
-    import difflib
-
-    close = difflib.get_close_matches(str(name).strip().lower().replace("_", "-"), sorted(REGISTRY), n=1, cutoff=0.6)
-    guess = f"did you mean {close[0]}? " if close else ""
-    raise BadInputError(f"--strategy {name!r} is not known; {guess}choose from: {', '.join(sorted(REGISTRY))}")
 
 
 def unlabeled_indices(ctx: Context) -> np.ndarray:

@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from alq.model.train import TrainOptions, fit_net  # noqa: E402
+from alq.model.fit import fit_net  # noqa: E402
+from alq.model.train import TrainOptions  # noqa: E402
 
 RUNS = 3
 
