@@ -126,7 +126,7 @@ def _dir_kind(names: set[str]) -> str | None:
 
 def _remote_names(uri: str) -> set[str]:
     """Top-level names of a remote directory: those of its current generation when alq published it."""
-    from alq.store.lock import REMOTE_LOCK
+    from alq.fs.lock import REMOTE_LOCK
 
     return set(fs.listdir(fs.current_generation(uri))) - {fs.POINTER, REMOTE_LOCK}
 

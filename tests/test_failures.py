@@ -499,7 +499,7 @@ def _is_output(rel: str, args: list[str], d: Path) -> bool:
 
 def test_symlinked_pool_shares_the_writer_lock(base: Path, tmp_path: Path):
     """Two writers on one pool, one through a symlink: the second is refused, not silently both."""
-    from alq.store import lock
+    from alq.fs import lock
 
     d = tmp_path / "d"
     shutil.copytree(base, d, symlinks=True)
@@ -702,7 +702,7 @@ def test_sigterm_cleans_up_and_says_so(tmp_path: Path):
 
 
 def test_score_and_cluster_clean_their_own_leftovers_and_lock(base: Path, tmp_path: Path, cli):
-    from alq.store import lock
+    from alq.fs import lock
 
     d = tmp_path / "d"
     shutil.copytree(base, d, symlinks=True)

@@ -251,7 +251,7 @@ def test_progress_lines_still_shown_on_success(base: Path, tmp_path: Path, cli):
 def test_writer_lock_leaves_no_file_and_still_excludes(tmp_path: Path):
     """Item 19: no zero-byte .NAME.lock after a writer is done; a second writer is still refused while one holds."""
     from alq.errors import BadInputError
-    from alq.store import lock
+    from alq.fs import lock
 
     held = lock.acquire(tmp_path / "pool")
     assert (tmp_path / ".pool.lock").exists()

@@ -328,8 +328,8 @@ def test_local_dir_with_other_files_is_still_refused(tmp_path):
 
 def test_s3_killed_first_build_after_the_lock_ttl_the_cli_rerun_proceeds(s3_bucket, tmp_path):
     from alq import fs
+    from alq.fs.lock import REMOTE_LOCK
     from alq.store import PoolWriter, open_pool
-    from alq.store.lock import REMOTE_LOCK
 
     uri = fs.join(s3_bucket, "pool")
     x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)

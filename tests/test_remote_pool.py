@@ -15,8 +15,8 @@ from conftest import REPO
 
 from alq import fs
 from alq.errors import AlqError, StoreError
+from alq.fs.lock import REMOTE_LOCK
 from alq.store import PoolWriter, open_pool
-from alq.store.lock import REMOTE_LOCK
 
 
 def _vectors(n=1000, d=24, seed=0):

@@ -54,7 +54,7 @@ def remote_lock(target, what: str):
     """
     if target is None or not fs.is_remote(target):
         return contextlib.nullcontext()
-    from alq.store.lock import exclusive_lock
+    from alq.fs.lock import exclusive_lock
 
     return exclusive_lock(fs.join(fs.parent_of(target), f".{fs.name_of(target)}.lock"), what=what)
 

@@ -8,7 +8,7 @@ names its file and tries again, so two writers never hold locks on two
 different files of one name. The lock is keyed on the resolved target, so
 two paths to one pool (a symlink, ``a/../pool``) share one lock.
 
-:mod:`alq.store.lock` is the lock for either kind of location (an object on
+:mod:`alq.fs.lock` is the lock for either kind of location (an object on
 a store); this module is the local half, which :mod:`alq.io` uses too.
 """
 

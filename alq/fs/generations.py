@@ -25,7 +25,7 @@ from alq.fs.ops import delete_tree, download, file_type, listdir, read_bytes, up
 from alq.fs.uris import is_remote, join, local, name_of, normalize, short_error
 
 POINTER = "_alq_current.json"  # the pointer object of a directory output on object storage
-_WRITER_LOCK = "_alq_writer.lock"  # alq.store.lock.REMOTE_LOCK: a writer's lock object, never content
+_WRITER_LOCK = "_alq_writer.lock"  # alq.fs.lock.REMOTE_LOCK: a writer's lock object, never content
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def staged_output(path, *, kind: str = "file", resume: bool = False) -> Iterator
     uri = normalize(path)
     with contextlib.ExitStack() as stack:
         if kind == "dir":
-            from alq.store import lock
+            from alq.fs import lock
 
             if not lock.held_here(uri):  # one writer of a directory output at a time (`score`/`cluster` hold it)
                 stack.enter_context(lock.exclusive_lock(uri, what="alq writer of this output"))

@@ -169,7 +169,7 @@ def write_scores(pool, head, out: str | Path, *, top_k: int = 5, aggregate: str 
 def _write_scores_remote(pool, head, out: str, *, top_k, aggregate, engine, device, pool_path, t0) -> dict:
     """The scores directory on object storage: tasks write their shards under a new generation, then the
     driver writes the meta file and switches the pointer (readers see the old scores or the new, whole)."""
-    from alq.store.lock import REMOTE_LOCK
+    from alq.fs.lock import REMOTE_LOCK
 
     kind = fs.file_type(out)
     have = set(fs.listdir(out)) - {REMOTE_LOCK}  # `alq score` holds the writer lock object inside OUT

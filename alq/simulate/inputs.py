@@ -10,8 +10,8 @@ from alq.errors import BadInputError, MissingFeatureError
 from alq.io import sha256_file
 from alq.simulate.config import SimulationConfig
 from alq.simulate.oracle import RowLabels, row_labels, union_classes
-from alq.store.labels import read_labels
 from alq.store import Pool, open_pool
+from alq.store.labels import read_labels
 
 
 @dataclass

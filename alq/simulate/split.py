@@ -58,7 +58,7 @@ def test_rows(labels: LabelSet, rows: np.ndarray, fraction: float, rng: np.rando
 def _names(out) -> set[str]:
     """Top-level names in ``out`` (files and folders; none when it is absent)."""
     if fs.is_remote(out):
-        from alq.store.lock import REMOTE_LOCK
+        from alq.fs.lock import REMOTE_LOCK
 
         return {rel.split("/", 1)[0] for rel in fs.listdir(out, recursive=True)} - {REMOTE_LOCK}  # ours, held
     return {p.name for p in out.iterdir()} if out.exists() else set()

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 
 from alq.errors import BadInputError
+from alq.fs.lock import exclusive_lock
 from alq.io import parquet_metadata, sha256_file, write_parquet
 from alq.store.annotation_files import as_int, read_annotations, type_labels
 from alq.store.base import Pool
 from alq.store.labels import KIND, LabelSet, read_id_list, read_labels
-from alq.store.lock import exclusive_lock
 
 POLICIES = ("error", "keep-old", "take-new")
 MAX_HISTORY = 50

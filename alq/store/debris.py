@@ -76,7 +76,7 @@ def sole_writer(target: str | Path, *, what: str) -> Iterator[list[str]]:
     a previous output that a killed swap left moved aside is put back first.
     """
     from alq.fs import is_remote
-    from alq.store.lock import exclusive_lock
+    from alq.fs.lock import exclusive_lock
 
     with exclusive_lock(target, what=what):
         # on object storage a directory output is published by its pointer: nothing half-built lies beside it

@@ -136,7 +136,7 @@ def _remote_pool(uri: str, verify: bool) -> dict:
     import time
 
     from alq import fs
-    from alq.store.lock import REMOTE_LOCK
+    from alq.fs.lock import REMOTE_LOCK
     from alq.store.remote import RemotePool
 
     pool = RemotePool(uri)

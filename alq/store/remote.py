@@ -233,7 +233,7 @@ class RemotePool(StoredPool):
 
     def unlisted(self) -> list[str]:
         """Objects under the pool prefix that no manifest entry names (a killed writer's uploads)."""
-        from alq.store.lock import REMOTE_LOCK
+        from alq.fs.lock import REMOTE_LOCK
         from alq.store.manifest import MANIFEST
 
         listed = {f for s in self.manifest.shards for f in (s.npy, s.parquet)} | {MANIFEST, REMOTE_LOCK}

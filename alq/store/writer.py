@@ -34,7 +34,7 @@ import pyarrow as pa
 from alq import fs
 from alq.config import DEFAULT_SHARD_ROWS
 from alq.errors import BadInputError
-from alq.store import lock
+from alq.fs import lock
 from alq.store.backends import backend_for
 from alq.store.manifest import Manifest, ShardInfo
 from alq.store.opener import pool_at

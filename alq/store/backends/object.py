@@ -22,11 +22,11 @@ import numpy as np
 
 from alq.errors import BadInputError, StoreError
 from alq.fs.conditional import create_exclusive, replace_if
+from alq.fs.lock import REMOTE_LOCK
 from alq.fs.ops import delete, listdir, read_table, upload
 from alq.fs.uris import join, normalize
 from alq.store.backends.base import StorageBackend
 from alq.store.debris import SHARD_FILE
-from alq.store.lock import REMOTE_LOCK
 from alq.store.manifest import MANIFEST, Manifest, ShardInfo, manifest_bytes, manifest_path, read_manifest_versioned
 from alq.store.npyfile import HEADER_BYTES, sync_and_hash
 
