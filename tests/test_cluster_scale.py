@@ -326,3 +326,24 @@ def test_a_cut_that_leaves_most_rows_alone_warns_once():
     lines.clear()
     _, info = compute_clusters(MemoryPool(x), ClusterOptions(method="graph", n_clusters=3), log=lines.append)
     assert info["singleton_share"] < 0.5 and not any("clusters of their own" in ln for ln in lines)
+
+
+def test_a_workers_last_search_forgets_its_cached_index():
+    """Ray workers cache the deserialised index per digest; the last tasks of a search drop it (issue 18: 5.6 GiB
+    per idle worker at 5M rows), and the search result is the same as without the release."""
+    import pickle
+
+    knn = knn_mod
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    pool = MemoryPool(x, shard_rows=100)
+    ref, _ = build_index(pool, seed=0)
+    knn._LOADED.clear()
+    copy = pickle.loads(pickle.dumps(ref))  # what a worker receives
+    assert copy._digest in knn._LOADED
+    want = search_partial(pool, 0, 100, copy, 5, None, True)
+    got = knn.search_and_release(pool, 0, 100, copy, 5, None, True)
+    assert copy._digest not in knn._LOADED
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    again = pickle.loads(pickle.dumps(ref))  # a later task loads it again
+    np.testing.assert_array_equal(search_partial(pool, 0, 100, again, 5, None, True)[0], want[0])

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from alq.cluster.knn import IndexRef, build_index, search_partial
+from alq.cluster.knn import IndexRef, build_index, search_and_release, search_partial
 
 PLAN = "plan.json"
 INDEX = "index.faiss"
@@ -140,8 +140,11 @@ def knn_graph(pool, *, k: int, normalize, seed: int, kind: str, target_recall: f
         wave = max(1, engine.slots())
         for w in range(0, len(todo), wave):
             part = todo[w:w + wave]
-            results = engine.map(search_partial, [(pool, int(offsets[s]), int(offsets[s + 1]), shared, k, normalize,
-                                                   True) for s in part])
+            # the last `wave` tasks drop the worker's cached index when done (a worker that runs another
+            # after it loads the index again): idle workers must not hold N x d floats through the linkage
+            task = search_and_release if w + wave > len(todo) - wave else search_partial
+            results = engine.map(task, [(pool, int(offsets[s]), int(offsets[s + 1]), shared, k, normalize, True)
+                                        for s in part])
             for s, (nbr, dist) in zip(part, results):
                 write_knn_shard(work / shard_file(s), nbr, dist)
                 tick(int(offsets[s + 1] - offsets[s]))
