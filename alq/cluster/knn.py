@@ -170,6 +170,18 @@ def search_and_release(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize:
     finally:
         if ref._digest:
             _LOADED.pop(ref._digest, None)
+        ref.index = None
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps an index's many small list buffers otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _to_gpu(index):
