@@ -218,7 +218,7 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
         gstats["projected_dim"] = proj_dim
         if opts.n_clusters is not None:
             vectors, _ = sufficient_vectors(pool, normalize, seed=opts.seed)  # the linkage summed into the first
-            den, dense = finish_dense(den, a, b, w, vectors, opts.n_clusters)
+            den, dense = finish_dense(den, vectors, opts.n_clusters, seed=opts.seed)
             if dense:
                 gstats["dense_finish"] = dense
         del a, b, w, vectors
