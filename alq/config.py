@@ -42,3 +42,18 @@ def env_number(name: str, default: float, *, what: str, minimum: float = 0.0, in
     if not math.isfinite(value) or value <= minimum:
         raise BadInputError(f"{name}={raw!r} must be a finite number of {what} > {minimum:g}")
     return value
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS.
+
+    glibc keeps freed small and mid-size blocks (a faiss index's list
+    buffers, numpy temporaries below its mmap threshold) in the heap, where
+    they still count in the RSS of a long run; ``malloc_trim`` releases them.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

@@ -291,11 +291,11 @@ def test_graph_n_clusters_cut_is_close_to_exact(overlapping_with_scipy, monkeypa
     # Measured ARI vs scipy on this mixture, graph dendrogram kept down to 4K clusters then dense:
     # 0.995 / 0.989 / 0.994 / 0.993 (graph only, before the dense finish: 0.632 / 0.988 / 0.985 / 0.987,
     # and 0.335 at K=3, 0.761 at K=1000 on a 1,500-point 10-component mixture)
-    import alq.cluster.graph as graph
+    import alq.cluster.dense as dense
 
     x, z = overlapping_with_scipy
     pool = MemoryPool(x, shard_rows=500)
-    monkeypatch.setattr(graph, "DENSE_FROM", 4 * k)
+    monkeypatch.setattr(dense, "DENSE_FROM", 4 * k)
     labels, info = compute_clusters(pool, ClusterOptions(method="graph", n_clusters=k))
     assert labels.max() + 1 == k and info["graph"]["dense_finish"]["clusters"] >= 4 * k
     assert adjusted_rand_score(fcluster(z, k, criterion="maxclust"), labels) >= 0.95
@@ -312,15 +312,15 @@ def _blobs(c=10, per=30, d=4, seed=5):
 
 def test_graph_n_clusters_joins_disconnected_components(monkeypatch):
     """10 far blobs, k=3 neighbours: 10 components; --n-clusters 4 still gives scipy's 4 clusters."""
-    import alq.cluster.graph as graph
+    import alq.cluster.dense as dense
 
     x = _blobs()
-    monkeypatch.setattr(graph, "DENSE_FROM", 4)
+    monkeypatch.setattr(dense, "DENSE_FROM", 4)
     labels, info = compute_clusters(MemoryPool(x), ClusterOptions(method="graph", n_clusters=4, knn=3))
     assert info["graph"]["dense_finish"]["clusters"] == 10
     ref = canonical_labels(fcluster(linkage(x.astype(np.float64), "average"), 4, criterion="maxclust"))
     np.testing.assert_array_equal(labels, ref)
-    monkeypatch.setattr(graph, "DENSE_MAX", 8)
+    monkeypatch.setattr(dense, "DENSE_MAX", 8)
     with pytest.raises(BadInputError, match="leaves 10 groups with no edge") as err:
         compute_clusters(MemoryPool(x), ClusterOptions(method="graph", n_clusters=4, knn=3))
     assert "raise --knn" in err.value.line()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alq.cluster.graph import _rows_per_cluster, mean_distances
+from alq.cluster.dense import _rows_per_cluster, mean_distances
 
 
 def _mixture(n=600, d=6, c=40, seed=0):

@@ -347,3 +347,27 @@ def test_a_workers_last_search_forgets_its_cached_index():
     np.testing.assert_array_equal(got[1], want[1])
     again = pickle.loads(pickle.dumps(ref))  # a later task loads it again
     np.testing.assert_array_equal(search_partial(pool, 0, 100, again, 5, None, True)[0], want[0])
+
+
+def test_a_saved_index_travels_as_its_file_bytes(tmp_path):
+    """The Ray driver shares the index saved in the work directory, not its own copy (which it frees):
+    the reference pickles as the file's bytes and a worker gets the same index and the same answers."""
+    import pickle
+
+    from alq.cluster.knngraph import saved_index
+    from alq.engine import LocalEngine
+
+    x = np.random.default_rng(1).standard_normal((400, 8)).astype(np.float32)
+    pool = MemoryPool(x, shard_rows=100)
+    ref, _ = build_index(pool, seed=0)
+    ref.save(tmp_path / "index.faiss")
+    lazy = LocalEngine().share_result(saved_index, tmp_path / "index.faiss", ref.nprobe, ref.query_rows)
+    assert lazy.index is None  # nothing is built on the driver
+    state = lazy.__getstate__()
+    assert bytes(state["bytes"]) == (tmp_path / "index.faiss").read_bytes()
+    knn_mod._LOADED.clear()
+    worker = pickle.loads(pickle.dumps(lazy))
+    want = search_partial(pool, 0, 400, ref, 5, None, True)
+    got = search_partial(pool, 0, 400, worker, 5, None, True)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -23,7 +23,8 @@ import numpy as np
 
 from alq import __version__
 from alq.cluster import exact as _exact
-from alq.cluster.graph import edges_from_knn, finish_dense, graph_average_linkage
+from alq.cluster.dense import finish_dense
+from alq.cluster.graph import edges_from_knn, graph_average_linkage
 from alq.cluster.knn import TARGET_RECALL, prepare
 from alq.cluster.knngraph import graph_dir, knn_graph
 from alq.cluster.linkage import size_summary
@@ -38,6 +39,7 @@ from alq.cluster.store import (
     write_shard,
     write_summary,
 )
+from alq.config import return_freed_memory
 from alq.errors import BadInputError
 
 METHODS = ("auto", "exact", "graph")
@@ -190,9 +192,11 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
                 f"target {opts.recall:g} ({index_info.get('why', '')}); clusters may split true neighbours")
         seconds.update(index_info.pop("stage_seconds"))
         kth = dist[:, k_auto - 1].astype(np.float64)
-        a, b, w = edges_from_knn(nbr[:, :k], dist[:, :k])
+        edges = list(edges_from_knn(nbr[:, :k], dist[:, :k]))  # [a, b, w], handed over to the linkage
         del nbr, dist
-        missing = float(w.max()) if len(w) else 0.0
+        return_freed_memory()  # the index's and the search's freed buffers, before the linkage's peak
+        missing = float(edges[2].max()) if len(edges[2]) else 0.0
+        n_edges = len(edges[0])
         t_vec = time.perf_counter()
         vectors, proj_dim = sufficient_vectors(pool, normalize, seed=opts.seed)
         seconds["vectors"] = time.perf_counter() - t_vec
@@ -207,12 +211,12 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
                 say(f"warning: --threshold {threshold_for_run:g} is not below the kNN graph's longest edge "
                     f"({missing:.4g}): every connected group merges; raise --knn or lower --threshold")
         t1 = time.perf_counter()
-        say(f"graph average linkage over {len(a)} edges")
+        say(f"graph average linkage over {n_edges} edges")
         from alq.device import serial, torch_device
 
         device = device or torch_device()
         with serial(device):  # memory-bound passes: one thread is as fast, and far faster on a busy machine
-            den, gstats = graph_average_linkage(n, a, b, w, threshold=threshold_for_run, vectors=vectors,
+            den, gstats = graph_average_linkage(n, edges=edges, threshold=threshold_for_run, vectors=vectors,
                                                 device=device, progress=progress, vectors_scratch=True)
         gstats["longest_edge"] = missing
         gstats["projected_dim"] = proj_dim
@@ -221,7 +225,7 @@ def compute_clusters(pool, opts: ClusterOptions, *, engine=None, device=None, pr
             den, dense = finish_dense(den, vectors, opts.n_clusters, seed=opts.seed)
             if dense:
                 gstats["dense_finish"] = dense
-        del a, b, w, vectors
+        del vectors
         seconds["linkage"] = time.perf_counter() - t1
         info["graph"] = gstats
     if opts.n_clusters is not None:

@@ -50,6 +50,7 @@ import time
 import numpy as np
 
 from alq.cluster.exactknn import _faiss, exact_knn, exact_near, prepare, recall
+from alq.config import return_freed_memory
 from alq.device import faiss_gpu_count, faiss_set_nprobe, faiss_to_gpu
 from alq.errors import BadInputError
 
@@ -115,8 +116,17 @@ class IndexRef:
                 pass
         return index
 
+    @classmethod
+    def from_file(cls, path, nprobe: int | None, query_rows: int) -> IndexRef:
+        """A reference that pickles as the bytes of the saved index at ``path``, never building it here."""
+        ref = cls.__new__(cls)
+        ref.index, ref.nprobe, ref.query_rows, ref._digest, ref._path = None, nprobe, int(query_rows), None, path
+        return ref
+
     def __getstate__(self):
-        data = _faiss().serialize_index(self.cpu_index())
+        path = getattr(self, "_path", None)
+        data = np.fromfile(path, dtype=np.uint8) if self.index is None and path else \
+            _faiss().serialize_index(self.cpu_index())
         if self._digest is None:
             self._digest = hashlib.sha256(memoryview(data)).hexdigest()
         return {"bytes": data, "digest": self._digest, "nprobe": self.nprobe, "query_rows": self.query_rows}
@@ -171,17 +181,7 @@ def search_and_release(pool, lo: int, hi: int, ref: IndexRef, k: int, normalize:
         if ref._digest:
             _LOADED.pop(ref._digest, None)
         ref.index = None
-        _return_freed_memory()
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps an index's many small list buffers otherwise)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+        return_freed_memory()
 
 
 def _to_gpu(index):

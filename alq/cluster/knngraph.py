@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alq.cluster.knn import IndexRef, build_index, search_and_release, search_partial
+from alq.config import return_freed_memory
 
 PLAN = "plan.json"
 INDEX = "index.faiss"
@@ -136,7 +137,10 @@ def knn_graph(pool, *, k: int, normalize, seed: int, kind: str, target_recall: f
             nbr, dist = search_partial(pool, int(offsets[s]), int(offsets[s + 1]), ref, k, normalize, True, 0, tick)
             write_knn_shard(work / shard_file(s), nbr, dist)
     else:
-        shared = engine.share(ref)
+        # the workers get the saved index through the object store; the driver lets go of its own copy
+        shared = engine.share_result(saved_index, work / INDEX, ref.nprobe, ref.query_rows)
+        ref.index = None
+        return_freed_memory()
         wave = max(1, engine.slots())
         for w in range(0, len(todo), wave):
             part = todo[w:w + wave]
@@ -159,6 +163,11 @@ def knn_graph(pool, *, k: int, normalize, seed: int, kind: str, target_recall: f
     return nbr, dist, {**info, "resumed_shards": len(done) if (resume and loaded is not None) else 0,
                        "stage_seconds": {"index": round(t_index, 3),
                                          "knn": round(time.perf_counter() - t0 - t_index, 3)}}
+
+
+def saved_index(path: Path, nprobe: int | None, query_rows: int) -> IndexRef:
+    """The index saved at ``path``, as a reference that pickles as the file's bytes (a Ray task's result)."""
+    return IndexRef.from_file(path, nprobe, query_rows)
 
 
 def load_graph_index(cluster_dir: Path) -> tuple[IndexRef, dict] | None:

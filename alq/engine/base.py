@@ -42,6 +42,14 @@ class Engine:
         """``obj`` as an argument many tasks receive (Ray: put in the object store once)."""
         return obj
 
+    def share_result(self, fn: Callable[..., Any], *args) -> Any:
+        """``fn(*args)`` as an argument many tasks receive, made on this machine (it may read local files).
+
+        Ray: made by a task on the driver's node and kept in the object store as
+        that task's result, so the driver never holds or maps its bytes.
+        """
+        return fn(*args)
+
     def in_process(self) -> bool:
         """Whether tasks run in this process (so they may report progress through a callback)."""
         return False

@@ -141,6 +141,15 @@ class RayEngine(Engine):
     def share(self, obj):
         return self.ray.put(obj)  # top-level ObjectRef arguments are resolved by Ray in the worker
 
+    def share_result(self, fn, *args):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = self.ray.get_runtime_context().get_node_id()
+        ref = self._remote(fn).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote(*args)
+        self.ray.wait([ref], fetch_local=False)  # made before the tasks that need it start
+        return ref
+
     def slots(self) -> int:
         """How many tasks the cluster runs at once (its CPUs, or GPUs, over what one task asks for)."""
         res = self.ray.cluster_resources()
