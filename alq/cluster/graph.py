@@ -50,7 +50,6 @@ from alq.cluster.linkage import Dendrogram
 from alq.config import rows_per_block
 
 
-
 def edges_from_knn(nbr: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected edge list from kNN lists: (a, b, distance) with a < b, each pair once.
 

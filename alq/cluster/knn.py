@@ -44,12 +44,12 @@ Ctrl-C stop a search within seconds.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 
 import numpy as np
 
 from alq.cluster.exactknn import _faiss, exact_knn, exact_near, prepare, recall
+from alq.cluster.ivf import block_rows_for, flat_index, ivf_index, plan_index
 from alq.config import return_freed_memory
 from alq.device import faiss_gpu_count, faiss_set_nprobe, faiss_to_gpu
 from alq.errors import BadInputError
@@ -59,27 +59,6 @@ FLAT_MAX_BYTES = 4 * 2**30  # the largest flat (exact) index the planner falls b
 TARGET_RECALL = 0.95
 RECALL_QUERIES = 1000
 CALL_SECONDS = 1.0  # target duration of one native search call (how soon a signal is seen)
-LISTS_PER_SQRT_N = 4
-TRAIN_ROWS_PER_LIST = 39  # faiss warns below 39 training points per centroid
-
-
-def ivf_lists(n: int) -> int:
-    """About 4 sqrt(N) lists (the cost optimum for nprobe near 16), at least 39 rows per list."""
-    return int(max(1, min(n // TRAIN_ROWS_PER_LIST, round(LISTS_PER_SQRT_N * math.sqrt(n)))))
-
-
-def plan_index(n: int, kind: str = "auto") -> dict:
-    """The index family before measurement: flat for small pools (or when asked), else IVF."""
-    if kind == "auto":
-        kind = "flat" if n <= FLAT_MAX_ROWS else "ivf"
-    if kind == "flat":
-        return {"kind": "flat"}
-    if kind == "ivf":
-        nlist = ivf_lists(n)
-        return {"kind": "ivf", "nlist": nlist, "train_rows": int(min(n, TRAIN_ROWS_PER_LIST * nlist))}
-    raise BadInputError(f"index kind {kind!r} must be auto, flat or ivf")
-
-
 # deserialised indexes of this process, by content digest: a Ray worker loads an index once, not per task
 _LOADED: dict[str, object] = {}
 
@@ -188,59 +167,11 @@ def _to_gpu(index):
     return faiss_to_gpu(index)
 
 
-def block_rows_for(pool, k: int) -> int:
-    return pool.block_rows(pool.dim * (pool.dtype.itemsize + 4) + (k + 1) * 12 * 2)
-
-
 def _query_rows(seconds_per_query: float) -> int:
     """Queries per native call for about CALL_SECONDS of work (64 .. 16384)."""
     if not seconds_per_query > 0:
         return 16384
     return int(min(16384, max(64, CALL_SECONDS / seconds_per_query)))
-
-
-def _add_rows(index, pool, n: int, normalize: str | None, progress, stage: str = "index|index: adding rows") -> None:
-    _add_rows_range(index, pool, 0, n, normalize, progress, stage)
-
-
-def _add_rows_range(index, pool, lo: int, hi: int, normalize: str | None, progress=None, stage: str = "index"):
-    """Add pool rows [lo, hi) to the index, in bounded native calls (signals are seen between them)."""
-    step = block_rows_for(pool, 0)
-    done = 0
-    for block in pool.iter_blocks(block_rows=step, lo=lo, hi=hi):
-        x = prepare(block.vectors, normalize, block.start)
-        for i in range(0, len(x), 16384):
-            index.add(x[i:i + 16384])
-        done += len(x)
-        if progress is not None:
-            progress(stage, done, hi - lo)
-
-
-def _flat_index(pool, n: int, normalize, progress):
-    faiss = _faiss()
-    index = _to_gpu(faiss.IndexFlatL2(pool.dim))
-    _add_rows(index, pool, n, normalize, progress)
-    return index
-
-
-def _ivf_index(pool, n: int, plan: dict, normalize, seed: int, progress):
-    faiss = _faiss()
-    d = pool.dim
-    quantizer = faiss.IndexFlatL2(d)
-    cpu = faiss.IndexIVFFlat(quantizer, d, plan["nlist"], faiss.METRIC_L2)
-    cpu.cp.seed = int(seed) % (2**31)
-    cpu.cp.niter = 10
-    index = _to_gpu(cpu)
-    gcp = getattr(index, "cp", None)  # a GPU IVF index trains with its own clustering parameters
-    if index is not cpu and gcp is not None:
-        gcp.seed, gcp.niter = cpu.cp.seed, cpu.cp.niter
-    rng = np.random.default_rng([seed, 7])
-    sample = np.sort(rng.choice(n, size=plan["train_rows"], replace=False))
-    if progress is not None:
-        progress("index|index: k-means training", 0, 1)
-    index.train(prepare(pool.take(sample, dtype=np.float32), normalize))
-    _add_rows(index, pool, n, normalize, progress)
-    return index
 
 
 def build_index(pool, *, hi: int | None = None, normalize: str | None = None, kind: str = "auto",
@@ -258,12 +189,12 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
         raise BadInputError("cannot index an empty pool")
     if not 0 < target_recall <= 1:
         raise BadInputError(f"--recall={target_recall} must be in (0, 1]")
-    plan = plan_index(n, kind)
+    plan = plan_index(n, kind, flat_max_rows=FLAT_MAX_ROWS)
     info: dict = {"gpu": faiss_gpu_count() > 0, "recall_target": target_recall}
     k = max(1, min(int(k_for_recall), n - 1))
     if plan["kind"] == "flat" and (kind == "flat" or n <= FLAT_MAX_ROWS):
         t0 = time.perf_counter()
-        index = _flat_index(pool, n, normalize, progress)
+        index = flat_index(pool, n, normalize, progress)
         per_query = 2.0 * n * pool.dim / 2e10  # a flat search: about 2 n d flops per query at ~20 GFLOP/s
         info.update(index="flat", recall_at_k=1.0, recall_target_met=True,
                     build_seconds=round(time.perf_counter() - t0, 3))
@@ -283,7 +214,7 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
 
     # 2. the IVF index
     t0 = time.perf_counter()
-    index = _ivf_index(pool, n, plan, normalize, seed, progress)
+    index = ivf_index(pool, n, plan, normalize, seed, progress)
     info.update(nlist=plan["nlist"], train_rows=plan["train_rows"], build_seconds=round(time.perf_counter() - t0, 3))
     ref = IndexRef(index)
 
@@ -333,7 +264,7 @@ def build_index(pool, *, hi: int | None = None, normalize: str | None = None, ki
         return ref, info
     ref = index = None  # free the IVF index before the exact one is built
     t0 = time.perf_counter()
-    flat = _flat_index(pool, n, normalize, progress)
+    flat = flat_index(pool, n, normalize, progress)
     info.update(index="flat", recall_at_k=1.0, recall_target_met=True, nprobe=None,
                 seconds_estimate=round(flat_per_query * n, 1),
                 build_seconds=round(info["build_seconds"] + time.perf_counter() - t0, 3),

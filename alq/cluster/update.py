@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from alq.cluster.api import _now, headline
-from alq.cluster.knn import RECALL_QUERIES, _add_rows_range, build_index, exact_knn, prepare, search_partial
+from alq.cluster.ivf import add_rows_range
+from alq.cluster.knn import RECALL_QUERIES, build_index, exact_knn, prepare, search_partial
 from alq.cluster.knngraph import INDEX, graph_dir, load_graph_index
 from alq.cluster.linkage import size_summary
 from alq.cluster.store import coverage, pool_label, read_summary, shard_file, shard_records, write_shard, write_summary
@@ -52,7 +53,7 @@ def _update_recall(pool, ref, covered: int, nearest: np.ndarray, normalize, seed
 
 def _extend_saved_index(out: Path, ref, pool, covered: int, normalize) -> None:
     """Add the newly assigned rows to the saved index, so the next --update finds them too."""
-    _add_rows_range(ref.index, pool, covered, pool.count, normalize)
+    add_rows_range(ref.index, pool, covered, pool.count, normalize)
     tmp = graph_dir(out) / f".{INDEX}.tmp"
     ref.save(tmp)
     os.replace(tmp, graph_dir(out) / INDEX)
