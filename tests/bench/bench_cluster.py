@@ -532,3 +532,27 @@ def test_bench_cluster_ray_vs_1m_local():
     print(f"[cluster, bench mixture x {D}] {RAY_ROWS:,} on a local Ray: {tr:.0f} s = {tr / t1:.2f}x the 1M run "
           f"(target <= 6x at 5M), driver peak RSS {rssr:.2f} GiB (target <= 8), {infor['n_clusters']:,} clusters, "
           f"seconds={infor['seconds']}, index={infor.get('graph', {}).get('index') if isinstance(infor.get('graph'), dict) else None}")
+
+
+# -- the IVF quantizer: flat against two-level, at the sizes of ALQ_BENCH_CLUSTER_SIZES (issue 18) ------------------
+@pytest.mark.parametrize("n", SIZES)
+def test_bench_quantizer_now_vs_flat(n, monkeypatch):
+    """One index build per configuration and the planner's search estimate (its timed sample, scaled to N):
+    today's (two-level quantizer and lists of ~256 rows from 1M rows) against the one before (a flat quantizer
+    over 4 sqrt(N) lists)."""
+    from alq.cluster import ivf
+    from alq.cluster.knn import build_index
+    from alq.store import open_pool
+
+    pool = open_pool(make_pool(n))
+    out = []
+    for name, from_rows, rows_per_list in (("now", ivf.TWO_LEVEL_FROM, ivf.ROWS_PER_LIST),
+                                           ("flat, 4 sqrt(N) lists", n + 1, 10**12)):
+        monkeypatch.setattr(ivf, "TWO_LEVEL_FROM", from_rows)
+        monkeypatch.setattr(ivf, "ROWS_PER_LIST", rows_per_list)
+        t0 = time.perf_counter()
+        _, info = build_index(pool, seed=0, k_for_recall=10)
+        out.append(f"{name}: {info['nlist']} lists, build {info['build_seconds']:.1f} s, nprobe {info.get('nprobe')} "
+                   f"(recall {info['recall_at_k']:.3f}), planned search {info.get('seconds_estimate')} s, "
+                   f"whole planning {time.perf_counter() - t0:.1f} s")
+    print(f"\n[IVF quantizer, bench mixture {n:,} x {D}] " + "; ".join(out))
