@@ -373,15 +373,15 @@ def test_a_saved_index_travels_as_its_file_bytes(tmp_path):
     np.testing.assert_array_equal(got[1], want[1])
 
 
-def test_two_level_quantizer_index_meets_the_recall_target_and_pickles(monkeypatch):
-    """From TWO_LEVEL_FROM rows the IVF's quantizer is an IVF over two-level k-means centroids; the planner still
-    measures recall on its sample (checked here against brute force) and the index survives the trip to a worker."""
+def test_two_level_quantizer_index_finds_the_neighbours_and_pickles(monkeypatch):
+    """From TWO_LEVEL_FROM rows the IVF's quantizer is an IVF over two-level k-means centroids. At a fixed nprobe
+    (no timing involved) its kNN matches brute force, and the index survives the trip to a worker."""
     import pickle
 
     from alq.cluster import ivf
+    from alq.cluster.knn import IndexRef
 
     monkeypatch.setattr(ivf, "TWO_LEVEL_FROM", 10_000)
-    monkeypatch.setattr(knn_mod, "FLAT_MAX_ROWS", 100)  # plan by measurement even on a small pool
     monkeypatch.setattr(ivf, "ROWS_PER_LIST", 64)
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(60, 16)) * 4
@@ -389,15 +389,16 @@ def test_two_level_quantizer_index_meets_the_recall_target_and_pickles(monkeypat
     pool = MemoryPool(x, shard_rows=3000)
     plan = ivf.plan_index(len(x), flat_max_rows=100)
     assert plan["quantizer"] == "two-level" and plan["nlist"] == ivf.ivf_lists(len(x))
-    ref, info = build_index(pool, seed=0, k_for_recall=5)
-    assert info["index"] == "ivf" and info["recall_target_met"] and info["nlist"] == plan["nlist"]
+    index = ivf.ivf_index(pool, len(x), plan, None, 0, None)
+    assert index.ntotal == len(x) and index.nlist == plan["nlist"]
+    ref = IndexRef(index, nprobe=16)
     nbr, _ = search_partial(pool, 0, 2000, ref, 5, None, True)
     x64 = x.astype(np.float64)
     d2 = (x64[:2000] ** 2).sum(1)[:, None] + (x64 ** 2).sum(1)[None, :] - 2 * x64[:2000] @ x64.T
     d2[np.arange(2000), np.arange(2000)] = np.inf
     truth = np.argsort(d2, axis=1)[:, :5]
     found = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(nbr, truth)])
-    assert found >= 0.9  # the planner's target is 0.95 on its own sample; rows here are another sample
+    assert found >= 0.95, found  # measured 1.000 (0.9996 at nprobe 8, 0.968 at 4)
     knn_mod._LOADED.clear()
     worker = pickle.loads(pickle.dumps(ref))
     np.testing.assert_array_equal(search_partial(pool, 0, 2000, worker, 5, None, True)[0], nbr)
