@@ -58,10 +58,14 @@ def test_ratio_estimate_is_exact_between_fully_measured_clusters_and_close_elsew
 
 
 def test_copies_are_at_mean_distance_zero():
-    x = np.repeat(np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32) * 100, 4, axis=0)
-    labels = np.repeat(np.arange(10), 2)
-    d, _ = mean_distances(x, labels, 10)
-    assert d[0, 1] == 0.0 and d[2, 3] == 0.0 and d[0, 2] > 0
+    """Rows far from the origin with awkward values: the expansion's rounding must not leave copies apart."""
+    rng = np.random.default_rng(0)
+    base = (rng.normal(size=(50, 96)) * 1e3 + 1e4).astype(np.float32) / np.float32(3.0)
+    x = np.repeat(base, 2, axis=0)
+    labels = np.arange(100) // 2  # every cluster: one row and its copy
+    d, _ = mean_distances(np.concatenate([x[::2], x[1::2]]), np.concatenate([labels[::2], labels[1::2] + 50]), 100)
+    assert all(d[c, c + 50] == 0.0 for c in range(50))
+    assert (d[0, 1:50] > 0).all()
 
 
 @pytest.mark.parametrize("budget", [1, 7, 40, 75, 1000])

@@ -142,7 +142,8 @@ def _sample_pair_sums(vectors: np.ndarray, idx: np.ndarray, lab: np.ndarray, m: 
                       block: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Sums of distances and of squared distances over the pairs of rows ``idx`` (sorted by ``lab``), per cluster pair.
 
-    Distances in float64 from the centred rows (exact zeros for copies).
+    Distances in float64 from the centred rows; a squared distance within the
+    expansion's rounding of its rows' norms counts as 0, so copies are at 0.
     """
     x = np.asarray(vectors[idx], dtype=np.float64)
     x = torch.from_numpy(x - x.mean(axis=0))
@@ -153,7 +154,10 @@ def _sample_pair_sums(vectors: np.ndarray, idx: np.ndarray, lab: np.ndarray, m: 
     s2 = np.zeros((m, m))
     for i in range(0, len(idx), block):
         j = min(i + block, len(idx))
-        d2 = (sq[i:j, None] + sq[None, :] - 2.0 * (x[i:j] @ x.T)).clamp_min_(0.0)
+        norms = sq[i:j, None] + sq[None, :]
+        d2 = norms - 2.0 * (x[i:j] @ x.T)
+        d2[d2 <= _COPY_TOL * norms] = 0.0
+        del norms
         d1 = d2.sqrt().numpy()
         d2 = d2.numpy()
         lb = lab[i:j]
@@ -162,6 +166,9 @@ def _sample_pair_sums(vectors: np.ndarray, idx: np.ndarray, lab: np.ndarray, m: 
         s1[rows, seg_lab[None, :]] += np.add.reduceat(np.add.reduceat(d1, seg, axis=1), rs, axis=0)
         s2[rows, seg_lab[None, :]] += np.add.reduceat(np.add.reduceat(d2, seg, axis=1), rs, axis=0)
     return s1, s2
+
+
+_COPY_TOL = 1e-12  # float64 rounding of |x|^2 + |y|^2 - 2 x.y is about 1e-16 of the norms
 
 
 def _rms_distances(size, v, q) -> np.ndarray:
